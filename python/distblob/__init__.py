@@ -1,0 +1,14 @@
+"""distblob: content-addressed blob storage the way a container registry does it.
+
+The blob interfaces, wire formats, errors and on-disk layout of the Go registry *distribution*,
+in Python, with the hashing and the write path in Rust.
+"""
+
+from __future__ import annotations
+
+from distblob.digest import Digest, digester
+from distblob.hashing import Blake3, Sha256, Sha512
+
+__version__ = "0.1.0"
+
+__all__ = ["Blake3", "Digest", "Sha256", "Sha512", "__version__", "digester"]

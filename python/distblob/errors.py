@@ -1,0 +1,163 @@
+"""Every error distblob raises, in one place.
+
+The names follow distribution's error set (``registry/storage`` and ``registry/api/errcode``) so
+that an HTTP layer can map each to its OCI error code. All derive from :class:`DistblobError`;
+errors about a value the caller passed (a digest, a name, a size, a hash state) are also
+:class:`ValueError`\\ s, and the native module raises these very classes.
+"""
+
+from __future__ import annotations
+
+
+class DistblobError(Exception):
+    """Base class of every distblob error."""
+
+
+# -- digests and hash states -------------------------------------------------------------------
+
+
+class DigestInvalidError(DistblobError, ValueError):
+    """A digest string that does not follow the OCI grammar for its algorithm."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"invalid digest {digest!r}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+class DigestUnsupportedError(DistblobError, ValueError):
+    """A well-formed digest whose algorithm distblob does not implement."""
+
+    def __init__(self, digest: str, reason: str = "unsupported digest algorithm") -> None:
+        super().__init__(f"unsupported digest {digest!r}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+class HashStateError(DistblobError, ValueError):
+    """A serialised hash state that cannot be restored (wrong magic, size or contents)."""
+
+
+# -- blob store (distribution's registry/storage errors) ---------------------------------------
+
+
+class BlobExistsError(DistblobError):
+    """The blob is already stored (raised where a write must not replace it)."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} already exists")
+        self.digest = digest
+
+
+class BlobDigestUnsupportedError(DigestUnsupportedError):
+    """The blob store was given a digest whose algorithm it cannot verify."""
+
+
+class BlobInvalidDigestError(DigestInvalidError):
+    """A digest the blob store cannot accept: malformed, or not matching the content."""
+
+
+class BlobUnknownError(DistblobError, KeyError):
+    """No blob with that digest is stored (or linked into the repository)."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} unknown")
+        self.digest = digest
+
+    def __str__(self) -> str:
+        # KeyError would quote the message; show it as written.
+        return str(self.args[0])
+
+
+class BlobUploadUnknownError(DistblobError, KeyError):
+    """No upload with that id exists (never did, or committed, cancelled or purged)."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"blob upload {upload_id!r} unknown")
+        self.upload_id = upload_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class BlobUploadInvalidError(DistblobError, ValueError):
+    """An upload whose stored data or state is unusable (for example a corrupt start time)."""
+
+
+class BlobInvalidLengthError(DistblobError, ValueError):
+    """The size the client declared does not match the bytes received."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"invalid blob length: declared {expected}, received {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsupportedError(DistblobError):
+    """The operation is disabled or not supported here (for example deletes when disabled)."""
+
+
+class NameInvalidError(DistblobError, ValueError):
+    """A repository name that is not a valid OCI repository name."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"invalid repository name {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+# -- storage drivers (distribution's registry/storage/driver errors) ---------------------------
+
+
+class StorageDriverError(DistblobError):
+    """Base class of storage driver errors."""
+
+
+class PathNotFoundError(StorageDriverError, KeyError):
+    """Nothing is stored at the path."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidPathError(StorageDriverError, ValueError):
+    """A driver path that is not absolute, clean, and made of allowed characters."""
+
+    def __init__(self, path: str, reason: str = "invalid path") -> None:
+        super().__init__(f"{reason}: {path!r}")
+        self.path = path
+        self.reason = reason
+
+
+class InvalidOffsetError(StorageDriverError, ValueError):
+    """An offset outside the object (negative, or past its end)."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        super().__init__(f"invalid offset {offset} for {path}")
+        self.path = path
+        self.offset = offset
+
+
+__all__ = [
+    "BlobDigestUnsupportedError",
+    "BlobExistsError",
+    "BlobInvalidDigestError",
+    "BlobInvalidLengthError",
+    "BlobUnknownError",
+    "BlobUploadInvalidError",
+    "BlobUploadUnknownError",
+    "DigestInvalidError",
+    "DigestUnsupportedError",
+    "DistblobError",
+    "HashStateError",
+    "InvalidOffsetError",
+    "InvalidPathError",
+    "NameInvalidError",
+    "PathNotFoundError",
+    "StorageDriverError",
+    "UnsupportedError",
+]

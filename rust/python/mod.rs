@@ -1,0 +1,38 @@
+//! The `distblob._native` extension module: thin bindings over the core, and the one place where
+//! Rust errors become Python exceptions.
+
+mod buffer;
+mod hashers;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::error::Error;
+
+// Exceptions are defined in Python (`distblob.errors`) so that the Python API owns them; the
+// native module raises those very classes.
+pyo3::import_exception!(distblob.errors, HashStateError);
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        match err {
+            Error::HashState(why) => HashStateError::new_err(why),
+            // OSError(errno, strerror, filename) picks the matching subclass
+            // (FileNotFoundError, PermissionError, ...) from the errno.
+            Error::Io { path, source } => match source.raw_os_error() {
+                Some(errno) => PyOSError::new_err((errno, source.to_string(), path)),
+                None => PyOSError::new_err(format!("{path}: {source}")),
+            },
+            Error::State(why) => PyValueError::new_err(why),
+        }
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<hashers::Sha256>()?;
+    m.add_class::<hashers::Sha512>()?;
+    m.add_class::<hashers::Blake3>()?;
+    m.add("GIL_RELEASE_THRESHOLD", buffer::GIL_RELEASE_THRESHOLD)?;
+    Ok(())
+}
