@@ -4,6 +4,8 @@ from typing import ClassVar, Final, Self, final
 
 from _typeshed import ReadableBuffer
 
+__all__ = ["GIL_RELEASE_THRESHOLD", "Blake3", "Sha256", "Sha512"]
+
 GIL_RELEASE_THRESHOLD: Final[int]
 
 @final
@@ -13,7 +15,7 @@ class Sha256:
     name: ClassVar[str]
     digest_size: ClassVar[int]
     block_size: ClassVar[int]
-    def __init__(self, data: ReadableBuffer | None = None) -> None: ...
+    def __new__(cls, data: ReadableBuffer | None = None) -> Self: ...
     @property
     def size(self) -> int:
         """Bytes hashed so far."""
@@ -36,7 +38,7 @@ class Sha512:
     name: ClassVar[str]
     digest_size: ClassVar[int]
     block_size: ClassVar[int]
-    def __init__(self, data: ReadableBuffer | None = None) -> None: ...
+    def __new__(cls, data: ReadableBuffer | None = None) -> Self: ...
     @property
     def size(self) -> int:
         """Bytes hashed so far."""
@@ -59,7 +61,7 @@ class Blake3:
     name: ClassVar[str]
     digest_size: ClassVar[int]
     block_size: ClassVar[int]
-    def __init__(self, data: ReadableBuffer | None = None, *, max_threads: int = 1) -> None: ...
+    def __new__(cls, data: ReadableBuffer | None = None, *, max_threads: int = 1) -> Self: ...
     @property
     def size(self) -> int:
         """Bytes hashed so far."""

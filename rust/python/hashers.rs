@@ -71,6 +71,7 @@ macro_rules! sha2_class {
                 lock(&self.state).len()
             }
 
+            #[pyo3(signature = (data, /))]
             fn update(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
                 let data = Borrowed::new(data)?;
                 data.with_slice(py, |bytes| lock(&self.state).update(bytes));
@@ -94,6 +95,7 @@ macro_rules! sha2_class {
             }
 
             #[classmethod]
+            #[pyo3(signature = (data, /))]
             fn unmarshal_binary(
                 _cls: &Bound<'_, PyType>,
                 py: Python<'_>,
@@ -181,6 +183,7 @@ impl Blake3 {
         }
     }
 
+    #[pyo3(signature = (data, /))]
     fn update(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = Borrowed::new(data)?;
         data.with_slice(py, |bytes| lock(&self.state).update(bytes));

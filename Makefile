@@ -1,0 +1,45 @@
+# One command to install and run, one to check everything (see README).
+#   make run    installs distblob and runs it on the embedded defaults
+#   make test   installs what the tests need, then runs every gate and test
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# Debian packages the interop tests run for real (the Go registry and skopeo).
+DEBIAN_PACKAGES := docker-registry skopeo
+
+.PHONY: run test deps debian-deps install lint test-rust test-python bench-smoke bench
+
+run:
+	$(PIP) install -q .
+	distblob digest README.md pyproject.toml
+
+install:
+	$(PIP) install -q -e '.[test]'
+
+debian-deps:
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES); \
+	fi
+
+deps: debian-deps install
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets --all-features -- -D warnings
+	ruff check python tests benches
+	ruff format --check python tests benches
+	mypy --strict python/
+	$(PYTHON) -m mypy.stubtest distblob._native
+
+test-rust:
+	cargo test --quiet
+
+test-python:
+	$(PYTHON) -m pytest -q
+
+bench-smoke:
+	$(PYTHON) -m benches.compare --quick
+
+bench:
+	$(PYTHON) -m benches.compare --json benches/results.json
+
+test: deps lint test-rust test-python bench-smoke

@@ -1,0 +1,62 @@
+"""Run every benchmark scenario side by side and print ratios; ``python -m benches.compare``.
+
+Figures are best-of-N throughputs from one run on one machine; the ratios are the claims (see the
+README). ``--quick`` runs tiny sizes so CI can check the script still works (its figures mean
+nothing). ``--json FILE`` writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+from benches import hashing
+from benches.timing import print_table
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    args = parser.parse_args(argv)
+
+    total, rounds = (8, 1) if args.quick else (256, 5)
+    print(f"machine: {machine()}")
+    results, comparisons = hashing.run(total_mib=total, rounds=rounds)
+    print_table(results, comparisons)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(
+                {
+                    "machine": machine(),
+                    "quick": args.quick,
+                    "results": [r.as_dict() for r in results],
+                    "comparisons": [c.__dict__ | {"met": c.met} for c in comparisons],
+                },
+                out,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
