@@ -4,7 +4,16 @@ from typing import ClassVar, Final, Self, final
 
 from _typeshed import ReadableBuffer
 
-__all__ = ["GIL_RELEASE_THRESHOLD", "Blake3", "Sha256", "Sha512"]
+__all__ = [
+    "GIL_RELEASE_THRESHOLD",
+    "Blake3",
+    "Sha256",
+    "Sha512",
+    "UploadFile",
+    "hash_file",
+    "sync_filesystem",
+    "write_file_atomic",
+]
 
 GIL_RELEASE_THRESHOLD: Final[int]
 
@@ -73,3 +82,60 @@ class Blake3:
         """The first ``length`` bytes of the output; 32 is the standard digest."""
     def hexdigest(self, length: int = 32) -> str: ...
     def copy(self) -> Self: ...
+
+@final
+class UploadFile:
+    """An upload's data file: each write goes to disk and into the running hash in one call.
+
+    Every method releases the GIL. Raises ``OSError`` subclasses for I/O errors,
+    ``HashStateError`` for an unusable ``state`` and ``ValueError`` once closed.
+    """
+
+    def __new__(
+        cls,
+        path: str,
+        *,
+        create: bool,
+        algorithm: str = "sha256",
+        state: bytes | None = None,
+        writeback: bool = False,
+    ) -> Self:
+        """Open (``create``: create, which must not exist yet) and resume from ``state``."""
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+    @property
+    def position(self) -> int:
+        """Where the next write goes."""
+    @property
+    def hashed(self) -> int:
+        """Bytes the running hash covers."""
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def seek(self, position: int) -> None:
+        """Move the write position within ``0..size``."""
+    def write(self, data: ReadableBuffer, /) -> int:
+        """Write all of ``data`` at the position and hash it; all or nothing."""
+    def read_from_fd(self, fd: int, limit: int | None = None) -> int:
+        """Copy from a file descriptor to its end (or ``limit`` bytes); returns the count."""
+    def catch_up(self) -> None:
+        """Hash whatever part of the file the running hash does not cover yet."""
+    def hexdigest(self) -> str:
+        """The digest of the whole file."""
+    def marshal_state(self) -> tuple[int, bytes] | None:
+        """``(offset, state)`` in Go's format, or ``None`` (BLAKE3, out-of-order writes)."""
+    def sync(self) -> None:
+        """``fdatasync`` the data."""
+    def close(self) -> None:
+        """Close the file; idempotent."""
+
+def hash_file(path: str, algorithm: str = "sha256", offset: int = 0) -> str:
+    """The hex digest of ``path`` from ``offset`` to its end."""
+
+def write_file_atomic(path: str, tmp: str, data: ReadableBuffer, durable: bool) -> None:
+    """Write through ``tmp`` and a rename; ``durable`` syncs the file and its directories."""
+
+def sync_filesystem(path: str) -> None:
+    """``syncfs`` the filesystem holding ``path``."""

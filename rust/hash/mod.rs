@@ -5,6 +5,7 @@
 //! `hashstates/sha256/<offset>`); the block compression is `sha2`'s, which picks the CPU's SHA
 //! extensions at run time. BLAKE3 wraps the `blake3` crate, with optional multithreading.
 
+pub mod any;
 pub mod blake3;
 pub mod sha2;
 

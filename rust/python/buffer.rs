@@ -62,4 +62,29 @@ impl Borrowed {
             run()
         }
     }
+
+    /// Like [`Borrowed::with_slice`], but always releases the GIL: for calls that do I/O,
+    /// which may block whatever the size.
+    pub fn with_slice_detached<R, F>(&self, py: Python<'_>, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R + Send,
+        R: Send,
+    {
+        if self.len() >= GIL_RELEASE_THRESHOLD {
+            self.with_slice(py, f)
+        } else {
+            py.detach(|| self.with_slice_unlocked(f))
+        }
+    }
+
+    fn with_slice_unlocked<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let len = self.len();
+        if len == 0 {
+            return f(&[]);
+        }
+        // SAFETY: as in `with_slice`: the export held by `self.view` pins this memory for the
+        // duration of the call, and `len > 0` so the pointer is not null.
+        let slice = unsafe { std::slice::from_raw_parts(self.view.buf_ptr() as *const u8, len) };
+        f(slice)
+    }
 }

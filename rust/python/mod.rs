@@ -3,6 +3,7 @@
 
 mod buffer;
 mod hashers;
+mod upload;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -33,6 +34,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hashers::Sha256>()?;
     m.add_class::<hashers::Sha512>()?;
     m.add_class::<hashers::Blake3>()?;
+    m.add_class::<upload::UploadFile>()?;
+    m.add_function(wrap_pyfunction!(upload::hash_file, m)?)?;
+    m.add_function(wrap_pyfunction!(upload::write_file_atomic, m)?)?;
+    m.add_function(wrap_pyfunction!(upload::sync_filesystem, m)?)?;
     m.add("GIL_RELEASE_THRESHOLD", buffer::GIL_RELEASE_THRESHOLD)?;
     Ok(())
 }

@@ -1,0 +1,165 @@
+//! `UploadFile` and the file helpers for Python. Every call that touches the disk releases the
+//! GIL, however small: a write may block on a busy or full disk, and other threads must go on.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::buffer::Borrowed;
+use super::hashers::lock;
+use crate::error::Error;
+use crate::hash::any::Algorithm;
+use crate::upload::{self, UploadFile as Core};
+
+/// An upload's data file: each write goes to disk and into the running hash in one call.
+#[pyclass(frozen, module = "distblob._native", name = "UploadFile")]
+pub struct UploadFile {
+    /// `None` once closed.
+    inner: Mutex<Option<Core>>,
+}
+
+impl UploadFile {
+    fn with<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Core) -> crate::Result<R> + Send,
+    ) -> PyResult<R> {
+        py.detach(|| {
+            let mut guard = lock(&self.inner);
+            let core = guard
+                .as_mut()
+                .ok_or_else(|| Error::State("the upload file is closed".into()))?;
+            f(core)
+        })
+        .map_err(PyErr::from)
+    }
+}
+
+fn algorithm(name: &str) -> PyResult<Algorithm> {
+    Algorithm::parse(name).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+#[pymethods]
+impl UploadFile {
+    #[new]
+    #[pyo3(signature = (path, *, create, algorithm = "sha256", state = None, writeback = false))]
+    fn new(
+        py: Python<'_>,
+        path: &str,
+        create: bool,
+        algorithm: &str,
+        state: Option<&[u8]>,
+        writeback: bool,
+    ) -> PyResult<Self> {
+        let algorithm = self::algorithm(algorithm)?;
+        let core = py.detach(|| Core::open(path, create, algorithm, state, writeback))?;
+        Ok(UploadFile {
+            inner: Mutex::new(Some(core)),
+        })
+    }
+
+    #[getter]
+    fn size(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |core| Ok(core.size()))
+    }
+
+    #[getter]
+    fn position(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |core| Ok(core.position()))
+    }
+
+    #[getter]
+    fn hashed(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |core| Ok(core.hashed()))
+    }
+
+    #[getter]
+    fn algorithm(&self, py: Python<'_>) -> PyResult<&'static str> {
+        self.with(py, |core| Ok(core.algorithm().name()))
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.inner).is_none()
+    }
+
+    fn seek(&self, py: Python<'_>, position: u64) -> PyResult<()> {
+        self.with(py, |core| core.seek(position))
+    }
+
+    #[pyo3(signature = (data, /))]
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let data = Borrowed::new(data)?;
+        let addr_len = data.len();
+        if addr_len == 0 {
+            return Ok(0);
+        }
+        data.with_slice_detached(py, |bytes| {
+            let mut guard = lock(&self.inner);
+            let core = guard
+                .as_mut()
+                .ok_or_else(|| Error::State("the upload file is closed".into()))?;
+            core.write(bytes)
+        })
+        .map_err(PyErr::from)
+    }
+
+    #[pyo3(signature = (fd, limit = None))]
+    fn read_from_fd(&self, py: Python<'_>, fd: i32, limit: Option<u64>) -> PyResult<u64> {
+        self.with(py, |core| core.read_from_fd(fd, limit))
+    }
+
+    fn catch_up(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |core| core.catch_up())
+    }
+
+    fn hexdigest(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |core| core.hexdigest())
+    }
+
+    fn marshal_state<'py>(&self, py: Python<'py>) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
+        let state = self.with(py, |core| Ok(core.marshal_state()))?;
+        Ok(state.map(|(offset, bytes)| (offset, PyBytes::new(py, &bytes))))
+    }
+
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |core| core.sync())
+    }
+
+    /// Closes the file; idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| lock(&self.inner).take());
+    }
+}
+
+/// The hex digest of a file from `offset` on.
+#[pyfunction]
+#[pyo3(signature = (path, algorithm = "sha256", offset = 0))]
+pub fn hash_file(py: Python<'_>, path: &str, algorithm: &str, offset: u64) -> PyResult<String> {
+    let algorithm = self::algorithm(algorithm)?;
+    Ok(py.detach(|| upload::hash_file(path, algorithm, offset))?)
+}
+
+/// Writes `data` to `path` through `tmp` and a rename; `durable` syncs file and directories.
+#[pyfunction]
+#[pyo3(signature = (path, tmp, data, durable))]
+pub fn write_file_atomic(
+    py: Python<'_>,
+    path: &str,
+    tmp: &str,
+    data: &Bound<'_, PyAny>,
+    durable: bool,
+) -> PyResult<()> {
+    let data = Borrowed::new(data)?;
+    Ok(data.with_slice_detached(py, |bytes| {
+        upload::write_file_atomic(path, tmp, bytes, durable)
+    })?)
+}
+
+/// `syncfs` on the filesystem holding `path`.
+#[pyfunction]
+pub fn sync_filesystem(py: Python<'_>, path: &str) -> PyResult<()> {
+    Ok(py.detach(|| upload::sync_filesystem(path))?)
+}
