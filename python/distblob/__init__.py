@@ -6,9 +6,23 @@ in Python, with the hashing and the write path in Rust.
 
 from __future__ import annotations
 
+from distblob.descriptor import Descriptor
 from distblob.digest import Digest, digester
 from distblob.hashing import Blake3, Sha256, Sha512
+from distblob.registry import Registry, Repository
+from distblob.storage.writer import BlobWriter
 
 __version__ = "0.1.0"
 
-__all__ = ["Blake3", "Digest", "Sha256", "Sha512", "__version__", "digester"]
+__all__ = [
+    "Blake3",
+    "BlobWriter",
+    "Descriptor",
+    "Digest",
+    "Registry",
+    "Repository",
+    "Sha256",
+    "Sha512",
+    "__version__",
+    "digester",
+]

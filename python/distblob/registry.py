@@ -1,0 +1,83 @@
+"""``Registry`` and ``Repository``: a storage driver, an engine and the options, in one place.
+
+Names are validated here (:meth:`Registry.repository`), so nothing below sees an unchecked one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from distblob.storage import paths
+from distblob.storage.blobs import BlobStore
+from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
+from distblob.storage.engines import Engine, get_engine
+from distblob.storage.linked import DescriptorCache, LinkedBlobStore
+
+
+class Registry:
+    """A blob registry over one storage driver.
+
+    - ``engine``: ``"native"`` (the Rust write path, default) or ``"python"`` (the reference),
+      or an :class:`~distblob.storage.engines.Engine` instance.
+    - ``resumable_digests``: save the SHA-256 state on every writer close and resume from it;
+      off, no states are written or read and resuming rehashes the data.
+    - ``delete_enabled``: allow blob deletes (distribution's ``storage.delete.enabled``).
+    - ``fsync``: sync data and directories per blob so a committed blob survives a crash. Off,
+      nothing is synced per blob and :meth:`sync` makes everything durable at once.
+    - ``redirect``: let drivers that can answer blob GETs with a redirect URL.
+    """
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        *,
+        engine: str | Engine = "native",
+        resumable_digests: bool = True,
+        delete_enabled: bool = False,
+        fsync: bool = True,
+        redirect: bool = True,
+    ) -> None:
+        self.driver = driver
+        self.engine = get_engine(engine) if isinstance(engine, str) else engine
+        self.resumable_digests = resumable_digests
+        self.delete_enabled = delete_enabled
+        self.fsync = fsync
+        self.redirect = redirect
+        self.descriptors = DescriptorCache()
+        self.blobs = BlobStore(self)
+
+    @classmethod
+    def filesystem(cls, root: str | os.PathLike[str], **options: object) -> Registry:
+        """A registry over a directory (created if missing), laid out as distribution's."""
+        return cls(FilesystemDriver(root), **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def in_memory(cls, **options: object) -> Registry:
+        """A registry in memory, for tests and caches."""
+        return cls(InMemoryDriver(), **options)  # type: ignore[arg-type]
+
+    def repository(self, name: str) -> Repository:
+        """The repository ``name``; ``NameInvalidError`` unless it is a valid OCI name."""
+        return Repository(self, name)
+
+    def sync(self) -> None:
+        """Make everything written so far durable (for batch jobs run with ``fsync=False``)."""
+        self.driver.sync()
+
+    def __repr__(self) -> str:
+        return f"<Registry {self.driver.name} engine={self.engine.name}>"
+
+
+class Repository:
+    """One repository: its name and its linked blob store."""
+
+    def __init__(self, registry: Registry, name: str) -> None:
+        self.registry = registry
+        self.name = paths.validate_repository_name(name)
+        self.blobs = LinkedBlobStore(registry, self.name)
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.name}>"
+
+
+__all__ = ["Registry", "Repository"]

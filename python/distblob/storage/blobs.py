@@ -1,0 +1,162 @@
+"""The global blob store: every blob under ``blobs/``, whatever repository links it.
+
+distribution's ``blobStore``: it stats, reads and serves blobs by digest, moves committed
+uploads into place, and deletes blob data (garbage collection's job). Repositories see blobs only
+through their links (:mod:`distblob.storage.linked`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
+from distblob.digest import Digest
+from distblob.errors import (
+    BlobDigestUnsupportedError,
+    BlobInvalidDigestError,
+    BlobUnknownError,
+    DigestInvalidError,
+    DigestUnsupportedError,
+    PathNotFoundError,
+    UnsupportedError,
+)
+from distblob.interfaces import ServePlan
+from distblob.storage import paths, serve
+
+if TYPE_CHECKING:
+    from distblob.registry import Registry
+
+
+def parse_digest(value: str) -> Digest:
+    """``value`` as a :class:`Digest`, with the blob store's error types."""
+    try:
+        return Digest(value)
+    except DigestUnsupportedError as exc:
+        raise BlobDigestUnsupportedError(exc.digest, exc.reason) from None
+    except DigestInvalidError as exc:
+        raise BlobInvalidDigestError(exc.digest, exc.reason) from None
+
+
+class BlobStore:
+    """All blobs of a registry, by digest."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self.driver = registry.driver
+
+    def stat(self, digest: str) -> Descriptor:
+        """The blob's size and digest; ``BlobUnknownError`` if it is not stored."""
+        dgst = parse_digest(digest)
+        try:
+            info = self.driver.stat(paths.blob_data_path(dgst))
+        except PathNotFoundError:
+            raise BlobUnknownError(dgst) from None
+        if info.is_dir:
+            raise BlobUnknownError(dgst)
+        return Descriptor(media_type=DEFAULT_MEDIA_TYPE, size=info.size, digest=dgst)
+
+    def exists(self, digest: str) -> bool:
+        try:
+            self.stat(digest)
+        except BlobUnknownError:
+            return False
+        return True
+
+    def get(self, digest: str) -> bytes:
+        dgst = parse_digest(digest)
+        try:
+            return self.driver.get_content(paths.blob_data_path(dgst))
+        except PathNotFoundError:
+            raise BlobUnknownError(dgst) from None
+
+    def open(self, digest: str) -> BinaryIO:
+        dgst = parse_digest(digest)
+        try:
+            return self.driver.reader(paths.blob_data_path(dgst))
+        except PathNotFoundError:
+            raise BlobUnknownError(dgst) from None
+
+    def serve_blob(
+        self,
+        digest: str,
+        *,
+        method: str = "GET",
+        range: str | None = None,
+        if_none_match: str | None = None,
+    ) -> ServePlan:
+        return self.serve_descriptor(
+            self.stat(digest), method=method, range=range, if_none_match=if_none_match
+        )
+
+    def serve_descriptor(
+        self,
+        descriptor: Descriptor,
+        *,
+        method: str = "GET",
+        range: str | None = None,
+        if_none_match: str | None = None,
+    ) -> ServePlan:
+        """The plan for a blob already stat'ed (its media type may come from a repository)."""
+        assert descriptor.digest is not None
+        path = paths.blob_data_path(descriptor.digest)
+        redirect = self.driver.redirect_url(path, method) if self._registry.redirect else None
+        return serve.plan(
+            descriptor,
+            path,
+            local_path=self.driver.local_path(path),
+            method=method,
+            range=range,
+            if_none_match=if_none_match,
+            redirect=redirect,
+        )
+
+    def delete(self, digest: str) -> None:
+        """Remove the blob's data (not the repositories' links: garbage collection's job)."""
+        if not self._registry.delete_enabled:
+            raise UnsupportedError("deletes are disabled")
+        dgst = parse_digest(digest)
+        try:
+            self.driver.delete(paths.blob_dir_path(dgst))
+        except PathNotFoundError:
+            raise BlobUnknownError(dgst) from None
+
+    def enumerate(self) -> Iterator[Digest]:
+        """Every stored blob's digest."""
+        try:
+            entries = list(self.driver.walk(paths.blobs_root()))
+        except PathNotFoundError:
+            return
+        for info in entries:
+            if info.is_dir or not info.path.endswith("/data"):
+                continue
+            parts = info.path.split("/")
+            algorithm, encoded = parts[-4], parts[-2]
+            try:
+                yield Digest.from_parts(algorithm, encoded)
+            except (DigestInvalidError, DigestUnsupportedError):
+                continue
+
+    # -- used by commit and put --------------------------------------------------------------
+
+    def move_into_place(self, source: str, digest: Digest) -> None:
+        """Make the file at ``source`` the blob ``digest``, unless that blob is already there.
+
+        Content addressing makes an existing blob with this digest the same bytes, so it is kept
+        and never rewritten; two commits of the same content racing here both succeed, since the
+        rename is atomic and either result is the same blob.
+        """
+        if self.exists(digest):
+            return
+        self.driver.move(source, paths.blob_data_path(digest), fsync=self._registry.fsync)
+
+    def write(self, digest: Digest, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` as the blob ``digest`` (already verified), unless it is there."""
+        if self.exists(digest):
+            return
+        self._registry.engine.write_object(
+            self.driver, paths.blob_data_path(digest), data, durable=self._registry.fsync
+        )
+
+
+__all__ = ["BlobStore", "parse_digest"]

@@ -1,0 +1,26 @@
+"""Storage drivers: the small set of path operations the blob store is built on.
+
+:class:`StorageDriver` is the interface (distribution's ``storagedriver.StorageDriver``);
+:class:`FilesystemDriver` stores under a local directory and :class:`InMemoryDriver` in a dict,
+for tests and for caches that need no durability.
+"""
+
+from __future__ import annotations
+
+from distblob.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    StorageDriver,
+    validate_path,
+)
+from distblob.storage.driver.filesystem import FilesystemDriver
+from distblob.storage.driver.inmemory import InMemoryDriver
+
+__all__ = [
+    "FileInfo",
+    "FileWriter",
+    "FilesystemDriver",
+    "InMemoryDriver",
+    "StorageDriver",
+    "validate_path",
+]

@@ -1,0 +1,302 @@
+"""The storage driver interface, after distribution's ``registry/storage/driver``.
+
+A driver stores byte strings at *driver paths*: absolute, ``/``-separated paths made of
+``[A-Za-z0-9._=-]`` components, never ``.`` or ``..`` (see :func:`validate_path`). Directories are
+implied: writing a file creates its parents, and a directory stays once created, as on a local
+filesystem. The blob store only ever uses these verbs, so any backend that offers them (a local
+directory, memory, later an object store) can hold a registry.
+
+As distribution's ``base.Base`` does, :class:`StorageDriver` validates every path and argument in
+its public methods and only then calls the driver's ``_``-prefixed implementation, so no driver
+can forget a check and every driver rejects the same inputs the same way.
+
+Errors, common to all drivers: :class:`~distblob.errors.InvalidPathError` for a bad path,
+:class:`~distblob.errors.PathNotFoundError` when nothing usable is stored there (also when a read
+finds a directory where it wants a file, or the reverse),
+:class:`~distblob.errors.InvalidOffsetError` for a bad read offset, and
+:class:`~distblob.errors.StorageDriverError` when a write conflicts with the tree (a file where a
+directory must go, or a directory where a file must go). Failures of the medium itself (disk full,
+permissions) surface as the ``OSError`` the operating system raised.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import re
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, Self, final
+
+from distblob.errors import InvalidOffsetError, InvalidPathError, StorageDriverError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from _typeshed import ReadableBuffer
+
+#: Longest path component, in bytes: Linux's ``NAME_MAX``, enforced for every driver so that a
+#: path accepted by one driver is accepted by all.
+MAX_COMPONENT_LENGTH: Final = 255
+
+# distribution's PathRegexp plus "=" (upload ids may contain it), with the "." and ".."
+# components excluded in the same pass; the component length bound is NAME_MAX.
+_PATH: Final = re.compile(r"(?:/(?!\.{1,2}(?:/|\Z))[A-Za-z0-9._=-]{1,255})+")
+_COMPONENT: Final = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._=-]{1,255}")
+
+
+def validate_path(path: str, *, allow_root: bool = False) -> str:
+    """Return ``path`` if it is a valid driver path, else raise ``InvalidPathError``.
+
+    ``allow_root`` also accepts ``/`` itself, which only listing, walking and stat take.
+    """
+    if not isinstance(path, str):
+        raise TypeError(f"a driver path is a str, not {type(path).__name__}")
+    if _PATH.fullmatch(path) is None and not (allow_root and path == "/"):
+        raise InvalidPathError(path)
+    return path
+
+
+def is_path_component(name: str) -> bool:
+    """Whether ``name`` can be one component of a driver path.
+
+    Drivers skip other names when listing, so that files no driver path can name (such as the
+    ``lost+found`` of a dedicated volume) never reach a caller.
+    """
+    return _COMPONENT.fullmatch(name) is not None
+
+
+def join(parent: str, name: str) -> str:
+    """The driver path of ``name`` inside the directory ``parent`` (which may be ``/``)."""
+    return f"/{name}" if parent == "/" else f"{parent}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What :meth:`StorageDriver.stat` and :meth:`StorageDriver.walk` report about a path.
+
+    ``size`` is 0 for a directory (as in distribution); ``mod_time`` is seconds since the epoch.
+    """
+
+    path: str
+    size: int
+    mod_time: float
+    is_dir: bool
+
+
+class FileWriter(abc.ABC):
+    """A file being written at one driver path (distribution's ``FileWriter``).
+
+    Written bytes are visible to readers after :meth:`flush`, :meth:`commit` or :meth:`close`
+    (some drivers show them sooner); nothing is promised to survive a
+    crash unless ``commit(fsync=True)`` returned. A writer belongs to one thread at a time. Once
+    closed, committed or cancelled it accepts no more writes (``ValueError``, as a closed Python
+    file does). Use it as a context manager to be sure it is closed.
+    """
+
+    @abc.abstractmethod
+    def write(self, data: ReadableBuffer) -> int:
+        """Append ``data`` (any contiguous buffer) and return the number of bytes written."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes in the file: what was there when appending plus what this writer wrote."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Make every byte written so far visible to readers of the path (not durable)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the file, keeping what was written; closing again does nothing."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Close and remove the file; cancelling again does nothing.
+
+        Raises ``ValueError`` once the writer was closed, because the path may by then hold what
+        another writer wrote (distribution refuses this too).
+        """
+
+    @abc.abstractmethod
+    def commit(self, *, fsync: bool = False) -> None:
+        """Flush everything written; with ``fsync``, make it durable before returning.
+
+        Durable means the data, and the file's directory entries if this writer created the file.
+        No writes are accepted afterwards; the writer must still be closed.
+        """
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class StorageDriver(abc.ABC):
+    """Stores byte strings at driver paths; safe to use from many threads at once.
+
+    The public methods validate their arguments and delegate to the ``_``-prefixed methods that
+    each driver implements; those receive valid paths only.
+    """
+
+    #: The driver's name, as in distribution's configuration (``filesystem``, ``inmemory``).
+    name: ClassVar[str]
+
+    @final
+    def get_content(self, path: str) -> bytes:
+        """The whole file at ``path``; ``PathNotFoundError`` if missing or a directory."""
+        return self._get_content(validate_path(path))
+
+    @final
+    def put_content(self, path: str, data: ReadableBuffer, *, fsync: bool = False) -> None:
+        """Store ``data`` at ``path`` atomically, creating parent directories.
+
+        Readers see either the old or the new content, never a mix (the data is written to
+        ``<path>.<uuid4>.tmp`` and renamed, as distribution does). With ``fsync`` the content and
+        every directory entry it needed (including new parent directories) are durable on return.
+        """
+        self._put_content(validate_path(path), data, fsync=fsync)
+
+    @final
+    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        """A seekable binary reader of the file at ``path``, positioned at ``offset``.
+
+        ``PathNotFoundError`` if there is no file; ``InvalidOffsetError`` if ``offset`` is
+        negative or past the end (the end itself is allowed and reads nothing).
+        """
+        validate_path(path)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"an offset is an int, not {type(offset).__name__}")
+        if offset < 0:
+            raise InvalidOffsetError(path, offset)
+        return self._reader(path, offset)
+
+    @final
+    def writer(self, path: str, *, append: bool = False) -> FileWriter:
+        """A writer of the file at ``path``.
+
+        Without ``append`` the file is created (with its parents) or truncated; with ``append``
+        it must exist (``PathNotFoundError``) and writes go after its current content.
+        """
+        return self._writer(validate_path(path), append=append)
+
+    @final
+    def stat(self, path: str) -> FileInfo:
+        """What is at ``path`` (``/`` allowed); ``PathNotFoundError`` if nothing is."""
+        return self._stat(validate_path(path, allow_root=True))
+
+    @final
+    def list(self, path: str) -> builtins.list[str]:
+        """The full paths of the direct children of the directory ``path``, sorted.
+
+        ``PathNotFoundError`` if there is no directory at ``path``.
+        """
+        return self._list(validate_path(path, allow_root=True))
+
+    @final
+    def move(self, src: str, dst: str, *, fsync: bool = False) -> None:
+        """Rename ``src`` to ``dst`` atomically, creating ``dst``'s parents and replacing a file.
+
+        ``PathNotFoundError`` if ``src`` is missing; ``StorageDriverError`` if ``dst`` is a
+        directory or lies inside ``src``. With ``fsync`` the rename is durable on return: the
+        directory holding ``dst`` and every directory created on the way are synced.
+        """
+        validate_path(src)
+        validate_path(dst)
+        if dst.startswith(src + "/"):
+            raise StorageDriverError(f"cannot move {src} into itself ({dst})")
+        self._move(src, dst, fsync=fsync)
+
+    @final
+    def delete(self, path: str) -> None:
+        """Remove the file or the whole directory tree at ``path``; ``PathNotFoundError``."""
+        self._delete(validate_path(path))
+
+    @final
+    def walk(self, path: str) -> Iterator[FileInfo]:
+        """Every entry below the directory ``path`` (not ``path`` itself), depth first.
+
+        Children are visited in sorted order, each directory right before its contents, as
+        distribution's ``WalkFallback`` does. ``PathNotFoundError`` (raised by this call, not by
+        the first ``next``) if there is no directory at ``path``; entries removed while walking
+        are skipped.
+        """
+        return self._walk(validate_path(path, allow_root=True))
+
+    @final
+    def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL from which a client can ``method`` the file directly, or ``None``.
+
+        Object stores offer signed URLs here; local drivers have none.
+        """
+        return self._redirect_url(validate_path(path), method)
+
+    @final
+    def local_path(self, path: str) -> str | None:
+        """The OS path of ``path`` when the driver is a local filesystem, else ``None``.
+
+        The file need not exist, and its parent directories are not created. The native engine
+        writes upload files through it directly.
+        """
+        return self._local_path(validate_path(path))
+
+    @final
+    def sync(self) -> None:
+        """Make everything written so far durable at once."""
+        self._sync()
+
+    # -- what a driver implements ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def _put_content(self, path: str, data: ReadableBuffer, *, fsync: bool) -> None: ...
+
+    @abc.abstractmethod
+    def _reader(self, path: str, offset: int) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def _writer(self, path: str, *, append: bool) -> FileWriter: ...
+
+    @abc.abstractmethod
+    def _stat(self, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    def _list(self, path: str) -> builtins.list[str]: ...
+
+    @abc.abstractmethod
+    def _move(self, src: str, dst: str, *, fsync: bool) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def _walk(self, path: str) -> Iterator[FileInfo]: ...
+
+    @abc.abstractmethod
+    def _sync(self) -> None: ...
+
+    def _redirect_url(self, path: str, method: str) -> str | None:
+        return None
+
+    def _local_path(self, path: str) -> str | None:
+        return None
+
+
+__all__ = [
+    "MAX_COMPONENT_LENGTH",
+    "FileInfo",
+    "FileWriter",
+    "StorageDriver",
+    "is_path_component",
+    "join",
+    "validate_path",
+]

@@ -1,0 +1,402 @@
+"""A storage driver over a local directory (distribution's ``filesystem`` driver).
+
+Driver path ``/a/b`` is the file ``<root>/a/b``. Small files are written to a temporary sibling
+and renamed into place, so a reader never sees half a file. Durability is opt-in per call
+(``fsync=True``), because the blob store decides which writes must survive a crash: syncing a file
+is not enough on POSIX, the directory entries that name it must be synced too, so the driver
+remembers which directories each write created or changed and syncs exactly those.
+
+Paths are validated before they are joined to the root, so no driver path can name anything
+outside it. Symlinks placed inside the root by an administrator are followed when reading, but a
+write, move, delete or :meth:`~FilesystemDriver.local_path` that would resolve outside the root is
+refused with ``InvalidPathError``. The check resolves the path just before acting on it; it guards
+against mistakes, not against someone racing to swap directories for symlinks.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import shutil
+import stat as stat_module
+import sys
+import uuid
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+from distblob.errors import (
+    InvalidOffsetError,
+    InvalidPathError,
+    PathNotFoundError,
+    StorageDriverError,
+)
+from distblob.storage.driver.base import (
+    MAX_COMPONENT_LENGTH,
+    FileInfo,
+    FileWriter,
+    StorageDriver,
+    is_path_component,
+    join,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from _typeshed import ReadableBuffer
+
+# The errors with which the OS says "there is no such file here": the path is missing, or one of
+# its parents is a file.
+_MISSING: Final = (FileNotFoundError, NotADirectoryError)
+
+# Go's os.MkdirAll and os.Create use these (the umask narrows them), and so do we, so that files
+# written by either registry get the same permissions.
+_DIR_MODE: Final = 0o777
+_FILE_MODE: Final = 0o666
+
+# ".<uuid4>.tmp": the suffix of the temporary file beside the one put_content writes.
+_TEMPORARY_SUFFIX_LENGTH: Final = 1 + 36 + 4
+
+
+def _fsync_dir(directory: str) -> None:
+    """Sync a directory, making the entries created or renamed in it durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dirs(directories: builtins.list[str]) -> None:
+    # A directory can be listed twice (as the parent of a new directory and as the file's own
+    # parent); sync it once. The order does not matter: the write is reported durable only after
+    # all of them are synced.
+    for directory in dict.fromkeys(directories):
+        _fsync_dir(directory)
+
+
+def _rmtree(path: str) -> None:
+    """Remove a directory tree, ignoring entries another thread removed meanwhile."""
+
+    def ignore_missing(function: Callable[..., object], name: str, error: BaseException) -> None:
+        if not isinstance(error, FileNotFoundError):
+            raise error
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=ignore_missing)
+    else:
+
+        def onerror(
+            function: Callable[..., object], name: str, info: tuple[type, BaseException, object]
+        ) -> None:
+            ignore_missing(function, name, info[1])
+
+        shutil.rmtree(path, onerror=onerror)
+
+
+class FilesystemDriver(StorageDriver):
+    """Stores driver path ``/a/b`` as the file ``<root>/a/b``; creates ``root`` if missing."""
+
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        #: The directory holding the tree, as an absolute OS path.
+        self.root: str = os.path.abspath(os.fspath(root))
+        os.makedirs(self.root, mode=_DIR_MODE, exist_ok=True)
+        # Driver paths start with "/", so joining is concatenation (and a root of "/" still works).
+        self._prefix = self.root.rstrip(os.sep)
+        # The root may itself be a symlink (a volume mounted elsewhere); confinement is checked
+        # against where it really is.
+        self._real_root = os.path.realpath(self.root)
+        self._real_prefix = self._real_root.rstrip(os.sep) + os.sep
+
+    def __repr__(self) -> str:
+        return f"FilesystemDriver({self.root!r})"
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _os_path(self, path: str) -> str:
+        """The OS path of a validated driver path; only concatenation, no resolution."""
+        return self.root if path == "/" else self._prefix + path
+
+    def _confined(self, path: str) -> str:
+        """The OS path of ``path`` for writing, after checking it resolves inside the root."""
+        os_path = self._os_path(path)
+        # realpath resolves the part of the path that exists and keeps the rest as written, so
+        # the check also covers the directories a write is about to create.
+        real = os.path.realpath(os_path)
+        if real != self._real_root and not real.startswith(self._real_prefix):
+            raise InvalidPathError(path, "resolves outside the storage root through a symlink")
+        return os_path
+
+    def _ensure_dir(self, directory: str, path: str) -> builtins.list[str]:
+        """Create ``directory`` and its missing parents; return the directories that changed.
+
+        Those are the parents of every directory created here, whose entries must be synced for
+        the new directories to survive a crash. ``path`` is the driver path being written, for
+        error messages.
+        """
+        missing: builtins.list[str] = []
+        current = directory
+        while True:
+            # One stat per level, not isdir then exists: another thread may create the directory
+            # between two checks.
+            try:
+                is_dir = stat_module.S_ISDIR(os.stat(current).st_mode)
+            except _MISSING:
+                if current == self.root:
+                    raise StorageDriverError(f"the storage root {self.root} is gone") from None
+                missing.append(current)
+                current = os.path.dirname(current)
+                continue
+            if not is_dir:
+                raise StorageDriverError(f"cannot write {path}: a parent is not a directory")
+            break
+        changed: builtins.list[str] = []
+        for new in reversed(missing):
+            try:
+                os.mkdir(new, _DIR_MODE)
+            except FileExistsError:
+                # Another thread created it first; it counts as changed all the same, because that
+                # thread may not have asked for durability and we did.
+                if not os.path.isdir(new):
+                    raise StorageDriverError(
+                        f"cannot write {path}: a parent is not a directory"
+                    ) from None
+            except NotADirectoryError:
+                raise StorageDriverError(
+                    f"cannot write {path}: a parent is not a directory"
+                ) from None
+            changed.append(os.path.dirname(new))
+        return changed
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    def _get_content(self, path: str) -> bytes:
+        try:
+            with open(self._os_path(path), "rb") as file:
+                return file.read()
+        except (*_MISSING, IsADirectoryError):
+            raise PathNotFoundError(path) from None
+
+    def _put_content(self, path: str, data: ReadableBuffer, *, fsync: bool) -> None:
+        os_path = self._confined(path)
+        parent = os.path.dirname(os_path)
+        changed = self._ensure_dir(parent, path)
+        # distribution's "<path>.<uuid>.tmp", with the name cut short when the suffix would make
+        # it longer than a filesystem allows.
+        name = os.path.basename(os_path)[: MAX_COMPONENT_LENGTH - _TEMPORARY_SUFFIX_LENGTH]
+        temporary = os.path.join(parent, f"{name}.{uuid.uuid4()}.tmp")
+        try:
+            # "x" is O_CREAT | O_EXCL: never write through a file someone else already created.
+            with open(temporary, "xb") as file:
+                file.write(data)
+                if fsync:
+                    file.flush()
+                    os.fsync(file.fileno())
+            os.replace(temporary, os_path)
+        except BaseException as error:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            if isinstance(error, IsADirectoryError):
+                raise StorageDriverError(f"cannot write {path}: it is a directory") from None
+            raise
+        if fsync:
+            _sync_dirs([*changed, parent])
+
+    def _reader(self, path: str, offset: int) -> BinaryIO:
+        try:
+            file = open(self._os_path(path), "rb")  # noqa: SIM115 (returned to the caller)
+        except (*_MISSING, IsADirectoryError):
+            raise PathNotFoundError(path) from None
+        try:
+            if offset > os.fstat(file.fileno()).st_size:
+                raise InvalidOffsetError(path, offset)
+            file.seek(offset)
+        except BaseException:
+            file.close()
+            raise
+        return file
+
+    def _writer(self, path: str, *, append: bool) -> FileWriter:
+        os_path = self._confined(path)
+        changed: builtins.list[str] = []
+        try:
+            if append:
+                fd = os.open(os_path, os.O_WRONLY | os.O_APPEND)
+            else:
+                parent = os.path.dirname(os_path)
+                changed = [*self._ensure_dir(parent, path), parent]
+                fd = os.open(os_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        except _MISSING:
+            raise PathNotFoundError(path) from None
+        except IsADirectoryError:
+            raise StorageDriverError(f"cannot write {path}: it is a directory") from None
+        return _FilesystemFileWriter(path, os_path, fd, changed)
+
+    def _stat(self, path: str) -> FileInfo:
+        try:
+            info = os.stat(self._os_path(path))
+        except _MISSING:
+            raise PathNotFoundError(path) from None
+        is_dir = stat_module.S_ISDIR(info.st_mode)
+        return FileInfo(path, 0 if is_dir else info.st_size, info.st_mtime, is_dir)
+
+    def _list(self, path: str) -> builtins.list[str]:
+        try:
+            names = os.listdir(self._os_path(path))
+        except _MISSING:
+            raise PathNotFoundError(path) from None
+        return [join(path, name) for name in sorted(names) if is_path_component(name)]
+
+    def _move(self, src: str, dst: str, *, fsync: bool) -> None:
+        src_os = self._confined(src)
+        dst_os = self._confined(dst)
+        try:
+            source = os.lstat(src_os)
+        except _MISSING:
+            raise PathNotFoundError(src) from None
+        if src == dst:
+            return
+        if os.path.isdir(dst_os):
+            raise StorageDriverError(f"cannot move {src} to {dst}: the destination is a directory")
+        parent = os.path.dirname(dst_os)
+        changed = self._ensure_dir(parent, dst)
+        try:
+            os.replace(src_os, dst_os)
+        except FileNotFoundError:
+            # Removed by another thread since the lstat above.
+            raise PathNotFoundError(src) from None
+        except (IsADirectoryError, NotADirectoryError) as error:
+            kind = "directory" if stat_module.S_ISDIR(source.st_mode) else "file"
+            raise StorageDriverError(f"cannot move the {kind} {src} to {dst}: {error}") from None
+        if fsync:
+            # The source directory is not synced: losing the removal after a crash only leaves a
+            # stale source (an upload file that purging removes), never a missing destination.
+            _sync_dirs([*changed, parent])
+
+    def _delete(self, path: str) -> None:
+        os_path = self._confined(path)
+        try:
+            info = os.lstat(os_path)
+            if stat_module.S_ISDIR(info.st_mode):
+                _rmtree(os_path)
+            else:
+                os.unlink(os_path)
+        except _MISSING:
+            raise PathNotFoundError(path) from None
+
+    def _walk(self, path: str) -> Iterator[FileInfo]:
+        os_path = self._os_path(path)
+        try:
+            info = os.stat(os_path)
+        except _MISSING:
+            raise PathNotFoundError(path) from None
+        if not stat_module.S_ISDIR(info.st_mode):
+            raise PathNotFoundError(path)
+        return self._walk_dir(path, os_path, frozenset({(info.st_dev, info.st_ino)}))
+
+    def _walk_dir(
+        self, path: str, os_path: str, ancestors: frozenset[tuple[int, int]]
+    ) -> Iterator[FileInfo]:
+        # ``ancestors`` holds the (device, inode) of every directory above, so that a symlink
+        # pointing back up the tree is reported but not descended into forever.
+        try:
+            with os.scandir(os_path) as scan:
+                entries = sorted(
+                    (entry for entry in scan if is_path_component(entry.name)),
+                    key=lambda entry: entry.name,
+                )
+        except _MISSING:
+            return
+        for entry in entries:
+            try:
+                info = entry.stat()
+            except FileNotFoundError:
+                continue  # removed since listing, or a dangling symlink
+            except OSError:
+                if entry.is_symlink():
+                    continue  # a symlink that resolves to itself (ELOOP)
+                raise
+            child = join(path, entry.name)
+            is_dir = stat_module.S_ISDIR(info.st_mode)
+            yield FileInfo(child, 0 if is_dir else info.st_size, info.st_mtime, is_dir)
+            key = (info.st_dev, info.st_ino)
+            if is_dir and key not in ancestors:
+                yield from self._walk_dir(child, entry.path, ancestors | {key})
+
+    def _local_path(self, path: str) -> str | None:
+        return self._confined(path)
+
+    def _sync(self) -> None:
+        # One system-wide sync(2) is simpler and cheaper than remembering every file written.
+        os.sync()
+
+
+class _FilesystemFileWriter(FileWriter):
+    """Writes through a buffered file; remembers the directories its creation changed."""
+
+    def __init__(self, path: str, os_path: str, fd: int, changed: builtins.list[str]) -> None:
+        self._path = path
+        self._os_path = os_path
+        self._changed = changed
+        try:
+            self._size = os.fstat(fd).st_size
+            self._file = open(fd, "wb")  # noqa: SIM115 (closed by close() or cancel())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._closed = False
+        self._committed = False
+        self._cancelled = False
+
+    def _check_writable(self) -> None:
+        if self._cancelled:
+            raise ValueError(f"the writer of {self._path} was cancelled")
+        if self._closed:
+            raise ValueError(f"the writer of {self._path} is closed")
+        if self._committed:
+            raise ValueError(f"the writer of {self._path} was committed")
+
+    def write(self, data: ReadableBuffer) -> int:
+        self._check_writable()
+        written = self._file.write(data)
+        self._size += written
+        return written
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        if self._closed:
+            raise ValueError(f"the writer of {self._path} is closed")
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._file.close()
+
+    def cancel(self) -> None:
+        if self._cancelled:
+            return
+        if self._closed:
+            raise ValueError(f"the writer of {self._path} is closed and can no longer cancel")
+        self._cancelled = self._closed = True
+        # Flushing bytes that are about to be removed can only fail (a full disk, say); the file
+        # goes either way.
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._os_path)
+
+    def commit(self, *, fsync: bool = False) -> None:
+        self._check_writable()
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+            _sync_dirs(self._changed)
+        self._committed = True
+
+
+__all__ = ["FilesystemDriver"]

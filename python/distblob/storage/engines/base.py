@@ -1,0 +1,207 @@
+"""What an engine provides, and the stream upload both engines use over non-local drivers."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from distblob.hashing import Hasher
+from distblob.storage.driver import StorageDriver
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+#: Buffer size for copying from files and reading objects back.
+CHUNK = 1 << 20
+
+
+class UploadIO(Protocol):
+    """An open upload data file with its running hash. Writes always append."""
+
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        ...
+
+    @property
+    def hashed(self) -> int:
+        """Bytes the running hash covers (a prefix of the data)."""
+        ...
+
+    def write(self, data: ReadableBuffer, /) -> int: ...
+    def read_from(self, source: BinaryIO | int) -> int:
+        """Append everything ``source`` (a binary file or a descriptor) holds until its end."""
+        ...
+
+    def catch_up(self) -> None:
+        """Hash what the running hash does not cover yet, reading it back."""
+        ...
+
+    def hexdigest(self) -> str:
+        """The digest of all the data."""
+        ...
+
+    def marshal_state(self) -> tuple[int, bytes] | None:
+        """``(offset, state)`` of the running hash in Go's format, if it can be saved."""
+        ...
+
+    def sync(self) -> None:
+        """Make the data durable."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Engine(ABC):
+    """An engine: how bytes are written, hashed and read back."""
+
+    name: str
+    #: Whether :meth:`restore_hasher` can restore saved states (else resuming rehashes).
+    restores_states: bool = False
+
+    @abstractmethod
+    def new_hasher(self, algorithm: str) -> Hasher:
+        """A fresh hasher (``KeyError`` for an algorithm the engine lacks)."""
+
+    @abstractmethod
+    def restore_hasher(self, algorithm: str, state: bytes) -> Hasher | None:
+        """A hasher restored from a Go state, or ``None`` if this engine cannot restore one.
+
+        Raises ``HashStateError`` for an unusable state.
+        """
+
+    @abstractmethod
+    def open_upload(
+        self,
+        driver: StorageDriver,
+        path: str,
+        *,
+        create: bool,
+        algorithm: str,
+        state: bytes | None,
+        durable: bool,
+    ) -> UploadIO:
+        """Open the upload data at driver path ``path`` (``create``: a new, empty one).
+
+        ``state`` resumes the hash; ``HashStateError`` if the engine finds it unusable.
+        ``PathNotFoundError`` when resuming an upload whose data is gone.
+        """
+
+    def hash_object(self, driver: StorageDriver, path: str, algorithm: str) -> str:
+        """The hex digest of the object at ``path``."""
+        hasher = self.new_hasher(algorithm)
+        with driver.reader(path) as source:
+            feed(hasher, source)
+        return hasher.hexdigest()
+
+    def write_object(
+        self, driver: StorageDriver, path: str, data: ReadableBuffer, *, durable: bool
+    ) -> None:
+        """Store ``data`` at ``path`` atomically; ``durable`` syncs it to disk."""
+        driver.put_content(path, data, fsync=durable)
+
+
+def feed(hasher: Hasher, source: BinaryIO, limit: int | None = None) -> int:
+    """Hash ``source`` from its position to its end (or ``limit`` bytes); returns the count."""
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    done = 0
+    while limit is None or done < limit:
+        want = CHUNK if limit is None else min(CHUNK, limit - done)
+        n = source.readinto(view[:want])  # type: ignore[attr-defined]
+        if not n:
+            break
+        hasher.update(view[:n])
+        done += n
+    return done
+
+
+def copy_into(upload: UploadIO, source: BinaryIO | int) -> int:
+    """Append ``source`` to ``upload`` in 1 MiB buffers (the portable ``read_from``)."""
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    total = 0
+    while True:
+        # A descriptor is read directly; a file object through its own buffering.
+        n = os.readv(source, [buffer]) if isinstance(source, int) else source.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            return total
+        upload.write(view[:n])
+        total += n
+
+
+class StreamUpload:
+    """An upload written through the driver's append-only writer, hashed in Python order.
+
+    Used by both engines on drivers without local files, and by the python engine everywhere:
+    the hasher is whatever the engine provides, so this class holds only the ordering rule (bytes
+    not covered by a restored state are hashed before new ones).
+    """
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        path: str,
+        *,
+        create: bool,
+        algorithm: str,
+        hasher: Hasher,
+        fresh: Hasher,
+    ) -> None:
+        self._driver = driver
+        self._path = path
+        self._algorithm = algorithm
+        self._writer = driver.writer(path, append=not create)
+        self._hasher = hasher if hasher.size <= self._writer.size else fresh
+        self._size = self._writer.size
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def hashed(self) -> int:
+        return self._hasher.size
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        if self._hasher.size < self._size:
+            self.catch_up()
+        view = memoryview(data).cast("B")
+        n = self._writer.write(view)
+        self._hasher.update(view)
+        self._size += n
+        return n
+
+    def read_from(self, source: BinaryIO | int) -> int:
+        return copy_into(self, source)
+
+    def catch_up(self) -> None:
+        if self._hasher.size >= self._size:
+            return
+        self._writer.flush()
+        with self._driver.reader(self._path, self._hasher.size) as source:
+            feed(self._hasher, source, self._size - self._hasher.size)
+
+    def hexdigest(self) -> str:
+        self.catch_up()
+        return self._hasher.hexdigest()
+
+    def marshal_state(self) -> tuple[int, bytes] | None:
+        marshal = getattr(self._hasher, "marshal_binary", None)
+        if marshal is None:
+            return None
+        state: bytes = marshal()
+        return self._hasher.size, state
+
+    def sync(self) -> None:
+        self._writer.commit(fsync=True)
+
+    def close(self) -> None:
+        self._writer.close()

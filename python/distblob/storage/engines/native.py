@@ -1,0 +1,136 @@
+"""The native engine: the Rust core's fused write+hash path."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, BinaryIO
+
+from distblob import _native
+from distblob.errors import PathNotFoundError
+from distblob.hashing import Hasher, new_hasher, unmarshal
+from distblob.storage.driver import StorageDriver
+from distblob.storage.engines.base import Engine, StreamUpload, UploadIO, copy_into
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+
+class NativeUpload:
+    """An upload file on local disk, written and hashed by one native call per buffer."""
+
+    def __init__(self, native: _native.UploadFile) -> None:
+        self._native = native
+
+    @property
+    def algorithm(self) -> str:
+        return self._native.algorithm
+
+    @property
+    def size(self) -> int:
+        return self._native.size
+
+    @property
+    def hashed(self) -> int:
+        return self._native.hashed
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        return self._native.write(data)
+
+    def read_from(self, source: BinaryIO | int) -> int:
+        fd = source if isinstance(source, int) else _fileno(source)
+        if fd is None:
+            return copy_into(self, source)
+        if not isinstance(source, int):
+            # Python's file object may hold bytes it read ahead; start where it says it is.
+            os.lseek(fd, source.tell(), os.SEEK_SET)
+        copied = self._native.read_from_fd(fd)
+        if not isinstance(source, int):
+            source.seek(0, os.SEEK_END)
+        return copied
+
+    def catch_up(self) -> None:
+        self._native.catch_up()
+
+    def hexdigest(self) -> str:
+        return self._native.hexdigest()
+
+    def marshal_state(self) -> tuple[int, bytes] | None:
+        return self._native.marshal_state()
+
+    def sync(self) -> None:
+        self._native.sync()
+
+    def close(self) -> None:
+        self._native.close()
+
+
+def _fileno(source: BinaryIO) -> int | None:
+    """The descriptor behind a real, seekable file object, or ``None`` (BytesIO, sockets)."""
+    try:
+        fd = source.fileno()
+    except (OSError, AttributeError, ValueError):
+        return None
+    return fd if source.seekable() else None
+
+
+class NativeEngine(Engine):
+    """The Rust core (the default)."""
+
+    name = "native"
+    restores_states = True
+
+    def new_hasher(self, algorithm: str) -> Hasher:
+        return new_hasher(algorithm)
+
+    def restore_hasher(self, algorithm: str, state: bytes) -> Hasher | None:
+        return unmarshal(algorithm, state) if algorithm != "blake3" else None
+
+    def open_upload(
+        self,
+        driver: StorageDriver,
+        path: str,
+        *,
+        create: bool,
+        algorithm: str,
+        state: bytes | None,
+        durable: bool,
+    ) -> UploadIO:
+        local = driver.local_path(path)
+        if local is None:
+            restored = self.restore_hasher(algorithm, state) if state is not None else None
+            fresh = self.new_hasher(algorithm)
+            return StreamUpload(
+                driver,
+                path,
+                create=create,
+                algorithm=algorithm,
+                hasher=restored or fresh,
+                fresh=fresh,
+            )
+        try:
+            native = _native.UploadFile(
+                local, create=create, algorithm=algorithm, state=state, writeback=durable
+            )
+        except FileNotFoundError:
+            raise PathNotFoundError(path) from None
+        return NativeUpload(native)
+
+    def hash_object(self, driver: StorageDriver, path: str, algorithm: str) -> str:
+        local = driver.local_path(path)
+        if local is None:
+            return super().hash_object(driver, path, algorithm)
+        try:
+            return _native.hash_file(local, algorithm)
+        except FileNotFoundError:
+            raise PathNotFoundError(path) from None
+
+    def write_object(
+        self, driver: StorageDriver, path: str, data: ReadableBuffer, *, durable: bool
+    ) -> None:
+        local = driver.local_path(path)
+        if local is None:
+            super().write_object(driver, path, data, durable=durable)
+            return
+        # Write, sync, rename and sync the directories in one GIL-free call.
+        _native.write_file_atomic(local, f"{local}.{uuid.uuid4()}.tmp", data, durable)

@@ -1,0 +1,306 @@
+"""A repository's blobs: the global blobs it links, and the uploads into it.
+
+distribution's ``linkedBlobStore``: a blob belongs to a repository when
+``_layers/<alg>/<hex>/link`` names it, so a digest stored for one repository is invisible to
+another until it is uploaded or mounted there. Uploads live under ``_uploads/<id>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
+from distblob.digest import ALGORITHMS, CANONICAL, Digest
+from distblob.errors import (
+    BlobDigestUnsupportedError,
+    BlobUnknownError,
+    BlobUploadInvalidError,
+    BlobUploadUnknownError,
+    DigestInvalidError,
+    DigestUnsupportedError,
+    HashStateError,
+    PathNotFoundError,
+    UnsupportedError,
+)
+from distblob.interfaces import ServePlan
+from distblob.storage import paths
+from distblob.storage.blobs import parse_digest
+from distblob.storage.engines import UploadIO
+from distblob.storage.writer import BlobWriter, format_started_at, parse_started_at
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from distblob.registry import Registry
+
+
+class DescriptorCache:
+    """What is known of blobs beyond their bytes (media types), per repository, in memory.
+
+    distribution's ``inmemory`` blob descriptor cache: it survives no restart, and a blob with
+    no entry is described as ``application/octet-stream``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], Descriptor] = {}
+
+    def get(self, repository: str, digest: str) -> Descriptor | None:
+        with self._lock:
+            return self._entries.get((repository, digest))
+
+    def set(self, repository: str, digest: str, descriptor: Descriptor) -> None:
+        with self._lock:
+            self._entries[(repository, digest)] = descriptor
+
+    def clear(self, repository: str, digest: str) -> bool:
+        with self._lock:
+            return self._entries.pop((repository, digest), None) is not None
+
+
+class LinkedBlobStore:
+    """The blobs of one repository (a :class:`~distblob.interfaces.BlobStore`)."""
+
+    def __init__(self, registry: Registry, name: str) -> None:
+        self.name = paths.validate_repository_name(name)
+        self.registry = registry
+        self.driver = registry.driver
+        self.engine = registry.engine
+        self.blobs = registry.blobs
+        self.fsync = registry.fsync
+        self.resumable_digests = registry.resumable_digests
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _target(self, digest: Digest) -> Digest:
+        """The canonical digest the repository's link for ``digest`` names."""
+        try:
+            raw = self.driver.get_content(paths.layer_link_path(self.name, digest))
+        except PathNotFoundError:
+            raise BlobUnknownError(digest) from None
+        try:
+            return Digest(raw.decode("ascii").strip())
+        except (UnicodeDecodeError, DigestInvalidError, DigestUnsupportedError):
+            # A link we cannot read links nothing; the blob is unknown here.
+            raise BlobUnknownError(digest) from None
+
+    def stat(self, digest: str) -> Descriptor:
+        """The linked blob's descriptor; ``BlobUnknownError`` if not linked or not stored."""
+        dgst = parse_digest(digest)
+        target = self._target(dgst)
+        descriptor = self.blobs.stat(target)
+        cached = self.registry.descriptors.get(self.name, target)
+        if cached is not None and cached.media_type:
+            descriptor = descriptor.with_(media_type=cached.media_type)
+        return descriptor
+
+    def exists(self, digest: str) -> bool:
+        try:
+            self.stat(digest)
+        except BlobUnknownError:
+            return False
+        return True
+
+    def get(self, digest: str) -> bytes:
+        return self.blobs.get(self._target(parse_digest(digest)))
+
+    def open(self, digest: str) -> BinaryIO:
+        return self.blobs.open(self._target(parse_digest(digest)))
+
+    def serve_blob(
+        self,
+        digest: str,
+        *,
+        method: str = "GET",
+        range: str | None = None,
+        if_none_match: str | None = None,
+    ) -> ServePlan:
+        return self.blobs.serve_descriptor(
+            self.stat(digest), method=method, range=range, if_none_match=if_none_match
+        )
+
+    def enumerate(self) -> Iterator[Digest]:
+        """The digests linked into the repository."""
+        try:
+            entries = list(self.driver.walk(paths.layers_root(self.name)))
+        except PathNotFoundError:
+            return
+        for info in entries:
+            if info.is_dir or not info.path.endswith("/link"):
+                continue
+            parts = info.path.split("/")
+            try:
+                yield Digest.from_parts(parts[-3], parts[-2])
+            except (DigestInvalidError, DigestUnsupportedError):
+                continue
+
+    # -- descriptors -------------------------------------------------------------------------
+
+    def set_descriptor(self, digest: str, descriptor: Descriptor) -> None:
+        self.registry.descriptors.set(self.name, parse_digest(digest), descriptor)
+
+    def clear(self, digest: str) -> None:
+        if not self.registry.descriptors.clear(self.name, parse_digest(digest)):
+            raise BlobUnknownError(digest)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def link(self, digest: Digest, *, target: Digest | None = None) -> None:
+        """Link the blob ``target`` (default: ``digest`` itself) into the repository."""
+        path = paths.layer_link_path(self.name, digest)
+        self.driver.put_content(path, str(target or digest).encode(), fsync=self.fsync)
+
+    def put(
+        self, data: ReadableBuffer, media_type: str = "", *, algorithm: str = CANONICAL
+    ) -> Descriptor:
+        """Store a whole blob given in memory, link it, and return its descriptor.
+
+        The bytes are hashed once; if the blob is already stored only the link is written.
+        """
+        _check_algorithm(algorithm)
+        view = memoryview(data).cast("B")
+        hasher = self.engine.new_hasher(algorithm)
+        hasher.update(view)
+        digest = Digest.from_hasher(hasher)
+        self.blobs.write(digest, view)
+        self.link(digest)
+        descriptor = Descriptor(
+            media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
+        )
+        self.set_descriptor(digest, descriptor)
+        return descriptor
+
+    def create(self, *, algorithm: str = CANONICAL) -> BlobWriter:
+        """Start an upload hashed with ``algorithm`` (its canonical digest's algorithm)."""
+        _check_algorithm(algorithm)
+        upload_id = str(uuid.uuid4())
+        started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.driver.put_content(
+            paths.upload_started_at_path(self.name, upload_id),
+            format_started_at(started_at).encode(),
+        )
+        if algorithm != CANONICAL:
+            self.driver.put_content(
+                paths.upload_algorithm_path(self.name, upload_id), algorithm.encode()
+            )
+        upload = self.engine.open_upload(
+            self.driver,
+            paths.upload_data_path(self.name, upload_id),
+            create=True,
+            algorithm=algorithm,
+            state=None,
+            durable=self.fsync,
+        )
+        return BlobWriter(self, upload_id, started_at, upload)
+
+    def resume(self, upload_id: str) -> BlobWriter:
+        """Continue an upload, from its newest usable hash state (or by rehashing the data).
+
+        ``BlobUploadUnknownError`` if there is no such upload; ``BlobUploadInvalidError`` if
+        its start time is unreadable.
+        """
+        upload_id = paths.validate_upload_id(upload_id)
+        try:
+            raw = self.driver.get_content(paths.upload_started_at_path(self.name, upload_id))
+            size = self.driver.stat(paths.upload_data_path(self.name, upload_id)).size
+        except PathNotFoundError:
+            raise BlobUploadUnknownError(upload_id) from None
+        try:
+            started_at = parse_started_at(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise BlobUploadInvalidError(f"upload {upload_id}: unreadable startedat") from None
+        algorithm = self._upload_algorithm(upload_id)
+
+        def open_upload(state: bytes | None) -> UploadIO:
+            try:
+                return self.engine.open_upload(
+                    self.driver,
+                    paths.upload_data_path(self.name, upload_id),
+                    create=False,
+                    algorithm=algorithm,
+                    state=state,
+                    durable=self.fsync,
+                )
+            except PathNotFoundError:
+                raise BlobUploadUnknownError(upload_id) from None
+
+        for offset, state in self._states(upload_id, algorithm, size):
+            try:
+                upload = open_upload(state)
+            except HashStateError:
+                continue  # a corrupt state: try an older one, or rehash
+            if upload.hashed == offset:
+                return BlobWriter(self, upload_id, started_at, upload, saved_state_at=offset)
+            upload.close()  # the state's length disagrees with its file name
+        return BlobWriter(self, upload_id, started_at, open_upload(None))
+
+    def _upload_algorithm(self, upload_id: str) -> str:
+        try:
+            raw = self.driver.get_content(paths.upload_algorithm_path(self.name, upload_id))
+        except PathNotFoundError:
+            return CANONICAL
+        algorithm = raw.decode("ascii", "replace").strip()
+        if algorithm not in ALGORITHMS:
+            raise BlobUploadInvalidError(f"upload {upload_id}: unknown algorithm {algorithm!r}")
+        return algorithm
+
+    def _states(self, upload_id: str, algorithm: str, size: int) -> Iterator[tuple[int, bytes]]:
+        """Saved states no longer than the data, newest first."""
+        if not (self.resumable_digests and self.engine.restores_states):
+            return
+        if algorithm not in ("sha256", "sha512"):
+            return
+        root = paths.upload_hash_states_root(self.name, upload_id, algorithm)
+        try:
+            names = self.driver.list(root)
+        except PathNotFoundError:
+            return
+        offsets = sorted(
+            (int(tail) for tail in (n.rsplit("/", 1)[-1] for n in names) if tail.isdigit()),
+            reverse=True,
+        )
+        for offset in offsets:
+            if offset > size:
+                continue
+            try:
+                yield offset, self.driver.get_content(f"{root}/{offset}")
+            except PathNotFoundError:
+                continue
+
+    def mount(self, source: str, digest: str) -> Descriptor:
+        """Link a blob of repository ``source`` into this one (cross-repository mount).
+
+        ``BlobUnknownError`` if ``source`` does not have it; ``NameInvalidError`` for a bad name.
+        """
+        descriptor = self.registry.repository(source).blobs.stat(digest)
+        assert descriptor.digest is not None
+        self.link(descriptor.digest)
+        requested = parse_digest(digest)
+        if requested != descriptor.digest:
+            self.link(requested, target=descriptor.digest)
+        return descriptor
+
+    def delete(self, digest: str) -> None:
+        """Unlink the blob from the repository (its data stays until garbage collection)."""
+        if not self.registry.delete_enabled:
+            raise UnsupportedError("deletes are disabled")
+        dgst = parse_digest(digest)
+        self.stat(dgst)
+        link = paths.layer_link_path(self.name, dgst)
+        try:
+            self.driver.delete(link.rsplit("/", 1)[0])
+        except PathNotFoundError:
+            raise BlobUnknownError(dgst) from None
+        self.registry.descriptors.clear(self.name, dgst)
+
+
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise BlobDigestUnsupportedError(f"{algorithm}:", f"unsupported algorithm {algorithm!r}")
+
+
+__all__ = ["DescriptorCache", "LinkedBlobStore"]

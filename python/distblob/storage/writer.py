@@ -1,0 +1,245 @@
+"""``BlobWriter``: one upload, shared by both engines (ids, states, resume, commit).
+
+The rules are distribution's ``blobWriter``:
+
+- every :meth:`BlobWriter.close` stores the running SHA-256 state at
+  ``_uploads/<id>/hashstates/sha256/<offset>`` in Go's format, so the next request (or the Go
+  registry) resumes without rehashing;
+- :meth:`BlobWriter.commit` syncs the data, checks the size and the digest (hashing with the
+  client's algorithm when it differs from the upload's), moves the data into ``blobs/`` (keeping
+  a blob that is already there), links it into the repository and removes the upload. A failed
+  check leaves the upload in place and nothing under ``blobs/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Self
+
+from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
+from distblob.digest import Digest
+from distblob.errors import (
+    BlobInvalidDigestError,
+    BlobInvalidLengthError,
+    PathNotFoundError,
+    UnsupportedError,
+)
+from distblob.storage import paths
+from distblob.storage.engines import UploadIO
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+    from distblob.storage.linked import LinkedBlobStore
+
+
+def format_started_at(when: dt.datetime) -> str:
+    """RFC 3339 in UTC with whole seconds, as the Go registry writes ``startedat``."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_started_at(text: str) -> dt.datetime:
+    """Parse a ``startedat`` file (RFC 3339, with or without fractional seconds)."""
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"startedat has no time zone: {text!r}")
+    return parsed.astimezone(dt.UTC)
+
+
+class BlobWriter:
+    """An upload in progress. Writes append; :meth:`seek` and :meth:`tell` report positions.
+
+    Use it as a context manager: it is closed (kept resumable) when the block ends normally and
+    cancelled when it raises.
+    """
+
+    def __init__(
+        self,
+        store: LinkedBlobStore,
+        upload_id: str,
+        started_at: dt.datetime,
+        upload: UploadIO,
+        *,
+        saved_state_at: int | None = None,
+    ) -> None:
+        self._store = store
+        self._id = upload_id
+        self._started_at = started_at
+        self._upload = upload
+        self._position = upload.size
+        self._saved_state_at = saved_state_at
+        self._done = False  # committed, cancelled or closed
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The upload id (a UUID)."""
+        return self._id
+
+    @property
+    def started_at(self) -> dt.datetime:
+        return self._started_at
+
+    @property
+    def size(self) -> int:
+        """Bytes uploaded so far."""
+        return self._upload.size
+
+    @property
+    def algorithm(self) -> str:
+        """The algorithm the upload is hashed with (its canonical digest's)."""
+        return self._upload.algorithm
+
+    @property
+    def repository(self) -> str:
+        return self._store.name
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def _data_path(self) -> str:
+        return paths.upload_data_path(self._store.name, self._id)
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise ValueError(f"upload {self._id} is closed")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        """Append ``data`` (any contiguous buffer); returns the bytes written."""
+        self._check_open()
+        if self._position != self._upload.size:
+            raise UnsupportedError(
+                f"uploads are append-only: write at {self._upload.size}, not {self._position}"
+            )
+        n = self._upload.write(data)
+        self._position += n
+        return n
+
+    def read_from(self, source: BinaryIO | int) -> int:
+        """Append everything ``source`` (a binary file or a descriptor) holds until its end."""
+        self._check_open()
+        if self._position != self._upload.size:
+            raise UnsupportedError("uploads are append-only: seek to the end first")
+        n = self._upload.read_from(source)
+        self._position = self._upload.size
+        return n
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move the position within ``0..size``; writing needs it at the end."""
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._upload.size}
+        if whence not in base:
+            raise ValueError(f"invalid whence {whence}")
+        target = base[whence] + offset
+        if not 0 <= target <= self._upload.size:
+            raise ValueError(f"cannot seek to {target}: the upload holds {self._upload.size}")
+        self._position = target
+        return target
+
+    def tell(self) -> int:
+        return self._position
+
+    def reader(self) -> BinaryIO:
+        """A reader of what was uploaded so far."""
+        return self._store.driver.reader(self._data_path())
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        if not self._store.resumable_digests or self._upload.marshal_state() is None:
+            return  # this engine or algorithm saves no states
+        self._upload.catch_up()
+        state = self._upload.marshal_state()
+        if state is None:
+            return
+        offset, blob = state
+        if offset == self._saved_state_at:
+            return
+        path = paths.upload_hash_state_path(self._store.name, self._id, self.algorithm, offset)
+        self._store.driver.put_content(path, blob)
+        self._saved_state_at = offset
+
+    def close(self) -> None:
+        """Stop writing; the upload stays and can be resumed. Idempotent."""
+        if self._done:
+            return
+        try:
+            self._save_state()
+        finally:
+            self._upload.close()
+            self._done = True
+
+    def cancel(self) -> None:
+        """Remove the upload and its data. Idempotent, also after commit or close."""
+        self._upload.close()
+        self._done = True
+        with contextlib.suppress(PathNotFoundError):
+            self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
+
+    def commit(self, provisional: Descriptor) -> Descriptor:
+        """Verify and store the upload; returns the blob's canonical descriptor.
+
+        Raises :class:`BlobInvalidDigestError` without a digest or when the content does not
+        match it, and :class:`BlobInvalidLengthError` when ``provisional.size`` (if set) is not
+        the uploaded size. Either way the upload is left as it was, for the caller to cancel or
+        continue.
+        """
+        self._check_open()
+        store = self._store
+        expected = provisional.digest
+        if expected is None:
+            raise BlobInvalidDigestError("", "a commit needs the blob's digest")
+        if store.fsync:
+            self._upload.sync()
+        size = self._upload.size
+        if provisional.size > 0 and provisional.size != size:
+            raise BlobInvalidLengthError(provisional.size, size)
+        canonical = Digest.from_parts(self.algorithm, self._upload.hexdigest())
+        if expected.algorithm == canonical.algorithm:
+            actual = canonical
+        else:
+            # The client named another algorithm: hash the stored data with that one.
+            other = store.engine.hash_object(store.driver, self._data_path(), expected.algorithm)
+            actual = Digest.from_parts(expected.algorithm, other)
+        if actual != expected:
+            self._save_state()
+            raise BlobInvalidDigestError(str(expected), "content does not match digest")
+
+        self._upload.close()
+        store.blobs.move_into_place(self._data_path(), canonical)
+        store.link(canonical)
+        if expected != canonical:
+            store.link(expected, target=canonical)
+        self.cancel()  # removes the upload directory and marks the writer done
+        media_type = provisional.media_type or DEFAULT_MEDIA_TYPE
+        descriptor = Descriptor(media_type=media_type, size=size, digest=canonical)
+        store.set_descriptor(canonical, descriptor)
+        return descriptor
+
+    # -- context manager ---------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.cancel()
+
+    def __repr__(self) -> str:
+        return f"<BlobWriter {self._store.name} {self._id} size={self.size}>"

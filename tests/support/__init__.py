@@ -1,0 +1,1 @@
+"""Shared helpers for tests: harnesses for real peers (the Go registry, skopeo)."""
