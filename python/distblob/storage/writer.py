@@ -93,6 +93,12 @@ class BlobWriter:
         return self._upload.size
 
     @property
+    def hashed(self) -> int:
+        """Bytes the running hash covers. Right after :meth:`LinkedBlobStore.resume` this is
+        the offset of the state it resumed from (0 when it found none and will rehash)."""
+        return self._upload.hashed
+
+    @property
     def algorithm(self) -> str:
         """The algorithm the upload is hashed with (its canonical digest's)."""
         return self._upload.algorithm
