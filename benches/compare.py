@@ -14,7 +14,7 @@ import platform
 import sys
 from typing import Any
 
-from benches import hashing
+from benches import hashing, store
 from benches.timing import print_table
 
 
@@ -37,11 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--hashing-only", action="store_true", help="only the hashing scenarios")
     args = parser.parse_args(argv)
 
     total, rounds = (8, 1) if args.quick else (256, 5)
     print(f"machine: {machine()}")
     results, comparisons = hashing.run(total_mib=total, rounds=rounds)
+    if not args.hashing_only:
+        more_results, more_comparisons = store.run(
+            store.Sizes.quick() if args.quick else store.Sizes()
+        )
+        results += more_results
+        comparisons += more_comparisons
     print_table(results, comparisons)
     if args.json:
         with open(args.json, "w") as out:

@@ -1,9 +1,9 @@
 """Hashing scenarios of issue 2, measured side by side in one run.
 
-- native ``Sha256`` against ``hashlib.sha256`` on 1 MiB buffers (goal ≥ 0.95×);
-- two threads hashing two streams against one thread (goal ≥ 1.8× on 2 cores: the GIL is
+- native ``Sha256`` against ``hashlib.sha256`` on 1 MiB buffers (goal ≥ 0.95x);
+- two threads hashing two streams against one thread (goal ≥ 1.8x on 2 cores: the GIL is
   released during ``update``);
-- ``Blake3(max_threads=2)`` against native ``Sha256`` (goal ≥ 3×).
+- ``Blake3(max_threads=2)`` against native ``Sha256`` (goal ≥ 3x).
 """
 
 from __future__ import annotations

@@ -52,10 +52,13 @@ class Comparison:
     denominator: str
     ratio: float
     goal: float
+    #: For figures where less is better (memory), the goal is a ceiling.
+    ceiling: bool = False
+    unit: str = "x"
 
     @property
     def met(self) -> bool:
-        return self.ratio >= self.goal
+        return self.ratio <= self.goal if self.ceiling else self.ratio >= self.goal
 
 
 def print_table(results: list[Result], comparisons: list[Comparison]) -> None:
@@ -65,6 +68,8 @@ def print_table(results: list[Result], comparisons: list[Comparison]) -> None:
         print(f"{r.name:<{width}}  {r.mb_per_s:>9.0f}")
     print()
     width = max(len(c.label) for c in comparisons)
-    print(f"{'ratio':<{width}}  {'value':>6}  {'goal':>6}  met")
+    print(f"{'ratio':<{width}}  {'value':>8}  {'goal':>9}  met")
     for c in comparisons:
-        print(f"{c.label:<{width}}  {c.ratio:>5.2f}x  {c.goal:>5.2f}x  {'yes' if c.met else 'NO'}")
+        goal = f"{'<=' if c.ceiling else '>='}{c.goal:.2f}{c.unit}"
+        value = f"{c.ratio:.2f}{c.unit}"
+        print(f"{c.label:<{width}}  {value:>8}  {goal:>9}  {'yes' if c.met else 'NO'}")
