@@ -417,6 +417,153 @@ pub fn write_file_atomic(path: &str, tmp: &str, data: &[u8], durable: bool) -> R
     Ok(())
 }
 
+/// A unique name for a temporary file beside `path`.
+fn temp_name(path: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{path}.{}-{nanos:x}-{n}.tmp", std::process::id())
+}
+
+/// Creates `dir` with one `mkdir` in the common case (its parent exists), falling back to
+/// creating every missing parent. Returns the directories created.
+fn make_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(vec![dir.to_path_buf()]),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Vec::new()),
+        Err(e) if e.kind() == ErrorKind::NotFound => create_dirs(dir),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stores `data` as a new file at `path`, never showing a partial file there.
+///
+/// The file is written unnamed (`O_TMPFILE`) and linked into place, which costs one directory
+/// operation instead of a create and a rename; where the filesystem lacks `O_TMPFILE`, a named
+/// temporary file and a rename do the same. Returns `false`, writing nothing, when `path`
+/// already exists: callers use this for content-addressed files, whose existing copy is the
+/// same bytes. With `durable`, file and directories are synced before returning.
+pub fn write_new_file(path: &str, data: &[u8], durable: bool) -> Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let target = Path::new(path);
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let created = make_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
+    let stored = match OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(file) => {
+            let write = || -> io::Result<bool> {
+                file.write_all_at(data, 0)?;
+                if durable {
+                    file.sync_data()?;
+                }
+                // Linking by the descriptor's /proc entry needs no privilege, unlike
+                // AT_EMPTY_PATH.
+                let source = format!("/proc/self/fd/{}\0", file.as_raw_fd());
+                let dest = std::ffi::CString::new(path)
+                    .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "NUL in path"))?;
+                // SAFETY: both strings are NUL-terminated and outlive the call; linkat reads
+                // them and the descriptors, and writes nothing we own.
+                let rc = unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        source.as_ptr().cast(),
+                        libc::AT_FDCWD,
+                        dest.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                };
+                if rc == 0 {
+                    return Ok(true);
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() == ErrorKind::AlreadyExists {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            };
+            write().map_err(|e| Error::io(path, e))?
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            if target.exists() {
+                false
+            } else {
+                write_file_atomic(path, &temp_name(path), data, durable)?;
+                true
+            }
+        }
+        Err(e) => return Err(Error::io(dir.to_string_lossy(), e)),
+    };
+    if durable && stored {
+        fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
+        for made in &created {
+            if let Some(parent) = made.parent() {
+                fsync_dir(parent).map_err(|e| Error::io(parent.to_string_lossy(), e))?;
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// What [`put_blob`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The blob's hex digest.
+    pub hex: String,
+    /// Whether the blob's data was written (false: it was already stored).
+    pub stored: bool,
+}
+
+/// Fills a path template: `{hex}` becomes the hex digest and `{hex2}` its first two characters.
+fn fill(template: &str, hex: &str) -> String {
+    template.replace("{hex2}", &hex[..2]).replace("{hex}", hex)
+}
+
+/// Stores a small blob whole, in one call: hashes `data`, writes it to the blob path unless the
+/// blob is already stored, and writes the repository link (holding `<algorithm>:<hex>`).
+///
+/// The layout stays the Python layer's: `blob_template` and `link_template` are OS paths with
+/// `{hex}` and `{hex2}` placeholders, made by `distblob.storage.paths`.
+pub fn put_blob(
+    data: &[u8],
+    algorithm: Algorithm,
+    blob_template: &str,
+    link_template: &str,
+    durable: bool,
+) -> Result<PutOutcome> {
+    let mut hasher = AnyHasher::new(algorithm);
+    hasher.update(data);
+    let hex = hasher.hex();
+    let blob = fill(blob_template, &hex);
+    let stored = if fs::metadata(&blob).is_ok() {
+        false
+    } else {
+        write_new_file(&blob, data, durable)?
+    };
+    let link = fill(link_template, &hex);
+    let content = format!("{}:{hex}", algorithm.name());
+    if !write_new_file(&link, content.as_bytes(), durable)? {
+        // A link is there already: keep it if it names this blob, else replace it.
+        if fs::read(&link).map_err(|e| Error::io(&link, e))? != content.as_bytes() {
+            write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
+        }
+    }
+    Ok(PutOutcome { hex, stored })
+}
+
 /// Flushes the whole filesystem holding `path` (`syncfs`): one call that makes every write made
 /// so far durable, for batch jobs that skip per-blob syncs.
 pub fn sync_filesystem(path: &str) -> Result<()> {
@@ -521,5 +668,33 @@ mod tests {
             sha256_hex(b"abc")
         );
         sync_filesystem(dir.path().to_str().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn put_blob_stores_once_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
+        let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
+        let first = put_blob(b"abc", Algorithm::Sha256, &blob, &link, true).unwrap();
+        assert!(first.stored);
+        assert_eq!(first.hex, sha256_hex(b"abc"));
+        let again = put_blob(b"abc", Algorithm::Sha256, &blob, &link, false).unwrap();
+        assert!(!again.stored);
+        let hex = &first.hex;
+        let data = fs::read(format!("{root}/blobs/sha256/{}/{hex}/data", &hex[..2])).unwrap();
+        assert_eq!(data, b"abc");
+        let linked = fs::read(format!("{root}/repo/_layers/sha256/{hex}/link")).unwrap();
+        assert_eq!(linked, format!("sha256:{hex}").as_bytes());
+        assert!(!write_new_file(
+            &format!("{root}/repo/_layers/sha256/{hex}/link"),
+            b"x",
+            false
+        )
+        .unwrap());
+        let leftovers = fs::read_dir(format!("{root}/blobs/sha256/{}/{hex}", &hex[..2]))
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 1);
     }
 }

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+import distblob
+import distblob.storage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: ``shared/`` sits beside the checkout (in CI too, where it is a read-only copy).
@@ -38,3 +42,66 @@ def fixture_data(prefix: str, length: int) -> bytes:
         out += hashlib.sha256(f"{prefix}{i}".encode()).digest()
         i += 1
     return bytes(out[:length])
+
+
+# -- the blob store conformance suite: every engine over every driver --------------------------
+
+#: The engines and drivers every blob store test runs against (distribution's ``testsuites``).
+BLOB_ENGINES = ("native", "python")
+BLOB_DRIVERS = ("filesystem", "inmemory")
+
+
+@pytest.fixture(
+    params=[(engine, driver) for engine in BLOB_ENGINES for driver in BLOB_DRIVERS],
+    ids=lambda combination: "-".join(combination),
+)
+def blob_combination(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """``(engine, driver)`` names, one test run per combination."""
+    combination: tuple[str, str] = request.param
+    return combination
+
+
+@pytest.fixture
+def blob_driver(
+    blob_combination: tuple[str, str], tmp_path: pathlib.Path
+) -> distblob.storage.StorageDriver:
+    """A fresh storage driver of the combination's kind (a directory ``tmp_path/root``)."""
+    if blob_combination[1] == "filesystem":
+        return distblob.storage.FilesystemDriver(tmp_path / "root")
+    return distblob.storage.InMemoryDriver()
+
+
+@pytest.fixture
+def make_registry(
+    blob_combination: tuple[str, str], blob_driver: distblob.storage.StorageDriver
+) -> Callable[..., distblob.Registry]:
+    """Build a ``Registry`` over the test's driver with the combination's engine.
+
+    Every registry it builds shares the one driver, so a second one sees what the first stored
+    (a restart, or the same storage with other options).
+    """
+
+    def make(
+        *, delete_enabled: bool = False, fsync: bool = True, **options: Any
+    ) -> distblob.Registry:
+        return distblob.Registry(
+            blob_driver,
+            engine=blob_combination[0],
+            delete_enabled=delete_enabled,
+            fsync=fsync,
+            **options,
+        )
+
+    return make
+
+
+@pytest.fixture
+def registry(make_registry: Callable[..., distblob.Registry]) -> distblob.Registry:
+    """A registry with distribution's defaults: deletes disabled, durable writes."""
+    return make_registry()
+
+
+@pytest.fixture
+def repo(registry: distblob.Registry) -> distblob.Repository:
+    """The repository ``library/test`` of :func:`registry`."""
+    return registry.repository("library/test")

@@ -11,6 +11,7 @@ __all__ = [
     "Sha512",
     "UploadFile",
     "hash_file",
+    "put_blob",
     "sync_filesystem",
     "write_file_atomic",
 ]
@@ -139,3 +140,15 @@ def write_file_atomic(path: str, tmp: str, data: ReadableBuffer, durable: bool) 
 
 def sync_filesystem(path: str) -> None:
     """``syncfs`` the filesystem holding ``path``."""
+
+def put_blob(
+    data: ReadableBuffer,
+    algorithm: str,
+    blob_template: str,
+    link_template: str,
+    durable: bool,
+) -> tuple[str, bool]:
+    """Hash ``data``, store it at ``blob_template`` unless there, write the link; ``(hex, stored)``.
+
+    Templates are OS paths with ``{hex}`` and ``{hex2}`` (its first two characters).
+    """

@@ -38,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(upload::hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(upload::write_file_atomic, m)?)?;
     m.add_function(wrap_pyfunction!(upload::sync_filesystem, m)?)?;
+    m.add_function(wrap_pyfunction!(upload::put_blob, m)?)?;
     m.add("GIL_RELEASE_THRESHOLD", buffer::GIL_RELEASE_THRESHOLD)?;
     Ok(())
 }

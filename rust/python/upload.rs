@@ -163,3 +163,22 @@ pub fn write_file_atomic(
 pub fn sync_filesystem(py: Python<'_>, path: &str) -> PyResult<()> {
     Ok(py.detach(|| upload::sync_filesystem(path))?)
 }
+
+/// Hashes and stores a small blob and its repository link in one call; `(hex, stored)`.
+#[pyfunction]
+#[pyo3(signature = (data, algorithm, blob_template, link_template, durable))]
+pub fn put_blob(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    algorithm: &str,
+    blob_template: &str,
+    link_template: &str,
+    durable: bool,
+) -> PyResult<(String, bool)> {
+    let algorithm = self::algorithm(algorithm)?;
+    let data = Borrowed::new(data)?;
+    let outcome = data.with_slice_detached(py, |bytes| {
+        upload::put_blob(bytes, algorithm, blob_template, link_template, durable)
+    })?;
+    Ok((outcome.hex, outcome.stored))
+}

@@ -11,9 +11,12 @@ Only 127.0.0.1 is ever used.
 
 from __future__ import annotations
 
+import base64
 import copy
+import datetime as dt
 import gzip
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -748,3 +751,45 @@ def run_skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     if proc.returncode != 0:
         raise SkopeoError(proc.returncode, cmd, proc.stdout, proc.stderr)
     return proc
+
+
+# --------------------------------------------------------------------------------------------
+# Upload Locations for uploads the Go registry did not start
+# --------------------------------------------------------------------------------------------
+
+
+def _go_time_json(when: dt.datetime) -> str:
+    """A ``datetime`` as Go's ``time.Time`` marshals to JSON (RFC 3339 with nanoseconds,
+    trailing fractional zeros dropped, ``Z`` for UTC)."""
+    utc = when.astimezone(dt.UTC) if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def upload_location(
+    registry: GoRegistry, repo: str, upload_id: str, offset: int, started_at: dt.datetime
+) -> str:
+    """The Location the Go registry would hand out for upload ``upload_id`` at ``offset``.
+
+    distribution (``registry/handlers/hmac.go``, 2.8) resumes an upload only from a URL whose
+    ``_state`` query parameter it signed itself: ``base64.URLEncoding(mac + json)`` where
+    ``json`` is ``{"Name","UUID","Offset","StartedAt"}`` in that order (Go's ``json.Marshal``
+    of ``blobUploadState``) and ``mac`` is HMAC-SHA256 of ``json`` keyed with ``http.secret``.
+    The registry checks the signature, the name and the UUID, then that ``Offset`` equals the
+    size of the upload's data (a mismatch answers 404 BLOB_UPLOAD_INVALID *and cancels the
+    upload*). ``started_at`` is a ``datetime`` (it is informative only: 2.8.2 reads the start
+    time from the ``startedat`` file).
+    """
+    state = {
+        "Name": repo,
+        "UUID": upload_id,
+        "Offset": offset,
+        "StartedAt": _go_time_json(started_at),
+    }
+    message = json.dumps(state, separators=(",", ":")).encode()
+    mac = hmac.new(registry._secret.encode(), message, hashlib.sha256).digest()
+    token = base64.urlsafe_b64encode(mac + message).decode("ascii")
+    query = urllib.parse.urlencode({"_state": token})
+    return f"{registry.url}/v2/{repo}/blobs/uploads/{upload_id}?{query}"

@@ -163,11 +163,13 @@ class LinkedBlobStore:
         """
         _check_algorithm(algorithm)
         view = memoryview(data).cast("B")
-        hasher = self.engine.new_hasher(algorithm)
-        hasher.update(view)
-        digest = Digest.from_hasher(hasher)
-        self.blobs.write(digest, view)
-        self.link(digest)
+        digest = self.engine.put_blob(self.driver, self.name, view, algorithm, durable=self.fsync)
+        if digest is None:
+            hasher = self.engine.new_hasher(algorithm)
+            hasher.update(view)
+            digest = Digest.from_hasher(hasher)
+            self.blobs.write(digest, view)
+            self.link(digest)
         descriptor = Descriptor(
             media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
         )

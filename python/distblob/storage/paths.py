@@ -179,6 +179,12 @@ def blob_data_path(digest: str) -> str:
     return f"{blob_dir_path(digest)}/data"
 
 
+def blob_data_path_template(algorithm: str) -> str:
+    """:func:`blob_data_path` with ``{hex2}`` and ``{hex}`` for the digest's hex (native code
+    fills them in after hashing)."""
+    return f"{blobs_root(algorithm)}/{{hex2}}/{{hex}}/data"
+
+
 # -- repositories ------------------------------------------------------------------------------
 
 
@@ -200,6 +206,11 @@ def layers_root(name: str) -> str:
 def layer_link_path(name: str, digest: str) -> str:
     """A blob's link in a repository: ``_layers/<alg>/<hex>/link``."""
     return f"{layers_root(name)}/{_digest_path(digest, multilevel=False)}/link"
+
+
+def layer_link_path_template(name: str, algorithm: str) -> str:
+    """:func:`layer_link_path` with ``{hex}`` for the digest's hex."""
+    return f"{layers_root(name)}/{_algorithm_path(algorithm)}/{{hex}}/link"
 
 
 def manifest_revisions_root(name: str) -> str:
@@ -289,9 +300,11 @@ __all__ = [
     "ROOT",
     "SCHEDULER_STATE_PATH",
     "blob_data_path",
+    "blob_data_path_template",
     "blob_dir_path",
     "blobs_root",
     "layer_link_path",
+    "layer_link_path_template",
     "layers_root",
     "manifest_revision_link_path",
     "manifest_revisions_root",

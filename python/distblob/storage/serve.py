@@ -39,11 +39,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
             return False
         return max(0, size - suffix), size - 1
     first = int(first_text)
-    last = int(last_text) if last_text else size - 1
-    if last < first:
+    # Only a written last position before the first makes the range invalid; an open-ended
+    # range starting at or past the end is valid but unsatisfiable.
+    if last_text and int(last_text) < first:
         return None
     if first >= size:
         return False
+    last = int(last_text) if last_text else size - 1
     return first, min(last, size - 1)
 
 

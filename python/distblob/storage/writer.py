@@ -5,8 +5,8 @@ The rules are distribution's ``blobWriter``:
 - every :meth:`BlobWriter.close` stores the running SHA-256 state at
   ``_uploads/<id>/hashstates/sha256/<offset>`` in Go's format, so the next request (or the Go
   registry) resumes without rehashing;
-- :meth:`BlobWriter.commit` syncs the data, checks the size and the digest (hashing with the
-  client's algorithm when it differs from the upload's), moves the data into ``blobs/`` (keeping
+- :meth:`BlobWriter.commit` checks the size and the digest (hashing with the client's algorithm
+  when it differs from the upload's), syncs the data, moves it into ``blobs/`` (keeping
   a blob that is already there), links it into the repository and removes the upload. A failed
   check leaves the upload in place and nothing under ``blobs/``.
 """
@@ -74,6 +74,12 @@ class BlobWriter:
         self._upload = upload
         self._position = upload.size
         self._saved_state_at = saved_state_at
+        # The running hash starts from a saved state (of more than nothing), which nothing
+        # proves right: commit rehashes the data before reporting a mismatch. The Go registry
+        # 2.8.2 writes wrong states: resuming an upload with no state at its size, it saves one
+        # named by the bytes of the request only and covering only those.
+        self._from_state = bool(saved_state_at)
+        self._hash_wrong = False  # the running hash proved not to be the data's
         self._done = False  # committed, cancelled or closed
 
     # -- identity ----------------------------------------------------------------------------
@@ -156,6 +162,8 @@ class BlobWriter:
 
     def reader(self) -> BinaryIO:
         """A reader of what was uploaded so far."""
+        if not self._done:
+            self._upload.flush()  # the bytes may still sit in a driver writer's buffer
         return self._store.driver.reader(self._data_path())
 
     # -- ending ------------------------------------------------------------------------------
@@ -163,6 +171,8 @@ class BlobWriter:
     def _save_state(self) -> None:
         if not self._store.resumable_digests or self._upload.marshal_state() is None:
             return  # this engine or algorithm saves no states
+        if self._hash_wrong:
+            return  # never pass on a state known to be wrong
         self._upload.catch_up()
         state = self._upload.marshal_state()
         if state is None:
@@ -204,12 +214,20 @@ class BlobWriter:
         expected = provisional.digest
         if expected is None:
             raise BlobInvalidDigestError("", "a commit needs the blob's digest")
-        if store.fsync:
-            self._upload.sync()
+        # Make every byte visible to the read-backs below. Syncing waits until the checks pass:
+        # it ends a stream upload's driver writer, and a failed commit leaves the upload writable.
+        self._upload.flush()
         size = self._upload.size
         if provisional.size > 0 and provisional.size != size:
             raise BlobInvalidLengthError(provisional.size, size)
         canonical = Digest.from_parts(self.algorithm, self._upload.hexdigest())
+        if self._from_state and expected != canonical:
+            # A mismatch (or a digest of another algorithm, where ``canonical`` names the blob
+            # unchecked) with a hash resumed from a state: the state may be wrong, the data not.
+            rehashed = store.engine.hash_object(store.driver, self._data_path(), self.algorithm)
+            if rehashed != canonical.encoded:
+                canonical = Digest.from_parts(self.algorithm, rehashed)
+                self._hash_wrong = True
         if expected.algorithm == canonical.algorithm:
             actual = canonical
         else:
@@ -220,6 +238,8 @@ class BlobWriter:
             self._save_state()
             raise BlobInvalidDigestError(str(expected), "content does not match digest")
 
+        if store.fsync:
+            self._upload.sync()
         self._upload.close()
         store.blobs.move_into_place(self._data_path(), canonical)
         store.link(canonical)

@@ -93,6 +93,10 @@ def _rmtree(path: str) -> None:
         shutil.rmtree(path, onerror=onerror)
 
 
+#: How many confined directories to remember before starting afresh.
+_CONFINED_CACHE = 1 << 16
+
+
 class FilesystemDriver(StorageDriver):
     """Stores driver path ``/a/b`` as the file ``<root>/a/b``; creates ``root`` if missing."""
 
@@ -108,6 +112,8 @@ class FilesystemDriver(StorageDriver):
         # against where it really is.
         self._real_root = os.path.realpath(self.root)
         self._real_prefix = self._real_root.rstrip(os.sep) + os.sep
+        # Directories whose real path is their own path inside the root (no symlink on the way).
+        self._confined_dirs: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FilesystemDriver({self.root!r})"
@@ -121,11 +127,21 @@ class FilesystemDriver(StorageDriver):
     def _confined(self, path: str) -> str:
         """The OS path of ``path`` for writing, after checking it resolves inside the root."""
         os_path = self._os_path(path)
+        parent = os.path.dirname(os_path)
+        # Directories above that were resolved before are trusted; only the leaf can be a new
+        # symlink.
+        if parent in self._confined_dirs and not os.path.islink(os_path):
+            return os_path
         # realpath resolves the part of the path that exists and keeps the rest as written, so
-        # the check also covers the directories a write is about to create.
+        # the check also covers the directories a write is about to create. It costs an lstat
+        # per component, which is why directories found confined are remembered.
         real = os.path.realpath(os_path)
         if real != self._real_root and not real.startswith(self._real_prefix):
             raise InvalidPathError(path, "resolves outside the storage root through a symlink")
+        if os.path.realpath(parent) == parent:
+            if len(self._confined_dirs) >= _CONFINED_CACHE:
+                self._confined_dirs.clear()
+            self._confined_dirs.add(parent)
         return os_path
 
     def _ensure_dir(self, directory: str, path: str) -> builtins.list[str]:

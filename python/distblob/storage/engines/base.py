@@ -6,6 +6,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from distblob.digest import Digest
 from distblob.hashing import Hasher
 from distblob.storage.driver import StorageDriver
 
@@ -46,6 +47,10 @@ class UploadIO(Protocol):
 
     def marshal_state(self) -> tuple[int, bytes] | None:
         """``(offset, state)`` of the running hash in Go's format, if it can be saved."""
+        ...
+
+    def flush(self) -> None:
+        """Make every byte written so far visible to readers of the path (not durable)."""
         ...
 
     def sync(self) -> None:
@@ -102,6 +107,22 @@ class Engine(ABC):
     ) -> None:
         """Store ``data`` at ``path`` atomically; ``durable`` syncs it to disk."""
         driver.put_content(path, data, fsync=durable)
+
+    def put_blob(
+        self,
+        driver: StorageDriver,
+        repository: str,
+        data: ReadableBuffer,
+        algorithm: str,
+        *,
+        durable: bool,
+    ) -> Digest | None:
+        """Hash and store a whole small blob and link it, in one step if the engine can.
+
+        Returns the digest, or ``None`` when the engine has no such shortcut for this driver
+        (the blob store then does the same steps one by one).
+        """
+        return None
 
 
 def feed(hasher: Hasher, source: BinaryIO, limit: int | None = None) -> int:
@@ -199,6 +220,9 @@ class StreamUpload:
             return None
         state: bytes = marshal()
         return self._hasher.size, state
+
+    def flush(self) -> None:
+        self._writer.flush()
 
     def sync(self) -> None:
         self._writer.commit(fsync=True)

@@ -7,8 +7,10 @@ import uuid
 from typing import TYPE_CHECKING, BinaryIO
 
 from distblob import _native
+from distblob.digest import Digest
 from distblob.errors import PathNotFoundError
 from distblob.hashing import Hasher, new_hasher, unmarshal
+from distblob.storage import paths
 from distblob.storage.driver import StorageDriver
 from distblob.storage.engines.base import Engine, StreamUpload, UploadIO, copy_into
 
@@ -58,11 +60,21 @@ class NativeUpload:
     def marshal_state(self) -> tuple[int, bytes] | None:
         return self._native.marshal_state()
 
+    def flush(self) -> None:
+        pass  # every write went straight to the file, with no buffer in between
+
     def sync(self) -> None:
         self._native.sync()
 
     def close(self) -> None:
         self._native.close()
+
+
+def _local_template(driver: StorageDriver, template: str) -> str | None:
+    """The OS form of a path template: its fixed directory part resolved by the driver."""
+    directory, _, rest = template.partition("/{")
+    local = driver.local_path(directory)
+    return None if local is None else f"{local}/{{{rest}"
 
 
 def _fileno(source: BinaryIO) -> int | None:
@@ -124,6 +136,24 @@ class NativeEngine(Engine):
             return _native.hash_file(local, algorithm)
         except FileNotFoundError:
             raise PathNotFoundError(path) from None
+
+    def put_blob(
+        self,
+        driver: StorageDriver,
+        repository: str,
+        data: ReadableBuffer,
+        algorithm: str,
+        *,
+        durable: bool,
+    ) -> Digest | None:
+        blob = _local_template(driver, paths.blob_data_path_template(algorithm))
+        link = _local_template(driver, paths.layer_link_path_template(repository, algorithm))
+        if blob is None or link is None:
+            return None
+        # Hash, existence check, unnamed write linked into place, and the repository link:
+        # one GIL-free call instead of a dozen Python-level steps.
+        hexdigest, _ = _native.put_blob(data, algorithm, blob, link, durable)
+        return Digest.from_parts(algorithm, hexdigest)
 
     def write_object(
         self, driver: StorageDriver, path: str, data: ReadableBuffer, *, durable: bool

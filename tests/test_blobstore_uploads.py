@@ -1,0 +1,521 @@
+"""The blob store conformance suite, part 2: uploads (distribution's ``BlobWriter``) and the rules
+of commit, for every engine and driver.
+"""
+
+from __future__ import annotations
+
+import array
+import datetime as dt
+import io
+import itertools
+import os
+import pathlib
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distblob import Descriptor, Digest, Registry, Repository
+from distblob.descriptor import DEFAULT_MEDIA_TYPE
+from distblob.errors import (
+    BlobInvalidDigestError,
+    BlobInvalidLengthError,
+    BlobUploadUnknownError,
+    DigestInvalidError,
+    PathNotFoundError,
+    UnsupportedError,
+)
+from distblob.storage import paths
+from distblob.storage.driver import FilesystemDriver, StorageDriver
+from support.blobstore import (
+    EMPTY_SHA256,
+    blob_tree,
+    files_under,
+    payload,
+    sha256,
+    upload_dir,
+)
+
+DATA = payload(70_000, seed=2)
+DIGEST = sha256(DATA)
+
+
+def assert_gone(driver: StorageDriver, repo: Repository, upload_id: str) -> None:
+    """The upload's directory is removed and the upload cannot be resumed."""
+    with pytest.raises(PathNotFoundError):
+        driver.stat(upload_dir(repo, upload_id))
+    with pytest.raises(BlobUploadUnknownError):
+        repo.blobs.resume(upload_id)
+
+
+# -- the life of an upload ---------------------------------------------------------------------
+
+
+def test_create_write_close_resume_commit(repo: Repository, blob_driver: StorageDriver) -> None:
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    writer = repo.blobs.create()
+    assert uuid.UUID(writer.id).version == 4
+    assert before <= writer.started_at <= dt.datetime.now(dt.UTC)
+    assert writer.started_at.tzinfo is not None
+    started = blob_driver.get_content(paths.upload_started_at_path(repo.name, writer.id))
+    assert started == writer.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    assert (writer.size, writer.tell(), writer.algorithm, writer.repository) == (
+        0,
+        0,
+        "sha256",
+        repo.name,
+    )
+
+    parts: list[bytes] = []
+    for buffer in (
+        DATA[:1000],
+        bytearray(DATA[1000:3000]),
+        memoryview(DATA)[3000:10_000],
+        array.array("H", DATA[10_000:20_000]),
+    ):
+        expected = bytes(buffer)
+        assert writer.write(buffer) == len(expected)
+        parts.append(expected)
+        assert writer.size == writer.tell() == sum(map(len, parts))
+    writer.close()
+    assert writer.closed
+    writer.close()  # idempotent
+    with pytest.raises(ValueError):
+        writer.write(b"after close")
+
+    resumed = repo.blobs.resume(writer.id)
+    assert resumed.id == writer.id
+    assert resumed.started_at == writer.started_at
+    assert resumed.size == resumed.tell() == 20_000
+    assert resumed.write(DATA[20_000:]) == len(DATA) - 20_000
+    descriptor = resumed.commit(Descriptor(size=len(DATA), digest=DIGEST))
+    assert descriptor == Descriptor(media_type=DEFAULT_MEDIA_TYPE, size=len(DATA), digest=DIGEST)
+    assert resumed.closed
+    assert repo.blobs.get(DIGEST) == DATA
+    assert repo.blobs.stat(DIGEST) == descriptor
+    assert blob_driver.get_content(paths.layer_link_path(repo.name, DIGEST)) == DIGEST.encode()
+    assert_gone(blob_driver, repo, writer.id)
+    assert blob_driver.list(paths.uploads_root(repo.name)) == []
+    with pytest.raises(ValueError):
+        resumed.commit(Descriptor(digest=DIGEST))
+
+
+def test_commit_keeps_the_media_type_and_takes_unknown_sizes(repo: Repository) -> None:
+    layer = "application/vnd.oci.image.layer.v1.tar"
+    for size in (0, -1):
+        with repo.blobs.create() as writer:
+            writer.write(DATA)
+            descriptor = writer.commit(Descriptor(media_type=layer, size=size, digest=DIGEST))
+        assert descriptor == Descriptor(media_type=layer, size=len(DATA), digest=DIGEST)
+        assert repo.blobs.stat(DIGEST).media_type == layer
+
+
+def test_odd_chunk_sizes_with_resumes(repo: Repository) -> None:
+    sizes = [1, 2, 3, 63, 64, 65, 127, 4095, 4097, 5, 65_535, 65_537, 7]
+    data = payload(300_000, seed=3)
+    writer = repo.blobs.create()
+    offset = 0
+    step = 0
+    while offset < len(data):
+        chunk = data[offset : offset + sizes[step % len(sizes)]]
+        assert writer.write(chunk) == len(chunk)
+        offset += len(chunk)
+        step += 1
+        if step % 4 == 0:
+            writer.close()
+            writer = repo.blobs.resume(writer.id)
+            assert writer.size == offset
+    assert writer.commit(Descriptor(digest=sha256(data))).size == len(data)
+    assert repo.blobs.get(sha256(data)) == data
+
+
+def test_read_from_files_descriptors_and_bytesio(repo: Repository, tmp_path: pathlib.Path) -> None:
+    big = payload(2_500_000, seed=4)  # more than the 1 MiB copy buffer
+    source = tmp_path / "source"
+    source.write_bytes(big)
+    writer = repo.blobs.create()
+    expected = b""
+
+    with open(source, "rb") as file:
+        assert writer.read_from(file) == len(big)
+        assert file.read() == b""  # the file was read to its end
+    expected += big
+
+    with open(source, "rb") as file:
+        file.read(100)  # a buffered file that read ahead: copying starts where it says it is
+        assert writer.read_from(file) == len(big) - 100
+        assert file.tell() == len(big)
+    expected += big[100:]
+
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        assert writer.read_from(fd) == len(big)
+        os.lseek(fd, 2_000_000, os.SEEK_SET)
+        assert writer.read_from(fd) == len(big) - 2_000_000
+        assert os.lseek(fd, 0, os.SEEK_CUR) == len(big)
+    finally:
+        os.close(fd)
+    expected += big + big[2_000_000:]
+
+    stream = io.BytesIO(b"in memory" * 1000)
+    stream.seek(3)
+    assert writer.read_from(stream) == 9000 - 3
+    expected += stream.getvalue()[3:]
+    assert writer.read_from(io.BytesIO()) == 0
+
+    assert writer.size == writer.tell() == len(expected)
+    writer.write(b"!")
+    expected += b"!"
+    writer.close()
+    resumed = repo.blobs.resume(writer.id)
+    with open(source, "rb") as file:
+        resumed.read_from(file)
+    expected += big
+    assert resumed.commit(Descriptor(size=len(expected), digest=sha256(expected))).size == len(
+        expected
+    )
+    assert repo.blobs.get(sha256(expected)) == expected
+
+
+def test_seek_and_tell_but_append_only(repo: Repository) -> None:
+    writer = repo.blobs.create()
+    writer.write(DATA[:100])
+    assert writer.tell() == 100
+    assert writer.seek(10) == 10
+    assert writer.tell() == 10
+    with pytest.raises(UnsupportedError):
+        writer.write(b"overwrite")
+    with pytest.raises(UnsupportedError):
+        writer.read_from(io.BytesIO(b"overwrite"))
+    assert writer.size == 100
+    assert writer.seek(5, os.SEEK_CUR) == 15
+    assert writer.seek(-1, os.SEEK_END) == 99
+    for bad in ((101, os.SEEK_SET), (-1, os.SEEK_SET), (1, os.SEEK_END), (0, 7)):
+        with pytest.raises(ValueError):
+            writer.seek(*bad)
+    assert writer.tell() == 99
+    assert writer.seek(0, os.SEEK_END) == 100
+    writer.write(DATA[100:])
+    assert writer.commit(Descriptor(digest=DIGEST)).size == len(DATA)
+    assert repo.blobs.get(DIGEST) == DATA
+
+
+def test_reader_sees_what_was_uploaded(repo: Repository) -> None:
+    writer = repo.blobs.create()
+    with writer.reader() as reader:
+        assert reader.read() == b""
+    writer.write(DATA[:1000])
+    with writer.reader() as reader:
+        assert reader.read() == DATA[:1000]
+    writer.write(DATA[1000:5000])
+    with writer.reader() as reader:
+        assert reader.seekable()
+        reader.seek(4000)
+        assert reader.read() == DATA[4000:5000]
+    writer.close()
+    resumed = repo.blobs.resume(writer.id)
+    with resumed.reader() as reader:
+        assert reader.read() == DATA[:5000]
+    resumed.cancel()
+
+
+def test_context_manager_closes_on_success(repo: Repository) -> None:
+    with repo.blobs.create() as writer:
+        writer.write(DATA[:500])
+    assert writer.closed
+    resumed = repo.blobs.resume(writer.id)
+    assert resumed.size == 500
+    with resumed:
+        resumed.write(DATA[500:])
+        resumed.commit(Descriptor(digest=DIGEST))
+    assert repo.blobs.get(DIGEST) == DATA
+
+
+def test_context_manager_cancels_on_exception(repo: Repository, blob_driver: StorageDriver) -> None:
+    with pytest.raises(RuntimeError, match="client went away"), repo.blobs.create() as writer:
+        writer.write(DATA)
+        raise RuntimeError("client went away")
+    assert writer.closed
+    assert_gone(blob_driver, repo, writer.id)
+    assert blob_tree(blob_driver) == {}
+
+
+def test_cancel_is_idempotent(repo: Repository, blob_driver: StorageDriver) -> None:
+    writer = repo.blobs.create()
+    writer.write(DATA)
+    writer.cancel()
+    writer.cancel()
+    assert_gone(blob_driver, repo, writer.id)
+    with pytest.raises(ValueError):
+        writer.write(b"x")
+
+    closed = repo.blobs.create()
+    closed.write(DATA)
+    closed.close()
+    closed.cancel()  # a closed writer still removes its upload
+    assert_gone(blob_driver, repo, closed.id)
+
+    committed = repo.blobs.create()
+    committed.write(DATA)
+    committed.commit(Descriptor(digest=DIGEST))
+    committed.cancel()
+    committed.cancel()
+    assert repo.blobs.get(DIGEST) == DATA
+    assert blob_tree(blob_driver) != {}
+
+
+# -- commit rules ------------------------------------------------------------------------------
+
+
+def _failed_commit_leaves_everything(
+    repo: Repository,
+    driver: StorageDriver,
+    provisional: Descriptor,
+    error: type[Exception],
+) -> Exception:
+    """Commit ``provisional`` (which must fail with ``error``) on an upload of DATA; check that
+    nothing appeared under blobs/ or in the repository, and that the upload resumes and then
+    commits correctly."""
+    writer = repo.blobs.create()
+    writer.write(DATA)
+    blobs_before = blob_tree(driver)
+    links_before = files_under(driver, paths.layers_root(repo.name))
+    with pytest.raises(error) as caught:
+        writer.commit(provisional)
+    assert blob_tree(driver) == blobs_before
+    assert files_under(driver, paths.layers_root(repo.name)) == links_before
+    assert not writer.closed
+    writer.close()
+    resumed = repo.blobs.resume(writer.id)
+    assert resumed.size == len(DATA)
+    assert resumed.commit(Descriptor(digest=DIGEST)).digest == DIGEST
+    return caught.value
+
+
+def test_commit_without_digest(repo: Repository, blob_driver: StorageDriver) -> None:
+    _failed_commit_leaves_everything(
+        repo, blob_driver, Descriptor(size=len(DATA)), BlobInvalidDigestError
+    )
+
+
+@pytest.mark.parametrize("size", [len(DATA) - 1, len(DATA) + 1, 1])
+def test_commit_with_the_wrong_size(
+    repo: Repository, blob_driver: StorageDriver, size: int
+) -> None:
+    error = _failed_commit_leaves_everything(
+        repo, blob_driver, Descriptor(size=size, digest=DIGEST), BlobInvalidLengthError
+    )
+    assert isinstance(error, BlobInvalidLengthError)
+    assert (error.expected, error.actual) == (size, len(DATA))
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512", "blake3"])
+def test_commit_with_the_wrong_digest(
+    make_registry: Callable[..., Registry], blob_driver: StorageDriver, algorithm: str
+) -> None:
+    for fsync in (True, False):
+        repo = make_registry(fsync=fsync).repository(f"wrong/{algorithm}")
+        wrong = Digest.from_bytes(DATA + b"x", algorithm)
+        error = _failed_commit_leaves_everything(
+            repo, blob_driver, Descriptor(digest=wrong), BlobInvalidDigestError
+        )
+        assert isinstance(error, BlobInvalidDigestError)
+        assert isinstance(error, DigestInvalidError)
+        assert error.reason == "content does not match digest"
+        assert error.digest == wrong
+
+
+def test_failed_commit_lets_the_same_writer_continue(repo: Repository) -> None:
+    writer = repo.blobs.create()
+    writer.write(DATA[:-10])
+    with pytest.raises(BlobInvalidDigestError):
+        writer.commit(Descriptor(digest=DIGEST))
+    writer.write(DATA[-10:])
+    assert writer.commit(Descriptor(digest=DIGEST)).digest == DIGEST
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+@pytest.mark.parametrize("algorithm", ["sha512", "blake3"])
+def test_commit_with_a_digest_of_another_algorithm(
+    make_registry: Callable[..., Registry],
+    blob_driver: StorageDriver,
+    algorithm: str,
+    fsync: bool,
+) -> None:
+    registry = make_registry(fsync=fsync)
+    repo = registry.repository("library/test")
+    client = Digest.from_bytes(DATA, algorithm)
+    writer = repo.blobs.create()
+    writer.write(DATA[:5000])
+    writer.write(DATA[5000:])
+    descriptor = writer.commit(Descriptor(size=len(DATA), digest=client))
+    # The blob is stored under its canonical (sha256) digest and linked under both.
+    assert descriptor.digest == DIGEST
+    assert list(registry.blobs.enumerate()) == [DIGEST]
+    assert repo.blobs.stat(client).digest == DIGEST
+    assert repo.blobs.get(client) == DATA
+    assert repo.blobs.get(DIGEST) == DATA
+    for linked in (client, DIGEST):
+        link = blob_driver.get_content(paths.layer_link_path(repo.name, linked))
+        assert link == DIGEST.encode()
+    assert set(repo.blobs.enumerate()) == {client, DIGEST}
+
+
+@pytest.mark.parametrize("algorithm", ["blake3", "sha512"])
+def test_create_with_another_algorithm(
+    registry: Registry, repo: Repository, blob_driver: StorageDriver, algorithm: str
+) -> None:
+    expected = Digest.from_bytes(DATA, algorithm)
+    writer = repo.blobs.create(algorithm=algorithm)
+    assert writer.algorithm == algorithm
+    writer.write(DATA[:30_000])
+    writer.close()
+    resumed = repo.blobs.resume(writer.id)
+    assert resumed.algorithm == algorithm
+    resumed.write(DATA[30_000:])
+    descriptor = resumed.commit(Descriptor(digest=expected))
+    assert descriptor == Descriptor(DEFAULT_MEDIA_TYPE, len(DATA), expected)
+    data_path = f"{paths.ROOT}/blobs/{algorithm}/{expected.encoded[:2]}/{expected.encoded}/data"
+    assert blob_driver.get_content(data_path) == DATA
+    assert list(registry.blobs.enumerate()) == [expected]
+    assert repo.blobs.get(expected) == DATA
+
+    # A sha256 digest from the client is verified and linked to the canonical blob.
+    other = repo.blobs.create(algorithm=algorithm)
+    other.write(DATA)
+    assert other.commit(Descriptor(digest=DIGEST)).digest == expected
+    assert repo.blobs.stat(DIGEST).digest == expected
+    assert list(registry.blobs.enumerate()) == [expected]
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512", "blake3"])
+def test_commit_the_empty_blob(
+    registry: Registry, repo: Repository, blob_driver: StorageDriver, algorithm: str
+) -> None:
+    expected = Digest.from_bytes(b"", algorithm)
+    writer = repo.blobs.create(algorithm=algorithm)
+    writer.close()
+    resumed = repo.blobs.resume(writer.id)
+    assert resumed.size == 0
+    assert resumed.commit(Descriptor(digest=expected)) == Descriptor(
+        DEFAULT_MEDIA_TYPE, 0, expected
+    )
+    assert repo.blobs.get(expected) == b""
+    assert blob_driver.stat(paths.blob_data_path(expected)).size == 0
+    assert list(registry.blobs.enumerate()) == [expected]
+    assert_gone(blob_driver, repo, writer.id)
+    if algorithm == "sha256":
+        assert expected == EMPTY_SHA256
+
+
+def test_committing_existing_content_keeps_the_blob(
+    registry: Registry, repo: Repository, blob_driver: StorageDriver
+) -> None:
+    repo.blobs.put(DATA)
+    path = paths.blob_data_path(DIGEST)
+    local = blob_driver.local_path(path)
+    if local is not None:
+        os.utime(local, ns=(1_000_000_000, 1_000_000_000))  # far in the past
+    before = blob_driver.stat(path)
+    inode = os.stat(local).st_ino if local is not None else None
+
+    other = registry.repository("library/other")
+    with other.blobs.create() as writer:
+        writer.write(DATA)
+        assert writer.commit(Descriptor(digest=DIGEST)).digest == DIGEST
+    assert_gone(blob_driver, other, writer.id)
+    repo.blobs.put(DATA)  # a put of the same content does not rewrite it either
+
+    assert blob_driver.stat(path) == before
+    if local is not None:
+        assert isinstance(blob_driver, FilesystemDriver)
+        assert os.stat(local).st_ino == inode
+        assert os.stat(local).st_mtime_ns == 1_000_000_000
+    assert other.blobs.get(DIGEST) == DATA
+    assert files_under(blob_driver, paths.blobs_root()) == {path}
+
+
+def test_concurrent_commits_of_the_same_content(
+    registry: Registry, blob_driver: StorageDriver
+) -> None:
+    threads = 32
+    repos = [registry.repository(f"team{i % 4}/app") for i in range(threads)]
+    writers = [repo.blobs.create() for repo in repos]
+    for writer in writers:
+        writer.write(DATA)
+    barrier = threading.Barrier(threads)
+    results: list[Descriptor | BaseException] = [RuntimeError("not run")] * threads
+
+    def commit(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = writers[index].commit(Descriptor(digest=DIGEST))
+        except BaseException as error:  # reported below, with the others
+            results[index] = error
+
+    workers = [threading.Thread(target=commit, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    expected = Descriptor(DEFAULT_MEDIA_TYPE, len(DATA), DIGEST)
+    assert results == [expected] * threads
+    assert files_under(blob_driver, paths.blobs_root()) == {paths.blob_data_path(DIGEST)}
+    assert registry.blobs.get(DIGEST) == DATA
+    for repo in repos[:4]:
+        assert repo.blobs.get(DIGEST) == DATA
+        assert blob_driver.list(paths.uploads_root(repo.name)) == []
+
+
+# -- any split, any resume point ---------------------------------------------------------------
+
+WRITE_KINDS = ("bytes", "memoryview", "bytearray", "read_from")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    size=st.integers(0, 200 * 1024),
+    seed=st.integers(0, 2**32),
+    cuts=st.lists(st.floats(0, 1), max_size=12),
+    steps=st.lists(st.tuples(st.sampled_from(WRITE_KINDS), st.booleans()), min_size=13),
+)
+def test_any_chunking_and_resume_points_give_hashlibs_digest(
+    repo: Repository,
+    size: int,
+    seed: int,
+    cuts: list[float],
+    steps: list[tuple[str, bool]],
+) -> None:
+    """Cut random data anywhere, write each piece its own way, close and resume after any of
+    them: the commit gives hashlib's digest."""
+    data = payload(size, seed)
+    bounds = [0, *sorted(int(cut * size) for cut in cuts), size]
+    writer = repo.blobs.create()
+    try:
+        for (start, end), (kind, resume) in zip(itertools.pairwise(bounds), steps, strict=False):
+            piece = memoryview(data)[start:end]
+            if kind == "bytes":
+                writer.write(bytes(piece))
+            elif kind == "memoryview":
+                writer.write(piece)
+            elif kind == "bytearray":
+                writer.write(bytearray(piece))
+            else:
+                writer.read_from(io.BytesIO(piece))
+            if resume:
+                writer.close()
+                writer = repo.blobs.resume(writer.id)
+            assert writer.size == end
+        descriptor = writer.commit(Descriptor(size=size, digest=sha256(data)))
+    finally:
+        writer.cancel()  # idempotent after commit; frees the upload if the example failed
+    assert descriptor.digest == sha256(data)
+    assert repo.blobs.get(sha256(data)) == data
