@@ -20,6 +20,7 @@ from distblob import Descriptor, Digest, Registry, Repository, interfaces
 from distblob.descriptor import DEFAULT_MEDIA_TYPE
 from distblob.errors import (
     BlobUnknownError,
+    BlobUploadUnknownError,
     DigestInvalidError,
     NameInvalidError,
     UnsupportedError,
@@ -34,7 +35,7 @@ DIGEST = sha256(DATA)
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-# -- put, stat, get, open, exists ----------------------------------------------------------------
+# -- put, stat, get, open, exists ------------------------------------------------------------------
 
 
 def test_put_then_read_back(
@@ -93,12 +94,8 @@ def test_put_with_another_algorithm(
     digest = Digest.from_bytes(DATA, algorithm)
     descriptor = repo.blobs.put(DATA, algorithm=algorithm)
     assert descriptor.digest == digest
-    assert (
-        blob_driver.get_content(
-            f"{paths.ROOT}/blobs/{algorithm}/{digest.encoded[:2]}/{digest.encoded}/data"
-        )
-        == DATA
-    )
+    stored_at = f"{paths.ROOT}/blobs/{algorithm}/{digest.encoded[:2]}/{digest.encoded}/data"
+    assert blob_driver.get_content(stored_at) == DATA
     assert repo.blobs.get(digest) == DATA
     assert list(registry.blobs.enumerate()) == [digest]
 
@@ -138,7 +135,7 @@ def test_a_second_registry_over_the_same_driver_sees_the_blobs(
     assert again.blobs.stat(DIGEST).media_type == DEFAULT_MEDIA_TYPE
 
 
-# -- descriptors and media types ---------------------------------------------------------------
+# -- descriptors and media types -------------------------------------------------------------------
 
 
 def test_descriptor_wire_format(repo: Repository) -> None:
@@ -210,7 +207,7 @@ def test_media_types(repo: Repository, registry: Registry) -> None:
         repo.blobs.clear(DIGEST)
 
 
-# -- serving -----------------------------------------------------------------------------------
+# -- serving ---------------------------------------------------------------------------------------
 
 
 def expected_headers(digest: str, media_type: str, length: int) -> dict[str, str]:
@@ -357,7 +354,7 @@ def test_serve_if_none_match_other_etag(repo: Repository, blob_driver: StorageDr
     assert read_region(blob_driver, plan.body) == DATA
 
 
-# -- repositories ------------------------------------------------------------------------------
+# -- repositories ----------------------------------------------------------------------------------
 
 
 def test_mount_from_another_repository(
@@ -396,8 +393,6 @@ def test_repositories_are_isolated(registry: Registry, repo: Repository) -> None
 
 
 def test_uploads_are_isolated(registry: Registry, repo: Repository) -> None:
-    from distblob.errors import BlobUploadUnknownError
-
     writer = repo.blobs.create()
     writer.close()
     with pytest.raises(BlobUploadUnknownError):
@@ -473,7 +468,7 @@ def test_sync_with_fsync_off(make_registry: Callable[..., Registry]) -> None:
     assert again.blobs.get(sha256(b"uploaded")) == b"uploaded"
 
 
-# -- interfaces --------------------------------------------------------------------------------
+# -- interfaces ------------------------------------------------------------------------------------
 
 
 def test_protocols(registry: Registry, repo: Repository) -> None:

@@ -18,7 +18,7 @@ from distblob import Digest, Repository
 from distblob.errors import PathNotFoundError
 from distblob.interfaces import FileRegion
 from distblob.storage import paths
-from distblob.storage.driver import StorageDriver
+from distblob.storage.driver import FilesystemDriver, StorageDriver
 
 #: The digest of no bytes at all.
 EMPTY_SHA256 = Digest("sha256:" + hashlib.sha256(b"").hexdigest())
@@ -53,31 +53,40 @@ def files_under(driver: StorageDriver, root: str) -> set[str]:
     return {path for path, size in tree(driver, root).items() if size >= 0}
 
 
-def os_listing(directory: pathlib.Path, *, skip: pathlib.Path) -> dict[str, int]:
-    """Every OS path below ``directory`` with its size, except the tree at ``skip``."""
-    out: dict[str, int] = {}
-    for parent, dirnames, filenames in os.walk(directory):
+def surroundings(tmp_path: pathlib.Path, *, skip: pathlib.Path) -> dict[str, tuple[int, int]]:
+    """What lies around a driver root at ``skip`` inside ``tmp_path``: every path below
+    ``tmp_path`` except the root's tree, and every entry of ``tmp_path``'s parent (pytest's
+    directory of this session's tests), each with its size and modification time.
+
+    A directory's modification time changes when an entry is added to or removed from it, so a
+    file written anywhere in ``tmp_path``, beside it, or directly in a sibling test's directory
+    shows. (The siblings are not walked: that would cost as much as every test before.)
+    """
+    out: dict[str, tuple[int, int]] = {}
+
+    def note(path: str) -> None:
+        info = os.lstat(path)
+        out[path] = (info.st_size, info.st_mtime_ns)
+
+    for entry in os.scandir(tmp_path.parent):
+        note(entry.path)
+    for parent, dirnames, filenames in os.walk(tmp_path):
         dirnames[:] = [name for name in dirnames if pathlib.Path(parent, name) != skip]
-        for name in dirnames:
-            out[os.path.join(parent, name)] = -1
-        for name in filenames:
-            full = os.path.join(parent, name)
-            out[full] = os.lstat(full).st_size
+        for name in (*dirnames, *filenames):
+            note(os.path.join(parent, name))
     return out
 
 
 @contextlib.contextmanager
 def unchanged(driver: StorageDriver, tmp_path: pathlib.Path) -> Iterator[None]:
-    """Assert that the block changes nothing the driver stores, and (for a filesystem driver
-    rooted at ``tmp_path/root``) nothing outside its root either: the whole tree of
-    ``tmp_path``'s parent is compared."""
-    outside = tmp_path.parent
-    skip = tmp_path / "root"
+    """Assert that the block changes nothing the driver stores and, for a filesystem driver,
+    nothing outside its root (see :func:`surroundings`)."""
+    root = pathlib.Path(driver.root) if isinstance(driver, FilesystemDriver) else tmp_path / "root"
     before = tree(driver)
-    before_outside = os_listing(outside, skip=skip)
+    before_outside = surroundings(tmp_path, skip=root)
     yield
     assert tree(driver) == before
-    assert os_listing(outside, skip=skip) == before_outside
+    assert surroundings(tmp_path, skip=root) == before_outside
 
 
 def read_region(driver: StorageDriver, region: FileRegion) -> bytes:
@@ -112,11 +121,11 @@ __all__ = [
     "EMPTY_SHA256",
     "blob_tree",
     "files_under",
-    "os_listing",
     "payload",
     "read_region",
     "sha256",
     "state_offsets",
+    "surroundings",
     "tree",
     "unchanged",
     "upload_dir",
