@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the ground-truth data the real Go registry produced."""
+"""Shared fixtures: paths to the ground-truth data the real Go registry produced, and the
+registries of the blob store conformance suite (one per engine and driver)."""
 
 from __future__ import annotations
 

@@ -79,7 +79,9 @@ def test_open_gives_a_seekable_closable_reader(registry: Registry, repo: Reposit
         pytest.param(array.array("I", range(1000)), id="array"),
     ],
 )
-def test_put_takes_any_buffer(repo: Repository, buffer: bytearray | memoryview) -> None:
+def test_put_takes_any_buffer(
+    repo: Repository, buffer: bytearray | memoryview | array.array[int]
+) -> None:
     expected = bytes(buffer)
     descriptor = repo.blobs.put(buffer)
     assert descriptor.digest == sha256(expected)
