@@ -114,6 +114,8 @@ class FilesystemDriver(StorageDriver):
         self._real_prefix = self._real_root.rstrip(os.sep) + os.sep
         # Directories whose real path is their own path inside the root (no symlink on the way).
         self._confined_dirs: set[str] = set()
+        if self._real_root == self._prefix:
+            self._confined_dirs.add(self._prefix)
 
     def __repr__(self) -> str:
         return f"FilesystemDriver({self.root!r})"
@@ -125,24 +127,51 @@ class FilesystemDriver(StorageDriver):
         return self.root if path == "/" else self._prefix + path
 
     def _confined(self, path: str) -> str:
-        """The OS path of ``path`` for writing, after checking it resolves inside the root."""
+        """The OS path of ``path`` for writing, after checking it resolves inside the root.
+
+        Directories already found confined are remembered, so the usual write costs an lstat or
+        two (the components below the nearest remembered directory) instead of one per component
+        of the whole path.
+        """
         os_path = self._os_path(path)
-        parent = os.path.dirname(os_path)
-        # Directories above that were resolved before are trusted; only the leaf can be a new
-        # symlink.
-        if parent in self._confined_dirs and not os.path.islink(os_path):
+        if self._quick_confined(os_path):
             return os_path
         # realpath resolves the part of the path that exists and keeps the rest as written, so
-        # the check also covers the directories a write is about to create. It costs an lstat
-        # per component, which is why directories found confined are remembered.
+        # the check also covers the directories a write is about to create.
         real = os.path.realpath(os_path)
         if real != self._real_root and not real.startswith(self._real_prefix):
             raise InvalidPathError(path, "resolves outside the storage root through a symlink")
+        parent = os.path.dirname(os_path)
         if os.path.realpath(parent) == parent:
-            if len(self._confined_dirs) >= _CONFINED_CACHE:
-                self._confined_dirs.clear()
-            self._confined_dirs.add(parent)
+            self._remember(parent)
         return os_path
+
+    def _quick_confined(self, os_path: str) -> bool:
+        """Whether ``os_path`` is confined judging from remembered directories alone."""
+        pending: builtins.list[str] = []
+        current = os.path.dirname(os_path)
+        while current not in self._confined_dirs:
+            if len(current) <= len(self._prefix):
+                return False  # nothing remembered on the way: do the full check
+            pending.append(current)
+            current = os.path.dirname(current)
+        for directory in reversed(pending):
+            try:
+                mode = os.lstat(directory).st_mode
+            except FileNotFoundError:
+                # Nothing below a missing directory exists, and what the write creates there
+                # are real directories.
+                return True
+            if not stat_module.S_ISDIR(mode):
+                return False  # a symlink (or a file) on the way: do the full check
+            self._remember(directory)
+        return not os.path.islink(os_path)
+
+    def _remember(self, directory: str) -> None:
+        if len(self._confined_dirs) >= _CONFINED_CACHE:
+            self._confined_dirs.clear()
+            self._confined_dirs.add(self._prefix)
+        self._confined_dirs.add(directory)
 
     def _ensure_dir(self, directory: str, path: str) -> builtins.list[str]:
         """Create ``directory`` and its missing parents; return the directories that changed.
