@@ -106,6 +106,59 @@ class NameInvalidError(DistblobError, ValueError):
         self.reason = reason
 
 
+# -- manifests and tags (distribution's registry/api/errcode, v2 error set) ------------------
+
+
+class ManifestUnknownError(DistblobError, KeyError):
+    """No manifest with that tag or digest in the repository."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"manifest {reference!r} unknown")
+        self.reference = reference
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ManifestInvalidError(DistblobError, ValueError):
+    """A manifest that does not parse or validate (also a digest reference it does not match)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"manifest invalid: {reason}")
+        self.reason = reason
+
+
+class ManifestBlobUnknownError(DistblobError, KeyError):
+    """A manifest references a blob (or a manifest, for an index) the repository lacks."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"manifest references unknown blob {digest}")
+        self.digest = digest
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TagInvalidError(DistblobError, ValueError):
+    """A tag that does not follow the OCI tag grammar."""
+
+    def __init__(self, tag: str, reason: str = "invalid tag") -> None:
+        super().__init__(f"{reason}: {tag!r}")
+        self.tag = tag
+        self.reason = reason
+
+
+class NameUnknownError(DistblobError, KeyError):
+    """The repository is not known to the registry."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"repository {name!r} unknown")
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 # -- storage drivers (distribution's registry/storage/driver errors) ---------------------------
 
 
@@ -156,8 +209,13 @@ __all__ = [
     "HashStateError",
     "InvalidOffsetError",
     "InvalidPathError",
+    "ManifestBlobUnknownError",
+    "ManifestInvalidError",
+    "ManifestUnknownError",
     "NameInvalidError",
+    "NameUnknownError",
     "PathNotFoundError",
     "StorageDriverError",
+    "TagInvalidError",
     "UnsupportedError",
 ]

@@ -51,7 +51,12 @@ import re
 from typing import Final
 
 from distblob.digest import ALGORITHMS, Digest
-from distblob.errors import BlobUploadUnknownError, DigestUnsupportedError, NameInvalidError
+from distblob.errors import (
+    BlobUploadUnknownError,
+    DigestUnsupportedError,
+    NameInvalidError,
+    TagInvalidError,
+)
 
 #: Every path of the layout but :data:`SCHEDULER_STATE_PATH` starts here.
 ROOT: Final = "/docker/registry/v2"
@@ -104,7 +109,7 @@ def validate_repository_name(name: str) -> str:
 
 
 def validate_tag(tag: str) -> str:
-    """Return ``tag`` if it is a valid OCI tag, else raise ``ValueError``.
+    """Return ``tag`` if it is a valid OCI tag, else raise ``TagInvalidError`` (a ``ValueError``).
 
     A tag is ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``: one path component that cannot be ``.`` or
     ``..`` since it cannot start with a dot.
@@ -112,7 +117,7 @@ def validate_tag(tag: str) -> str:
     if not isinstance(tag, str):
         raise TypeError(f"a tag is a str, not {type(tag).__name__}")
     if _TAG.fullmatch(tag) is None:
-        raise ValueError(f"invalid tag {tag!r}: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")
+        raise TagInvalidError(tag, "must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
     return tag
 
 
