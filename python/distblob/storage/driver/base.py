@@ -94,6 +94,20 @@ class FileWriter(abc.ABC):
     file does). Use it as a context manager to be sure it is closed.
     """
 
+    # The life cycle every writer tracks; subclasses set these as they go.
+    _path: str
+    _closed: bool = False
+    _committed: bool = False
+    _cancelled: bool = False
+
+    def _check_writable(self) -> None:
+        if self._cancelled:
+            raise ValueError(f"the writer of {self._path} was cancelled")
+        if self._closed:
+            raise ValueError(f"the writer of {self._path} is closed")
+        if self._committed:
+            raise ValueError(f"the writer of {self._path} was committed")
+
     @abc.abstractmethod
     def write(self, data: ReadableBuffer) -> int:
         """Append ``data`` (any contiguous buffer) and return the number of bytes written."""

@@ -224,14 +224,6 @@ class _InMemoryFileWriter(FileWriter):
         self._committed = False
         self._cancelled = False
 
-    def _check_writable(self) -> None:
-        if self._cancelled:
-            raise ValueError(f"the writer of {self._path} was cancelled")
-        if self._closed:
-            raise ValueError(f"the writer of {self._path} is closed")
-        if self._committed:
-            raise ValueError(f"the writer of {self._path} was committed")
-
     def write(self, data: ReadableBuffer) -> int:
         self._check_writable()
         view = memoryview(data)
