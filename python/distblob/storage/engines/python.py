@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from distblob.errors import BlobDigestUnsupportedError
 from distblob.hashing import Hasher
 from distblob.storage.driver import StorageDriver
 from distblob.storage.engines.base import Engine, StreamUpload, UploadIO
@@ -42,8 +43,10 @@ def _blake3() -> Any:
     # BLAKE3 is not in hashlib; a Python user would reach for the blake3 package.
     try:
         import blake3
-    except ImportError as exc:  # pragma: no cover - the test requirements install it
-        raise KeyError("blake3 (pip install blake3)") from exc
+    except ImportError:  # pragma: no cover - the test requirements install it
+        raise BlobDigestUnsupportedError(
+            "blake3:", "the python engine needs the blake3 package (pip install blake3)"
+        ) from None
     return blake3.blake3()
 
 
