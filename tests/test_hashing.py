@@ -338,3 +338,42 @@ def test_stale_bytes_after_the_pending_ones_are_accepted() -> None:
     state = bytearray(Sha256(b"abc").marshal_binary())
     state[40:100] = b"\xee" * 60
     assert Sha256.unmarshal_binary(state).hexdigest() == hashlib.sha256(b"abc").hexdigest()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=st.binary(max_size=12_000),
+    cuts=st.lists(st.integers(0, 12_000), max_size=5),
+    threads=st.sampled_from([1, 2, Blake3.AUTO]),
+)
+def test_blake3_states_resume_anywhere(data: bytes, cuts: list[int], threads: int) -> None:
+    bounds = sorted({0, len(data), *(min(cut, len(data)) for cut in cuts)})
+    hasher = Blake3(max_threads=threads)
+    for start, end in itertools.pairwise(bounds):
+        hasher = Blake3.unmarshal_binary(hasher.marshal_binary(), max_threads=threads)
+        hasher.update(data[start:end])
+    assert hasher.size == len(data)
+    assert hasher.hexdigest() == reference_blake3.blake3(data).hexdigest()
+    assert hasher.hexdigest(100) == reference_blake3.blake3(data).hexdigest(length=100)
+
+
+def test_blake3_state_of_a_large_input() -> None:
+    data = os.urandom(5 * 1024 * 1024 + 12_345)
+    first = Blake3(data[: 3 * 1024 * 1024 + 7], max_threads=2)
+    resumed = Blake3.unmarshal_binary(first.marshal_binary(), max_threads=2)
+    resumed.update(data[3 * 1024 * 1024 + 7 :])
+    assert resumed.hexdigest() == reference_blake3.blake3(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [b"", b"b3\x00\x01", b"b3\x00\x02" + bytes(11), os.urandom(64)],
+    ids=["empty", "magic only", "wrong magic", "random"],
+)
+def test_bad_blake3_states(state: bytes) -> None:
+    with pytest.raises(errors.HashStateError):
+        Blake3.unmarshal_binary(state)
+    good = bytearray(Blake3(b"x" * 5000).marshal_binary())
+    good[5] ^= 0x01  # the length no longer matches the contents
+    with pytest.raises(errors.HashStateError):
+        Blake3.unmarshal_binary(bytes(good))

@@ -83,6 +83,12 @@ class Blake3:
         """The first ``length`` bytes of the output; 32 is the standard digest."""
     def hexdigest(self, length: int = 32) -> str: ...
     def copy(self) -> Self: ...
+    def marshal_binary(self) -> bytes:
+        """The state in distblob's format (BLAKE3 has no standard one): the completed subtrees'
+        chaining values and the last 1 to 1024 bytes, at most about 2.9 KiB."""
+    @classmethod
+    def unmarshal_binary(cls, data: ReadableBuffer, /, *, max_threads: int = 1) -> Self:
+        """Restore a state; raises ``distblob.errors.HashStateError`` if it is unusable."""
 
 @final
 class UploadFile:
@@ -126,7 +132,7 @@ class UploadFile:
     def hexdigest(self) -> str:
         """The digest of the whole file."""
     def marshal_state(self) -> tuple[int, bytes] | None:
-        """``(offset, state)`` in Go's format, or ``None`` (BLAKE3, out-of-order writes)."""
+        """``(offset, state)`` (Go's format for SHA-2), or ``None`` after out-of-order writes."""
     def sync(self) -> None:
         """``fdatasync`` the data."""
     def close(self) -> None:

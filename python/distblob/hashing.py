@@ -36,7 +36,7 @@ class Hasher(Protocol):
 
 
 class ResumableHasher(Hasher, Protocol):
-    """A hasher whose state can be saved and restored (``Sha256`` and ``Sha512``)."""
+    """A hasher whose state can be saved and restored (all three native hashers)."""
 
     def marshal_binary(self) -> bytes: ...
 
@@ -47,8 +47,13 @@ _CLASSES: dict[str, type[Sha256] | type[Sha512] | type[Blake3]] = {
     "blake3": Blake3,
 }
 
-#: The algorithms whose state can be marshalled, mapped to their class.
-RESUMABLE: dict[str, type[Sha256] | type[Sha512]] = {"sha256": Sha256, "sha512": Sha512}
+#: The algorithms whose state can be marshalled, mapped to their class (SHA-2 in Go's format,
+#: BLAKE3 in distblob's).
+RESUMABLE: dict[str, type[Sha256] | type[Sha512] | type[Blake3]] = {
+    "sha256": Sha256,
+    "sha512": Sha512,
+    "blake3": Blake3,
+}
 
 
 def new_hasher(algorithm: str) -> Hasher:

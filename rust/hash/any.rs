@@ -61,14 +61,15 @@ impl AnyHasher {
         }
     }
 
-    /// Restores a state saved by [`AnyHasher::marshal`]. BLAKE3 has no saved state.
+    /// Restores a state saved by [`AnyHasher::marshal`].
     pub fn unmarshal(algorithm: Algorithm, state: &[u8]) -> Result<Self> {
         match algorithm {
             Algorithm::Sha256 => Ok(AnyHasher::Sha256(Sha256::unmarshal(state)?)),
             Algorithm::Sha512 => Ok(AnyHasher::Sha512(Sha512::unmarshal(state)?)),
-            Algorithm::Blake3 => Err(Error::HashState(
-                "blake3 states cannot be restored; rehash the data".into(),
-            )),
+            Algorithm::Blake3 => Ok(AnyHasher::Blake3(Box::new(Blake3::unmarshal(
+                state,
+                Threads::Auto,
+            )?))),
         }
     }
 
@@ -113,12 +114,13 @@ impl AnyHasher {
         })
     }
 
-    /// The state in Go's format, or `None` for BLAKE3.
+    /// The state: Go's format for SHA-2, distblob's for BLAKE3. Always `Some` today; the
+    /// option leaves room for an algorithm without a saved state.
     pub fn marshal(&self) -> Option<Vec<u8>> {
         match self {
             AnyHasher::Sha256(h) => Some(h.marshal()),
             AnyHasher::Sha512(h) => Some(h.marshal()),
-            AnyHasher::Blake3(_) => None,
+            AnyHasher::Blake3(h) => Some(h.marshal()),
         }
     }
 }

@@ -7,6 +7,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use ::blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root_xof, ChainingValue, HasherExt, Mode,
+};
+
+use crate::error::{Error, Result};
+
 /// Below this many bytes splitting the work over threads costs more than it gains (the `blake3`
 /// documentation puts the break-even near 128 KiB).
 const PARALLEL_THRESHOLD: usize = 128 * 1024;
@@ -20,10 +26,34 @@ pub enum Threads {
     Max(usize),
 }
 
-/// A BLAKE3 hasher.
+/// Bytes in a BLAKE3 chunk, the leaf of its tree.
+const CHUNK: usize = ::blake3::CHUNK_LEN;
+
+/// The magic that starts a marshalled BLAKE3 state (distblob's own format: BLAKE3 has no
+/// standard one, and Go's registry never saves BLAKE3 states).
+const MAGIC: [u8; 4] = *b"b3\x00\x01";
+
+/// A completed subtree: its chaining value and its size in chunks (a power of two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Subtree {
+    cv: ChainingValue,
+    chunks: u64,
+}
+
+/// A BLAKE3 hasher whose state can be saved and restored.
+///
+/// It keeps the BLAKE3 tree in the open: a stack of completed subtrees (chaining values of
+/// aligned power-of-two runs of chunks, strictly decreasing in size, like the binary digits of
+/// the length) and the last 1 to 1024 bytes, not yet hashed. Holding back the last bytes is what
+/// keeps every subtree on the stack a non-root node, so the state is complete without any
+/// hasher internals: restore the stack and the tail, and hashing goes on. Large updates are
+/// hashed as big aligned subtrees by the `blake3` crate, so SIMD (and rayon when allowed) work
+/// as in a plain hasher.
 #[derive(Clone, Debug)]
 pub struct Blake3 {
-    inner: ::blake3::Hasher,
+    stack: Vec<Subtree>,
+    /// The bytes after the stack's subtrees: empty only when nothing was hashed.
+    tail: Vec<u8>,
     threads: Threads,
 }
 
@@ -57,19 +87,24 @@ impl Blake3 {
     /// A hasher that has hashed nothing.
     pub fn new(threads: Threads) -> Self {
         Blake3 {
-            inner: ::blake3::Hasher::new(),
+            stack: Vec::new(),
+            tail: Vec::with_capacity(CHUNK),
             threads,
         }
     }
 
     /// Bytes hashed so far.
     pub fn len(&self) -> u64 {
-        self.inner.count()
+        self.stacked_chunks() * CHUNK as u64 + self.tail.len() as u64
+    }
+
+    fn stacked_chunks(&self) -> u64 {
+        self.stack.iter().map(|s| s.chunks).sum()
     }
 
     /// Whether nothing has been hashed yet.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.tail.is_empty()
     }
 
     /// The thread setting.
@@ -77,31 +112,170 @@ impl Blake3 {
         self.threads
     }
 
-    /// Hashes `data`, on several threads when it is large enough and the setting allows.
-    pub fn update(&mut self, data: &[u8]) {
-        if data.len() < PARALLEL_THRESHOLD {
-            self.inner.update(data);
+    /// The chaining value of `data`, a whole aligned subtree starting at byte `offset`.
+    fn subtree_cv(&self, offset: u64, data: &[u8]) -> ChainingValue {
+        let mut hasher = ::blake3::Hasher::new();
+        hasher.set_input_offset(offset);
+        match self.threads {
+            Threads::Max(n) if n > 1 && data.len() >= PARALLEL_THRESHOLD => {
+                pool(n).install(|| hasher.update_rayon(data));
+            }
+            Threads::Auto if data.len() >= PARALLEL_THRESHOLD => {
+                hasher.update_rayon(data);
+            }
+            _ => {
+                hasher.update(data);
+            }
+        }
+        hasher.finalize_non_root()
+    }
+
+    /// Pushes a completed subtree, merging equal neighbours like a binary counter's carries.
+    /// Merges are non-root: bytes always follow (the tail is never empty here).
+    fn push(&mut self, mut subtree: Subtree) {
+        while let Some(top) = self.stack.last() {
+            if top.chunks != subtree.chunks {
+                break;
+            }
+            let left = self.stack.pop().expect("checked above");
+            subtree = Subtree {
+                cv: merge_subtrees_non_root(&left.cv, &subtree.cv, Mode::Hash),
+                chunks: subtree.chunks * 2,
+            };
+        }
+        self.stack.push(subtree);
+    }
+
+    /// Hashes `data`.
+    pub fn update(&mut self, mut data: &[u8]) {
+        if data.is_empty() {
             return;
         }
-        match self.threads {
-            Threads::Max(0 | 1) => {
-                self.inner.update(data);
-            }
-            Threads::Auto => {
-                self.inner.update_rayon(data);
-            }
-            Threads::Max(n) => {
-                let inner = &mut self.inner;
-                pool(n).install(|| inner.update_rayon(data));
-            }
+        let take = (CHUNK - self.tail.len()).min(data.len());
+        self.tail.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if data.is_empty() {
+            return;
         }
+        // The tail is a full chunk and more bytes follow: it becomes a completed subtree.
+        let offset = self.stacked_chunks() * CHUNK as u64;
+        let cv = self.subtree_cv(offset, &self.tail);
+        self.push(Subtree { cv, chunks: 1 });
+        self.tail.clear();
+        // Whole aligned subtrees straight from `data`, keeping at least one byte back.
+        while data.len() > CHUNK {
+            let chunk_index = self.stacked_chunks();
+            let available = ((data.len() - 1) / CHUNK) as u64;
+            let mut chunks = 1u64 << (63 - available.leading_zeros());
+            if chunk_index > 0 {
+                chunks = chunks.min(1u64 << chunk_index.trailing_zeros());
+            }
+            let bytes = chunks as usize * CHUNK;
+            let cv = self.subtree_cv(chunk_index * CHUNK as u64, &data[..bytes]);
+            self.push(Subtree { cv, chunks });
+            data = &data[bytes..];
+        }
+        self.tail.extend_from_slice(data);
     }
 
     /// The first `length` bytes of the output (32 is the standard digest).
     pub fn finalize(&self, length: usize) -> Vec<u8> {
         let mut out = vec![0u8; length];
-        self.inner.finalize_xof().fill(&mut out);
+        if self.stack.is_empty() {
+            // At most one chunk: it is the root.
+            ::blake3::Hasher::new()
+                .update(&self.tail)
+                .finalize_xof()
+                .fill(&mut out);
+            return out;
+        }
+        let offset = self.stacked_chunks() * CHUNK as u64;
+        let mut right = self.subtree_cv(offset, &self.tail);
+        let (first, rest) = self.stack.split_first().expect("not empty");
+        for left in rest.iter().rev() {
+            right = merge_subtrees_non_root(&left.cv, &right, Mode::Hash);
+        }
+        merge_subtrees_root_xof(&first.cv, &right, Mode::Hash).fill(&mut out);
         out
+    }
+
+    /// The state: magic, total length (u64 big-endian), the number of subtrees (u8), each as
+    /// its chaining value and the log2 of its chunk count (u8), the tail's length (u16
+    /// big-endian) and the tail.
+    pub fn marshal(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 8 + 1 + self.stack.len() * 33 + 2 + self.tail.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.len().to_be_bytes());
+        out.push(self.stack.len() as u8);
+        for subtree in &self.stack {
+            out.extend_from_slice(&subtree.cv);
+            out.push(subtree.chunks.trailing_zeros() as u8);
+        }
+        out.extend_from_slice(&(self.tail.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.tail);
+        out
+    }
+
+    /// Restores a state written by [`Blake3::marshal`], refusing any that no hasher could have
+    /// produced (sizes out of order, lengths that do not add up, trailing bytes).
+    pub fn unmarshal(state: &[u8], threads: Threads) -> Result<Self> {
+        let bad = |why: &str| Err(Error::HashState(format!("blake3 state: {why}")));
+        if state.len() < 4 || state[..4] != MAGIC {
+            return bad("wrong identifier");
+        }
+        let mut at = 4;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let slice = state.get(at..at + n)?;
+            at += n;
+            Some(slice)
+        };
+        let Some(total) = take(8) else {
+            return bad("truncated");
+        };
+        let total = u64::from_be_bytes(total.try_into().expect("eight bytes"));
+        let Some(&[count]) = take(1) else {
+            return bad("truncated");
+        };
+        let mut stack = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let (Some(cv), Some(&[log2])) = (take(32), take(1)) else {
+                return bad("truncated");
+            };
+            if log2 >= 54 {
+                return bad("subtree too large");
+            }
+            let chunks = 1u64 << log2;
+            if stack.last().is_some_and(|s: &Subtree| s.chunks <= chunks) {
+                return bad("subtrees out of order");
+            }
+            stack.push(Subtree {
+                cv: cv.try_into().expect("32 bytes"),
+                chunks,
+            });
+        }
+        let Some(tail_len) = take(2) else {
+            return bad("truncated");
+        };
+        let tail_len = u16::from_be_bytes(tail_len.try_into().expect("two bytes")) as usize;
+        let Some(tail) = take(tail_len) else {
+            return bad("truncated");
+        };
+        let tail = tail.to_vec();
+        if at != state.len() {
+            return bad("trailing bytes");
+        }
+        if tail.len() > CHUNK || (tail.is_empty() && !stack.is_empty()) {
+            return bad("impossible tail length");
+        }
+        let hasher = Blake3 {
+            stack,
+            tail,
+            threads,
+        };
+        if hasher.len() != total {
+            return bad("the length does not match the contents");
+        }
+        Ok(hasher)
     }
 }
 
@@ -131,6 +305,65 @@ mod tests {
             h.update(&input(len));
             assert_eq!(hex::encode(h.finalize(32)), want);
         }
+    }
+
+    #[test]
+    fn any_split_and_restore_matches_the_reference() {
+        let data = input(70_000);
+        let cuts = [
+            0, 1, 1023, 1024, 1025, 2048, 4096, 5000, 65536, 65537, 69_999, 70_000,
+        ];
+        for &cut in &cuts {
+            for &second in &cuts {
+                if second < cut {
+                    continue;
+                }
+                let mut h = Blake3::default();
+                h.update(&data[..cut]);
+                let mut h = Blake3::unmarshal(&h.marshal(), Threads::Max(1)).unwrap();
+                h.update(&data[cut..second]);
+                let mut h = Blake3::unmarshal(&h.marshal(), Threads::Max(2)).unwrap();
+                h.update(&data[second..]);
+                assert_eq!(h.len(), data.len() as u64);
+                assert_eq!(
+                    h.finalize(32),
+                    ::blake3::hash(&data).as_bytes().to_vec(),
+                    "{cut} {second}"
+                );
+                for len in [0, cut, second] {
+                    let mut prefix = Blake3::default();
+                    prefix.update(&data[..len]);
+                    let mut want = vec![0u8; 100];
+                    ::blake3::Hasher::new()
+                        .update(&data[..len])
+                        .finalize_xof()
+                        .fill(&mut want);
+                    assert_eq!(prefix.finalize(100), want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_states_are_refused() {
+        let mut h = Blake3::default();
+        h.update(&input(5000));
+        let good = h.marshal();
+        assert!(Blake3::unmarshal(&good, Threads::Max(1)).is_ok());
+        for bad in [
+            &good[..good.len() - 1],
+            &good[..3],
+            b"".as_slice(),
+            &[good.as_slice(), &[0]].concat(),
+        ] {
+            assert!(Blake3::unmarshal(bad, Threads::Max(1)).is_err());
+        }
+        let mut wrong_len = good.clone();
+        wrong_len[11] ^= 1;
+        assert!(Blake3::unmarshal(&wrong_len, Threads::Max(1)).is_err());
+        let mut wrong_magic = good;
+        wrong_magic[0] = b'x';
+        assert!(Blake3::unmarshal(&wrong_magic, Threads::Max(1)).is_err());
     }
 
     #[test]

@@ -116,7 +116,17 @@ macro_rules! sha2_class {
 sha2_class!(Sha256, "Sha256", Sha256Variant);
 sha2_class!(Sha512, "Sha512", Sha512Variant);
 
-/// BLAKE3, optionally multithreaded.
+fn threads_of(max_threads: i64) -> PyResult<Threads> {
+    match max_threads {
+        -1 => Ok(Threads::Auto),
+        n if n >= 1 => Ok(Threads::Max(n as usize)),
+        n => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "max_threads must be at least 1 or Blake3.AUTO, not {n}"
+        ))),
+    }
+}
+
+/// BLAKE3, optionally multithreaded, with a state that can be saved and restored.
 #[pyclass(frozen, module = "distblob._native", name = "Blake3")]
 pub struct Blake3 {
     state: Mutex<Blake3Core>,
@@ -139,15 +149,7 @@ impl Blake3 {
     #[new]
     #[pyo3(signature = (data = None, *, max_threads = 1))]
     fn new(py: Python<'_>, data: Option<&Bound<'_, PyAny>>, max_threads: i64) -> PyResult<Self> {
-        let threads = match max_threads {
-            -1 => Threads::Auto,
-            n if n >= 1 => Threads::Max(n as usize),
-            n => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "max_threads must be at least 1 or Blake3.AUTO, not {n}"
-                )))
-            }
-        };
+        let threads = threads_of(max_threads)?;
         let hasher = Self::wrap(Blake3Core::new(threads));
         if let Some(data) = data {
             hasher.update(py, data)?;
@@ -202,6 +204,24 @@ impl Blake3 {
 
     fn copy(&self) -> Self {
         Self::wrap(lock(&self.state).clone())
+    }
+
+    fn marshal_binary<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &lock(&self.state).marshal())
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (data, /, *, max_threads = 1))]
+    fn unmarshal_binary(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        max_threads: i64,
+    ) -> PyResult<Self> {
+        let threads = threads_of(max_threads)?;
+        let data = Borrowed::new(data)?;
+        let state = data.with_slice(py, |bytes| Blake3Core::unmarshal(bytes, threads))?;
+        Ok(Self::wrap(state))
     }
 
     fn __repr__(&self) -> String {

@@ -254,8 +254,6 @@ class LinkedBlobStore:
         """Saved states no longer than the data, newest first."""
         if not (self.resumable_digests and self.engine.restores_states):
             return
-        if algorithm not in ("sha256", "sha512"):
-            return
         root = paths.upload_hash_states_root(self.name, upload_id, algorithm)
         try:
             names = self.driver.list(root)

@@ -166,6 +166,22 @@ class BlobWriter:
             self._upload.flush()  # the bytes may still sit in a driver writer's buffer
         return self._store.driver.reader(self._data_path())
 
+    def digest(self) -> Digest:
+        """The canonical digest of everything uploaded so far.
+
+        It comes from the running hash, so a caller that streams a file into a fresh upload
+        learns the digest to commit with in the same pass as the write, with no second read. A
+        hash resumed from a saved state is not trusted (nothing proves the state right, and
+        commit would then compare it with itself): the data is rehashed instead.
+        """
+        self._check_open()
+        self._upload.flush()
+        if self._from_state:
+            store = self._store
+            encoded = store.engine.hash_object(store.driver, self._data_path(), self.algorithm)
+            return Digest.from_parts(self.algorithm, encoded)
+        return Digest.from_parts(self.algorithm, self._upload.hexdigest())
+
     # -- ending ------------------------------------------------------------------------------
 
     def _save_state(self) -> None:
@@ -268,4 +284,4 @@ class BlobWriter:
             self.cancel()
 
     def __repr__(self) -> str:
-        return f"<BlobWriter {self._store.name} {self._id} size={self.size}>"
+        return f"<BlobWriter {self._store.name} {self._id} position={self._position}>"

@@ -96,7 +96,7 @@ class NativeEngine(Engine):
         return new_hasher(algorithm)
 
     def restore_hasher(self, algorithm: str, state: bytes) -> Hasher | None:
-        return unmarshal(algorithm, state) if algorithm != "blake3" else None
+        return unmarshal(algorithm, state)
 
     def open_upload(
         self,
