@@ -142,8 +142,9 @@ class ManifestBlobUnknownError(DistblobError, KeyError):
 class TagInvalidError(DistblobError, ValueError):
     """A tag that does not follow the OCI tag grammar."""
 
-    def __init__(self, tag: str, reason: str = "invalid tag") -> None:
-        super().__init__(f"{reason}: {tag!r}")
+    def __init__(self, tag: str, reason: str = "not a valid OCI tag") -> None:
+        # Worded like NameInvalidError and DigestInvalidError: what, which, why.
+        super().__init__(f"invalid tag {tag!r}: {reason}")
         self.tag = tag
         self.reason = reason
 

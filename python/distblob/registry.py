@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 
+from distblob.errors import NameInvalidError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.blobs import BlobStore
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
 from distblob.storage.engines import Engine, get_engine
 from distblob.storage.linked import DescriptorCache, LinkedBlobStore
+from distblob.storage.manifests import ManifestStore
 
 
 class Registry:
@@ -60,6 +62,42 @@ class Registry:
         """The repository ``name``; ``NameInvalidError`` unless it is a valid OCI name."""
         return Repository(self, name)
 
+    def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
+        """Every repository name, sorted, as distribution's catalog pages them.
+
+        A repository is a directory under ``repositories/`` holding ``_manifests``, ``_layers``
+        or ``_uploads``; names nest (``a/b`` and ``a/b/c`` can both be repositories). Only names
+        strictly after ``last`` are returned, at most ``n`` of them (``n=0`` returns none).
+        """
+        if n is not None and n < 0:
+            raise ValueError(f"n cannot be negative: {n}")
+        names = sorted(self._repository_names())
+        if last is not None:
+            names = [name for name in names if name > last]
+        return names if n is None else names[:n]
+
+    def _repository_names(self) -> list[str]:
+        root = paths.repositories_root()
+        found: list[str] = []
+        pending = [root]
+        while pending:
+            directory = pending.pop()
+            try:
+                children = self.driver.list(directory)
+            except PathNotFoundError:
+                continue  # Not there (yet), or removed while listing.
+            for child in children:
+                base = child.rsplit("/", 1)[1]
+                if base in _REPOSITORY_MARKERS and directory != root:
+                    name = directory[len(root) + 1 :]
+                    try:
+                        found.append(paths.validate_repository_name(name))
+                    except NameInvalidError:
+                        continue  # Not a directory distblob or distribution would have made.
+                elif not base.startswith("_"):
+                    pending.append(child)  # Listing a file finds nothing; no stat needed.
+        return list(dict.fromkeys(found))
+
     def sync(self) -> None:
         """Make everything written so far durable (for batch jobs run with ``fsync=False``)."""
         self.driver.sync()
@@ -68,13 +106,18 @@ class Registry:
         return f"<Registry {self.driver.name} engine={self.engine.name}>"
 
 
+#: What makes a directory under ``repositories/`` a repository.
+_REPOSITORY_MARKERS = frozenset({"_manifests", "_layers", "_uploads"})
+
+
 class Repository:
-    """One repository: its name and its linked blob store."""
+    """One repository: its name, its linked blob store and its manifests and tags."""
 
     def __init__(self, registry: Registry, name: str) -> None:
         self.registry = registry
         self.name = paths.validate_repository_name(name)
         self.blobs = LinkedBlobStore(registry, self.name)
+        self.manifests = ManifestStore(self)
 
     def __repr__(self) -> str:
         return f"<Repository {self.name}>"
