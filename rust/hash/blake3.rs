@@ -43,12 +43,13 @@ struct Subtree {
 /// A BLAKE3 hasher whose state can be saved and restored.
 ///
 /// It keeps the BLAKE3 tree in the open: a stack of completed subtrees (chaining values of
-/// aligned power-of-two runs of chunks, strictly decreasing in size, like the binary digits of
-/// the length) and the last 1 to 1024 bytes, not yet hashed. Holding back the last bytes is what
-/// keeps every subtree on the stack a non-root node, so the state is complete without any
-/// hasher internals: restore the stack and the tail, and hashing goes on. Large updates are
-/// hashed as big aligned subtrees by the `blake3` crate, so SIMD (and rayon when allowed) work
-/// as in a plain hasher.
+/// aligned power-of-two runs of chunks, decreasing in size like the binary digits of the
+/// length) and the bytes after them that do not fill a chunk. No subtree on the stack is ever
+/// the root: the first chunk waits in the tail until more bytes follow, and two equal subtrees at
+/// the top stay unmerged until something follows them, since they may be the root's two halves.
+/// So the state is complete without any hasher internals: restore the stack and the tail, and
+/// hashing goes on. Large updates are hashed as big aligned subtrees by the `blake3` crate, so
+/// SIMD (and rayon when allowed) work as in a plain hasher.
 #[derive(Clone, Debug)]
 pub struct Blake3 {
     stack: Vec<Subtree>,
@@ -130,19 +131,27 @@ impl Blake3 {
         hasher.finalize_non_root()
     }
 
-    /// Pushes a completed subtree, merging equal neighbours like a binary counter's carries.
-    /// Merges are non-root: bytes always follow (the tail is never empty here).
-    fn push(&mut self, mut subtree: Subtree) {
-        while let Some(top) = self.stack.last() {
-            if top.chunks != subtree.chunks {
+    /// Merges equal neighbours at the top of the stack, like a binary counter's carries. Only
+    /// called when more bytes follow the stack, which makes every merge a non-root node.
+    fn collapse(&mut self) {
+        while self.stack.len() >= 2 {
+            let n = self.stack.len();
+            if self.stack[n - 1].chunks != self.stack[n - 2].chunks {
                 break;
             }
-            let left = self.stack.pop().expect("checked above");
-            subtree = Subtree {
-                cv: merge_subtrees_non_root(&left.cv, &subtree.cv, Mode::Hash),
-                chunks: subtree.chunks * 2,
-            };
+            let right = self.stack.pop().expect("two subtrees");
+            let left = self.stack.pop().expect("two subtrees");
+            self.stack.push(Subtree {
+                cv: merge_subtrees_non_root(&left.cv, &right.cv, Mode::Hash),
+                chunks: left.chunks * 2,
+            });
         }
+    }
+
+    /// Pushes a completed subtree. Equal neighbours are merged lazily, once a later subtree
+    /// proves they are not the two halves of the root.
+    fn push(&mut self, subtree: Subtree) {
+        self.collapse();
         self.stack.push(subtree);
     }
 
@@ -151,21 +160,25 @@ impl Blake3 {
         if data.is_empty() {
             return;
         }
-        let take = (CHUNK - self.tail.len()).min(data.len());
-        self.tail.extend_from_slice(&data[..take]);
-        data = &data[take..];
-        if data.is_empty() {
-            return;
+        if !self.tail.is_empty() || self.stack.is_empty() {
+            // Bytes after the last whole chunk (or the very first chunk, which may turn out to
+            // be the whole input and then the root) wait in the tail until more bytes follow.
+            let take = (CHUNK - self.tail.len()).min(data.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if data.is_empty() {
+                return;
+            }
+            let offset = self.stacked_chunks() * CHUNK as u64;
+            let cv = self.subtree_cv(offset, &self.tail);
+            self.push(Subtree { cv, chunks: 1 });
+            self.tail.clear();
         }
-        // The tail is a full chunk and more bytes follow: it becomes a completed subtree.
-        let offset = self.stacked_chunks() * CHUNK as u64;
-        let cv = self.subtree_cv(offset, &self.tail);
-        self.push(Subtree { cv, chunks: 1 });
-        self.tail.clear();
-        // Whole aligned subtrees straight from `data`, keeping at least one byte back.
-        while data.len() > CHUNK {
+        // Whole aligned subtrees straight from `data`: one per update when writes come in
+        // aligned power-of-two buffers, so SIMD and rayon get large runs.
+        while data.len() >= CHUNK {
             let chunk_index = self.stacked_chunks();
-            let available = ((data.len() - 1) / CHUNK) as u64;
+            let available = (data.len() / CHUNK) as u64;
             let mut chunks = 1u64 << (63 - available.leading_zeros());
             if chunk_index > 0 {
                 chunks = chunks.min(1u64 << chunk_index.trailing_zeros());
@@ -189,9 +202,17 @@ impl Blake3 {
                 .fill(&mut out);
             return out;
         }
-        let offset = self.stacked_chunks() * CHUNK as u64;
-        let mut right = self.subtree_cv(offset, &self.tail);
-        let (first, rest) = self.stack.split_first().expect("not empty");
+        let mut tree = self.clone();
+        let mut right = if tree.tail.is_empty() {
+            tree.stack.pop().expect("two subtrees at least").cv
+        } else {
+            // The tail follows the stack: its equal neighbours are now known not to be the
+            // root's halves.
+            tree.collapse();
+            let offset = tree.stacked_chunks() * CHUNK as u64;
+            tree.subtree_cv(offset, &tree.tail)
+        };
+        let (first, rest) = tree.stack.split_first().expect("not empty");
         for left in rest.iter().rev() {
             right = merge_subtrees_non_root(&left.cv, &right, Mode::Hash);
         }
@@ -236,7 +257,7 @@ impl Blake3 {
         let Some(&[count]) = take(1) else {
             return bad("truncated");
         };
-        let mut stack = Vec::with_capacity(count as usize);
+        let mut stack: Vec<Subtree> = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let (Some(cv), Some(&[log2])) = (take(32), take(1)) else {
                 return bad("truncated");
@@ -245,7 +266,11 @@ impl Blake3 {
                 return bad("subtree too large");
             }
             let chunks = 1u64 << log2;
-            if stack.last().is_some_and(|s: &Subtree| s.chunks <= chunks) {
+            // Sizes decrease, but for one equal pair at the top (merged lazily).
+            let n = stack.len();
+            let out_of_order = n >= 1 && stack[n - 1].chunks < chunks
+                || n >= 2 && stack[n - 2].chunks == stack[n - 1].chunks;
+            if out_of_order {
                 return bad("subtrees out of order");
             }
             stack.push(Subtree {
@@ -264,7 +289,7 @@ impl Blake3 {
         if at != state.len() {
             return bad("trailing bytes");
         }
-        if tail.len() > CHUNK || (tail.is_empty() && !stack.is_empty()) {
+        if tail.len() > CHUNK || (tail.is_empty() && stack.len() == 1) {
             return bad("impossible tail length");
         }
         let hasher = Blake3 {
@@ -341,6 +366,25 @@ mod tests {
                     assert_eq!(prefix.finalize(100), want);
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_splits_match_the_reference(
+            len in 0usize..40_000,
+            cuts in proptest::collection::vec(0usize..40_000, 0..6),
+        ) {
+            let data = input(len);
+            let mut bounds: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            bounds.extend([0, len]);
+            bounds.sort_unstable();
+            let mut h = Blake3::default();
+            for pair in bounds.windows(2) {
+                h = Blake3::unmarshal(&h.marshal(), Threads::Max(1)).unwrap();
+                h.update(&data[pair[0]..pair[1]]);
+            }
+            proptest::prop_assert_eq!(h.finalize(32), ::blake3::hash(&data).as_bytes().to_vec());
         }
     }
 
