@@ -2,11 +2,16 @@
 
 ``distblob digest FILE...`` prints content digests the way ``sha256sum`` prints hashes, through
 the native hashers (any registered algorithm, files read in 1 MiB buffers).
+
+``distblob serve [--config FILE] [--addr HOST:PORT] [--root DIR]`` serves the OCI distribution
+API over a filesystem root under uvicorn; flags override the config file, and with neither it
+serves ``./distblob-data`` on 127.0.0.1:5000.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +41,61 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    # Imported here: the server's dependencies are not needed to compute digests.
+    import dataclasses
+    import logging
+    import secrets
+
+    import uvicorn
+
+    from distblob.registry import Registry
+    from distblob.server import ConfigError, create_app, load_config
+    from distblob.server.config import parse_addr
+
+    try:
+        config = load_config(args.config)
+        if args.addr is not None:
+            parse_addr(args.addr, "--addr")
+            config = dataclasses.replace(config, addr=args.addr)
+        if args.root is not None:
+            config = dataclasses.replace(config, root=args.root)
+    except ConfigError as exc:
+        print(f"distblob serve: {exc}", file=sys.stderr)
+        return 2
+    level = {"panic": "CRITICAL", "fatal": "CRITICAL", "warn": "WARNING", "trace": "DEBUG"}.get(
+        config.log_level, config.log_level.upper()
+    )
+    logging.basicConfig(
+        level=level,
+        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    log = logging.getLogger("distblob.serve")
+    secret = config.secret
+    if secret is None:
+        secret = secrets.token_urlsafe(32)
+        log.warning(
+            "http.secret is not set: using a random one; every process serving one root "
+            "(and any Go registry sharing it) needs the same secret to continue uploads"
+        )
+    registry = Registry.filesystem(config.root, delete_enabled=config.delete_enabled)
+    app = create_app(registry, secret=secret, upload_purging=config.upload_purging)
+    host, port = config.host_port
+    log.info("serving root=%s addr=%s:%d", os.path.abspath(config.root), host, port)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        log_config=None,  # keep the logging set up above
+        access_log=False,  # the app logs one logfmt line per request itself
+        server_header=False,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distblob", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("files", nargs="+", metavar="FILE")
     digest.add_argument("-a", "--algorithm", choices=sorted(ALGORITHMS), default=CANONICAL)
     digest.set_defaults(func=_cmd_digest)
+    serve = commands.add_parser("serve", help="serve the OCI distribution API (uvicorn)")
+    serve.add_argument("--config", metavar="FILE", help="distribution-style YAML config")
+    serve.add_argument("--addr", metavar="HOST:PORT", help="listen address (http.addr)")
+    serve.add_argument("--root", metavar="DIR", help="storage root (rootdirectory)")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 
