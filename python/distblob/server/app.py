@@ -1,0 +1,580 @@
+"""The OCI distribution HTTP API over a :class:`~distblob.registry.Registry`, as an ASGI app.
+
+``create_app(registry, secret=...)`` returns a Starlette application any ASGI server can run
+(``distblob serve`` runs it under uvicorn). The routes are distribution's ``/v2/`` API; the
+repository name is a multi-component path, so routes are tried most specific first and the name
+is validated by :meth:`Registry.repository` (``NAME_INVALID``), never by the router.
+
+The server is stateless between requests: an upload is resumed from storage at the start of
+every request (``repo.blobs.resume``) and closed at its end, which saves the hash state. Two
+server processes on one root (or this server and the Go registry) can therefore take turns on
+one upload. Storage calls block, so they run in worker threads; request bodies are streamed
+into the upload in buffers of at most :data:`CHUNK` bytes, never held whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import anyio
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from distblob.descriptor import Descriptor
+from distblob.digest import Digest
+from distblob.errors import (
+    BlobInvalidDigestError,
+    BlobInvalidLengthError,
+    BlobUnknownError,
+    DigestInvalidError,
+    DigestUnsupportedError,
+    NameInvalidError,
+)
+from distblob.interfaces import FileRegion, ServePlan
+from distblob.registry import Registry, Repository
+from distblob.server import state
+from distblob.server.config import UploadPurging
+from distblob.server.errors import API_VERSION_HEADER, APIError, error_body, error_response
+from distblob.storage.blobs import parse_digest
+from distblob.storage.driver import StorageDriver
+from distblob.storage.purge import purge_uploads
+from distblob.storage.writer import BlobWriter
+
+#: Bytes handed to the storage layer (or read from it) per call.
+CHUNK: Final = 1 << 20
+#: Largest manifest accepted by PUT (distribution's default limit is 4 MiB too).
+MAX_MANIFEST_SIZE: Final = 4 << 20
+#: Catalog page size without ``n``, and the most one page may hold (distribution's defaults).
+CATALOG_DEFAULT: Final = 100
+CATALOG_MAX: Final = 1000
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+
+access_logger = logging.getLogger("distblob.access")
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def _empty(status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, headers={"Content-Length": "0", **(headers or {})})
+
+
+def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def _int_param(request: Request, key: str) -> int | None:
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise APIError("PAGINATION_NUMBER_INVALID", detail={key: raw[:64]})
+    return int(raw)
+
+
+def _parse_content_range(header: str) -> tuple[int, int]:
+    """``<start>-<end>`` (inclusive; ``bytes `` / ``bytes=`` prefixes tolerated)."""
+    text = header.strip()
+    for prefix in ("bytes ", "bytes="):
+        if text.startswith(prefix):
+            text = text[len(prefix) :].split("/", 1)[0].strip()
+    first, dash, last = text.partition("-")
+    if not dash or not first.isdigit() or not last.isdigit() or len(first) + len(last) > 36:
+        raise APIError("RANGE_INVALID", detail=f"malformed Content-Range {header[:64]!r}")
+    return int(first), int(last)
+
+
+class RegionResponse(Response):
+    """Streams a :class:`FileRegion` of a blob in :data:`CHUNK` reads done in worker threads.
+
+    A local file is read with ``os.pread`` on one descriptor (no seeks, no Python buffering);
+    other drivers through their ``reader``.
+    """
+
+    def __init__(
+        self, status: int, headers: dict[str, str], region: FileRegion, driver: StorageDriver
+    ) -> None:
+        super().__init__(status_code=status, headers=headers)
+        self.region = region
+        self.driver = driver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # uvicorn drops what is sent after a disconnect without telling the sender, so watch
+        # for it and stop reading the blob instead of reading it to the end for nobody.
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            await self._stream(send)
+            group.cancel_scope.cancel()
+
+    async def _stream(self, send: Send) -> None:
+        region = self.region
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        remaining = region.length
+        if region.local_path is not None:
+            fd = await _run(os.open, region.local_path, os.O_RDONLY)
+            try:
+                offset = region.offset
+                while remaining > 0:
+                    chunk = await _run(os.pread, fd, min(CHUNK, remaining), offset)
+                    if not chunk:
+                        break  # the file shrank: end the body short, the client sees it
+                    offset += len(chunk)
+                    remaining -= len(chunk)
+                    await send(
+                        {"type": "http.response.body", "body": chunk, "more_body": remaining > 0}
+                    )
+            finally:
+                os.close(fd)
+        else:
+            reader = await _run(self.driver.reader, region.path, region.offset)
+            try:
+                while remaining > 0:
+                    chunk = await _run(reader.read, min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    await send(
+                        {"type": "http.response.body", "body": chunk, "more_body": remaining > 0}
+                    )
+            finally:
+                reader.close()
+        if remaining > 0 or region.length == 0:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _API:
+    """The request handlers, bound to one registry and one secret."""
+
+    def __init__(self, registry: Registry, secret: bytes | str, max_manifest_size: int) -> None:
+        self.registry = registry
+        self.secret = secret
+        self.max_manifest_size = max_manifest_size
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _repo(self, request: Request) -> Repository:
+        return self.registry.repository(request.path_params["name"])
+
+    def _upload_headers(self, repo: Repository, writer: BlobWriter, size: int) -> dict[str, str]:
+        token = state.pack(
+            self.secret,
+            state.UploadState(repo.name, writer.id, size, state.go_time(writer.started_at)),
+        )
+        query = urllib.parse.urlencode({"_state": token})
+        return {
+            "Location": f"/v2/{repo.name}/blobs/uploads/{writer.id}?{query}",
+            "Range": f"0-{max(size - 1, 0)}",
+            "Docker-Upload-UUID": writer.id,
+            "Content-Length": "0",
+        }
+
+    @staticmethod
+    def _created(repo: Repository, digest: str) -> Response:
+        return _empty(
+            201,
+            {"Location": f"/v2/{repo.name}/blobs/{digest}", "Docker-Content-Digest": digest},
+        )
+
+    async def _resume(self, request: Request, *, check_offset: bool = True) -> BlobWriter:
+        """The upload the request addresses, its ``_state`` verified."""
+        repo = self._repo(request)
+        writer = await _run(repo.blobs.resume, request.path_params["upload_id"])
+        try:
+            state.verify(
+                self.secret,
+                request.query_params.get("_state"),
+                name=repo.name,
+                uuid=writer.id,
+                size=writer.size if check_offset else None,
+            )
+        except BaseException:
+            await _run(writer.close)
+            raise
+        return writer
+
+    @staticmethod
+    async def _receive_into(request: Request, writer: BlobWriter) -> int:
+        """Stream the request body into ``writer``; bounded memory (one :data:`CHUNK`)."""
+        total = 0
+        buffer = bytearray()
+        async for piece in request.stream():
+            if not piece:
+                continue
+            buffer += piece
+            if len(buffer) >= CHUNK:
+                total += await _run(writer.write, buffer)
+                buffer = bytearray()
+        if buffer:
+            total += await _run(writer.write, buffer)
+        return total
+
+    # -- base, catalog -----------------------------------------------------------------------
+
+    async def base(self, request: Request) -> Response:
+        return _json(200, {})
+
+    async def catalog(self, request: Request) -> Response:
+        n = _int_param(request, "n")
+        limit = CATALOG_DEFAULT if n is None else min(n, CATALOG_MAX)
+        last = request.query_params.get("last")
+        names = await _run(self.registry.catalog, limit + 1, last)
+        headers = {}
+        if len(names) > limit:
+            names = names[:limit]
+            if names:
+                query = urllib.parse.urlencode({"n": limit, "last": names[-1]})
+                headers["Link"] = f'</v2/_catalog?{query}>; rel="next"'
+        return _json(200, {"repositories": names}, headers)
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    async def blob(self, request: Request) -> Response:
+        repo = self._repo(request)
+        digest = request.path_params["digest"]
+        if request.method == "DELETE":
+            await _run(repo.blobs.delete, digest)
+            return _empty(202)
+        plan: ServePlan = await _run(
+            repo.blobs.serve_blob,
+            digest,
+            method=request.method,
+            range=request.headers.get("range"),
+            if_none_match=request.headers.get("if-none-match"),
+        )
+        if plan.body is None or plan.redirect is not None:
+            return Response(status_code=plan.status, headers=plan.headers)
+        return RegionResponse(plan.status, plan.headers, plan.body, self.registry.driver)
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    async def start_upload(self, request: Request) -> Response:
+        repo = self._repo(request)
+        params = request.query_params
+        mount, source = params.get("mount"), params.get("from")
+        if mount is not None and source is not None:
+            try:
+                requested = Digest(mount)
+                await _run(repo.blobs.mount, source, requested)
+            except (BlobUnknownError, NameInvalidError, DigestInvalidError, DigestUnsupportedError):
+                pass  # distribution opens a new upload session when it cannot mount
+            else:
+                return self._created(repo, requested)
+        algorithm = params.get("digest-algorithm", "sha256")
+        digest_param = params.get("digest")
+        expected = parse_digest(digest_param) if digest_param is not None else None
+        writer = await _run(repo.blobs.create, algorithm=algorithm)
+        if expected is None:
+            size = writer.size
+            await _run(writer.close)
+            return _empty(202, self._upload_headers(repo, writer, size))
+        # Monolithic upload: the whole blob is the POST body.
+        try:
+            await self._receive_into(request, writer)
+            await _run(writer.commit, Descriptor(digest=expected))
+        except BaseException:
+            await _run(writer.cancel)
+            raise
+        return self._created(repo, expected)
+
+    async def upload(self, request: Request) -> Response:
+        method = request.method
+        if method == "PATCH":
+            return await self._patch(request)
+        if method == "PUT":
+            return await self._put(request)
+        repo = self._repo(request)
+        if method == "DELETE":
+            writer = await self._resume(request, check_offset=False)
+            await _run(writer.cancel)
+            return _empty(204)
+        writer = await self._resume(request)  # GET: the upload's status
+        size = writer.size
+        await _run(writer.close)
+        headers = self._upload_headers(repo, writer, size)
+        return _empty(204, headers)
+
+    async def _patch(self, request: Request) -> Response:
+        repo = self._repo(request)
+        writer = await self._resume(request)
+        try:
+            content_range = request.headers.get("content-range")
+            if content_range is not None:
+                start, end = _parse_content_range(content_range)
+                if start != writer.size or end < start:
+                    raise APIError(
+                        "RANGE_INVALID",
+                        detail={"range": content_range[:64], "size": writer.size},
+                    )
+                length = request.headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) != end - start + 1:
+                    raise APIError("RANGE_INVALID", detail="Content-Range and length disagree")
+            await self._receive_into(request, writer)
+            size = writer.size
+        finally:
+            await _run(writer.close)
+        return _empty(202, self._upload_headers(repo, writer, size))
+
+    async def _put(self, request: Request) -> Response:
+        repo = self._repo(request)
+        digest_param = request.query_params.get("digest")
+        if digest_param is None:
+            raise APIError("DIGEST_INVALID", "digest missing", detail="the digest parameter")
+        expected = parse_digest(digest_param)
+        writer = await self._resume(request)
+        try:
+            await self._receive_into(request, writer)
+            try:
+                await _run(writer.commit, Descriptor(digest=expected))
+            except (BlobInvalidDigestError, BlobInvalidLengthError, DigestUnsupportedError):
+                # distribution cancels an upload whose content does not match its digest.
+                await _run(writer.cancel)
+                raise
+        finally:
+            await _run(writer.close)
+        return self._created(repo, expected)
+
+    # -- manifests, tags, referrers ----------------------------------------------------------
+
+    async def manifest(self, request: Request) -> Response:
+        repo = self._repo(request)
+        reference = request.path_params["reference"]
+        method = request.method
+        if method == "PUT":
+            return await self._put_manifest(request, repo, reference)
+        if method == "DELETE":
+            await _run(repo.manifests.delete, reference)
+            return _empty(202)
+        if method == "HEAD":
+            descriptor = await _run(repo.manifests.stat, reference)
+            body = b""
+        else:
+            body, descriptor = await _run(repo.manifests.get, reference)
+        headers = {
+            "Content-Type": descriptor.media_type or "application/octet-stream",
+            "Content-Length": str(descriptor.size),
+            "Docker-Content-Digest": str(descriptor.digest),
+            "ETag": f'"{descriptor.digest}"',
+        }
+        return Response(body, 200, headers=headers)
+
+    async def _put_manifest(self, request: Request, repo: Repository, reference: str) -> Response:
+        too_large = APIError(
+            "MANIFEST_INVALID",
+            "manifest too large",
+            detail={"limit": self.max_manifest_size},
+            status=413,
+        )
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_manifest_size:
+            raise too_large
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > self.max_manifest_size:
+                raise too_large
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip() or None
+        descriptor: Descriptor = await _run(repo.manifests.put, reference, bytes(body), media_type)
+        digest = str(descriptor.digest)
+        return _empty(
+            201,
+            {"Location": f"/v2/{repo.name}/manifests/{digest}", "Docker-Content-Digest": digest},
+        )
+
+    async def tags(self, request: Request) -> Response:
+        repo = self._repo(request)
+        n = _int_param(request, "n")
+        last = request.query_params.get("last")
+        tags: list[str] = await _run(repo.manifests.tags)
+        if last is not None:
+            tags = [tag for tag in tags if tag > last]
+        headers = {}
+        if n is not None and len(tags) > n:
+            tags = tags[:n]
+            if tags:
+                query = urllib.parse.urlencode({"n": n, "last": tags[-1]})
+                headers["Link"] = f'</v2/{repo.name}/tags/list?{query}>; rel="next"'
+        return _json(200, {"name": repo.name, "tags": tags}, headers)
+
+    async def referrers(self, request: Request) -> Response:
+        repo = self._repo(request)
+        artifact_type = request.query_params.get("artifactType") or None
+        index = await _run(repo.manifests.referrers, request.path_params["digest"], artifact_type)
+        body = json.dumps(index, separators=(",", ":")).encode()
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
+        return Response(body, 200, headers=headers, media_type=OCI_INDEX)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Turn every exception of ``handler`` into an OCI error response."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ClientDisconnect:
+            return _empty(400)  # nobody is listening; the access log records it
+        except Exception as exc:
+            return error_response(exc, head=request.method == "HEAD")
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing misses: an unknown path (404) or a method a route does not take (405)."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405:
+        return error_response(APIError("UNSUPPORTED", detail="method not allowed"))
+    body = error_body("NOT_FOUND", "not found", None)
+    return Response(body, 404, media_type="application/json")
+
+
+class Envelope:
+    """ASGI middleware: the API version header on every response, and one access-log line per
+    request (``logfmt`` on the ``distblob.access`` logger)."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+        sent = 0
+        name, value = API_VERSION_HEADER
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (name.lower().encode(), value.encode())]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_header)
+        finally:
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                access_logger.info(
+                    "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s",
+                    scope.get("method", "-"),
+                    json.dumps(scope.get("path", "")),
+                    status,
+                    sent,
+                    (time.monotonic() - started) * 1000,
+                    client[0],
+                    client[1],
+                )
+
+
+def _purging_lifespan(
+    registry: Registry, purging: UploadPurging | None
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """Run upload purging in the background while the app is served (when enabled)."""
+
+    async def purge_forever() -> None:
+        assert purging is not None
+        while True:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=purging.age)
+            try:
+                purged = await _run(purge_uploads, registry, cutoff, dry_run=purging.dryrun)
+            except Exception:
+                logging.getLogger("distblob.purge").exception("upload purging failed")
+            else:
+                if purged:
+                    access_logger.info("upload purging: %d uploads", len(purged))
+            await anyio.sleep(max(purging.interval, 1.0))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if purging is None or not purging.enabled:
+            yield
+            return
+        async with anyio.create_task_group() as group:
+            group.start_soon(purge_forever)
+            yield
+            group.cancel_scope.cancel()
+
+    return lifespan
+
+
+def create_app(
+    registry: Registry,
+    *,
+    secret: bytes | str,
+    max_manifest_size: int = MAX_MANIFEST_SIZE,
+    access_log: bool = True,
+    upload_purging: UploadPurging | None = None,
+) -> ASGIApp:
+    """The OCI distribution API over ``registry`` as an ASGI application.
+
+    ``secret`` signs upload Locations (distribution's ``http.secret``): every process serving
+    one root must share it, and sharing it with a Go registry on that root lets uploads move
+    between the two. ``upload_purging`` (off by default here; on by default in ``distblob
+    serve``, as in distribution) removes old uploads once at startup and then every
+    ``interval``, from the ASGI lifespan.
+    """
+    if not secret:
+        raise ValueError("an HTTP secret is required to sign upload locations")
+    api = _API(registry, secret, max_manifest_size)
+    name = "/v2/{name:path}"
+    routes = [
+        Route("/v2/", _guarded(api.base), methods=["GET"]),
+        Route("/v2/_catalog", _guarded(api.catalog), methods=["GET"]),
+        Route(f"{name}/tags/list", _guarded(api.tags), methods=["GET"]),
+        Route(
+            f"{name}/manifests/{{reference}}",
+            _guarded(api.manifest),
+            methods=["GET", "HEAD", "PUT", "DELETE"],
+        ),
+        Route(f"{name}/referrers/{{digest}}", _guarded(api.referrers), methods=["GET"]),
+        Route(f"{name}/blobs/uploads/", _guarded(api.start_upload), methods=["POST"]),
+        Route(f"{name}/blobs/uploads", _guarded(api.start_upload), methods=["POST"]),
+        Route(
+            f"{name}/blobs/uploads/{{upload_id}}",
+            _guarded(api.upload),
+            methods=["GET", "PATCH", "PUT", "DELETE"],
+        ),
+        Route(f"{name}/blobs/{{digest}}", _guarded(api.blob), methods=["GET", "HEAD", "DELETE"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        lifespan=_purging_lifespan(registry, upload_purging),
+    )
+    app.router.redirect_slashes = False
+    return Envelope(app, access_log=access_log)
+
+
+__all__ = ["CHUNK", "MAX_MANIFEST_SIZE", "Envelope", "RegionResponse", "create_app"]

@@ -1,0 +1,130 @@
+"""OCI error responses: ``{"errors": [{"code", "message", "detail"}]}`` and their statuses.
+
+Every distblob exception a request can raise maps to one OCI error code (distribution's
+``registry/api/errcode`` v2 set), and every code to one HTTP status, so handlers raise the
+storage layer's own errors and :func:`error_response` turns them into the wire format. Anything
+that is not a :class:`~distblob.errors.DistblobError` (or :class:`APIError`) is a bug: it is
+logged with its traceback and answered ``500 UNKNOWN`` without details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+from starlette.responses import Response
+
+from distblob import errors
+
+logger = logging.getLogger("distblob.server")
+
+#: Sent on every response, as distribution does.
+API_VERSION_HEADER: Final = ("Docker-Distribution-API-Version", "registry/2.0")
+
+#: HTTP status of each OCI error code (distribution's table; 413 and PAGINATION are ours).
+STATUS: Final[dict[str, int]] = {
+    "BLOB_UNKNOWN": 404,
+    "BLOB_UPLOAD_INVALID": 404,
+    "BLOB_UPLOAD_UNKNOWN": 404,
+    "DIGEST_INVALID": 400,
+    "MANIFEST_BLOB_UNKNOWN": 400,
+    "MANIFEST_INVALID": 400,
+    "MANIFEST_UNKNOWN": 404,
+    "NAME_INVALID": 400,
+    "NAME_UNKNOWN": 404,
+    "PAGINATION_NUMBER_INVALID": 400,
+    "RANGE_INVALID": 416,
+    "SIZE_INVALID": 400,
+    "TAG_INVALID": 400,
+    "UNAUTHORIZED": 401,
+    "DENIED": 403,
+    "UNSUPPORTED": 405,
+    "TOOMANYREQUESTS": 429,
+    "UNKNOWN": 500,
+}
+
+_MESSAGES: Final[dict[str, str]] = {
+    "BLOB_UNKNOWN": "blob unknown to registry",
+    "BLOB_UPLOAD_INVALID": "blob upload invalid",
+    "BLOB_UPLOAD_UNKNOWN": "blob upload unknown to registry",
+    "DIGEST_INVALID": "provided digest did not match uploaded content",
+    "MANIFEST_BLOB_UNKNOWN": "blob unknown to registry",
+    "MANIFEST_INVALID": "manifest invalid",
+    "MANIFEST_UNKNOWN": "manifest unknown",
+    "NAME_INVALID": "invalid repository name",
+    "NAME_UNKNOWN": "repository name not known to registry",
+    "PAGINATION_NUMBER_INVALID": "invalid number of results requested",
+    "RANGE_INVALID": "invalid content range",
+    "SIZE_INVALID": "provided length did not match content length",
+    "TAG_INVALID": "manifest tag did not match URI",
+    "UNSUPPORTED": "The operation is unsupported.",
+    "UNKNOWN": "unknown error",
+}
+
+# Most specific first: several distblob errors derive from others (BlobInvalidDigestError is a
+# DigestInvalidError, BlobDigestUnsupportedError a DigestUnsupportedError).
+_BY_EXCEPTION: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (errors.BlobUnknownError, "BLOB_UNKNOWN"),
+    (errors.BlobUploadUnknownError, "BLOB_UPLOAD_UNKNOWN"),
+    (errors.BlobUploadInvalidError, "BLOB_UPLOAD_INVALID"),
+    (errors.BlobInvalidLengthError, "SIZE_INVALID"),
+    (errors.DigestInvalidError, "DIGEST_INVALID"),
+    (errors.DigestUnsupportedError, "DIGEST_INVALID"),
+    (errors.NameInvalidError, "NAME_INVALID"),
+    (errors.NameUnknownError, "NAME_UNKNOWN"),
+    (errors.UnsupportedError, "UNSUPPORTED"),
+    (errors.ManifestUnknownError, "MANIFEST_UNKNOWN"),
+    (errors.ManifestBlobUnknownError, "MANIFEST_BLOB_UNKNOWN"),
+    (errors.ManifestInvalidError, "MANIFEST_INVALID"),
+    (errors.TagInvalidError, "TAG_INVALID"),
+)
+
+
+class APIError(Exception):
+    """An OCI error raised by the HTTP layer itself (a bad header, a bad query parameter)."""
+
+    def __init__(
+        self, code: str, message: str | None = None, *, detail: Any = None, status: int = 0
+    ) -> None:
+        self.code = code
+        self.message = message or _MESSAGES.get(code, code.lower().replace("_", " "))
+        self.detail = detail
+        self.status = status or STATUS[code]
+        self.headers: dict[str, str] = {}
+        super().__init__(f"{code}: {self.message}")
+
+
+def to_api_error(exc: BaseException) -> APIError | None:
+    """The OCI error for a distblob exception; ``None`` for anything else (a bug)."""
+    if isinstance(exc, APIError):
+        return exc
+    for kind, code in _BY_EXCEPTION:
+        if isinstance(exc, kind):
+            return APIError(code, _MESSAGES.get(code), detail=str(exc))
+    return None
+
+
+def error_body(code: str, message: str, detail: Any = None) -> bytes:
+    entry: dict[str, Any] = {"code": code, "message": message}
+    if detail is not None:
+        entry["detail"] = detail
+    return json.dumps({"errors": [entry]}, separators=(",", ":")).encode()
+
+
+def error_response(exc: BaseException, *, head: bool = False) -> Response:
+    """The response for ``exc``: its OCI error, or a logged ``500 UNKNOWN``."""
+    api = to_api_error(exc)
+    if api is None:
+        logger.error("unexpected error", exc_info=exc)
+        api = APIError("UNKNOWN")
+    body = error_body(api.code, api.message, api.detail)
+    headers = dict(api.headers)  # the API version header is added by the app's middleware
+    if head:
+        # A HEAD answer carries the length the GET body would have, and no body.
+        headers["Content-Length"] = str(len(body))
+        return Response(status_code=api.status, headers=headers, media_type="application/json")
+    return Response(body, status_code=api.status, headers=headers, media_type="application/json")
+
+
+__all__ = ["API_VERSION_HEADER", "STATUS", "APIError", "error_body", "error_response"]

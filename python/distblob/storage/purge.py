@@ -1,0 +1,58 @@
+"""Upload purging: remove uploads started longer ago than a cut-off (distribution's
+``PurgeUploads``, run by ``storage.maintenance.uploadpurging``).
+
+An upload's age counts from its ``startedat`` file. As in distribution, an upload whose start
+time is missing or unreadable is kept: a half-written upload directory is never taken for an
+old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from distblob.errors import PathNotFoundError
+from distblob.storage import paths
+from distblob.storage.writer import parse_started_at
+
+if TYPE_CHECKING:
+    from distblob.registry import Registry
+
+logger = logging.getLogger("distblob.purge")
+
+
+def purge_uploads(
+    registry: Registry, older_than: dt.datetime, *, dry_run: bool = False
+) -> list[tuple[str, str]]:
+    """Remove every upload started before ``older_than``; the ``(repository, id)`` pairs
+    removed (or, with ``dry_run``, that would be)."""
+    driver = registry.driver
+    purged: list[tuple[str, str]] = []
+    for name in registry.catalog():
+        try:
+            entries = driver.list(paths.uploads_root(name))
+        except PathNotFoundError:
+            continue
+        for entry in entries:
+            upload_id = entry.rsplit("/", 1)[1]
+            try:
+                paths.validate_upload_id(upload_id)
+                raw = driver.get_content(paths.upload_started_at_path(name, upload_id))
+                started = parse_started_at(raw.decode("ascii"))
+            except (PathNotFoundError, UnicodeDecodeError, ValueError, LookupError):
+                continue  # no readable start time: keep it, as distribution does
+            if started >= older_than:
+                continue
+            purged.append((name, upload_id))
+            if dry_run:
+                logger.info("would purge upload %s of %s (started %s)", upload_id, name, started)
+                continue
+            with contextlib.suppress(PathNotFoundError):
+                driver.delete(paths.upload_dir_path(name, upload_id))
+            logger.info("purged upload %s of %s (started %s)", upload_id, name, started)
+    return purged
+
+
+__all__ = ["purge_uploads"]

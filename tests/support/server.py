@@ -1,0 +1,156 @@
+"""Run ``distblob serve`` as a subprocess on a loopback port, for HTTP tests.
+
+The mirror of :class:`tests.support.goregistry.GoRegistry`: same ``url``/``host``/``client()``
+shape, a YAML config written to a temp dir (JSON, which YAML reads), and a pinned secret so
+upload Locations stay valid across restarts and can be shared with a Go registry.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from support.goregistry import LOOPBACK, RegistryClient, deep_merge, free_port
+
+
+class DistblobServerError(RuntimeError):
+    """The server failed to start; the message carries its log."""
+
+
+class DistblobServer:
+    """``python -m distblob.cli serve --config FILE`` on 127.0.0.1 (a context manager)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        secret: str | None = None,
+        delete_enabled: bool = False,
+        extra_config: dict[str, Any] | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.root = Path(root)
+        self.secret = secret or secrets.token_hex(16)
+        self.delete_enabled = delete_enabled
+        self.extra_config = extra_config or {}
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def client(self, *, timeout: float = 30.0) -> RegistryClient:
+        return RegistryClient(self.url, timeout=timeout)
+
+    def config(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "version": 0.1,
+            "log": {"level": "info"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root)},
+                "delete": {"enabled": self.delete_enabled},
+            },
+            "http": {"addr": f"{LOOPBACK}:{self.port}", "secret": self.secret},
+        }
+        return deep_merge(base, self.extra_config)
+
+    def __enter__(self) -> Self:
+        self._tmp = tempfile.TemporaryDirectory(prefix="distblob-serve-")
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _log_path(self) -> Path:
+        assert self._tmp is not None
+        return Path(self._tmp.name) / "server.log"
+
+    def log_text(self) -> str:
+        try:
+            return self._log_path().read_text(errors="replace")
+        except (FileNotFoundError, AssertionError):
+            return self.log
+
+    def start(self) -> None:
+        assert self._tmp is not None
+        if self.port == 0:
+            self.port = free_port()
+        config_path = Path(self._tmp.name) / "config.yml"
+        config_path.write_text(json.dumps(self.config()))
+        with self._log_path().open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "distblob.cli", "serve", "--config", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._tmp.name,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise DistblobServerError(f"distblob serve exited:\n{self.log_text()}")
+            if self._answers_ping():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DistblobServerError(f"distblob serve not ready:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def _answers_ping(self) -> bool:
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/v2/")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.log = self.log_text()

@@ -1,0 +1,652 @@
+"""``distblob serve``: the OCI distribution HTTP API, its protocol edge cases and its config.
+
+One server (a ``python -m distblob.cli serve`` subprocess on a loopback port) serves the whole
+module; a second one, with deletes enabled, the delete tests. Every response is checked for the
+API version header, and no client input may produce a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distblob.digest import Digest
+from distblob.server import state
+from distblob.server.config import ConfigError, parse_config, parse_duration
+from support.goregistry import (
+    OCI_CONFIG,
+    OCI_LAYER_TAR,
+    OCI_MANIFEST,
+    RegistryClient,
+    Response,
+    sha256_digest,
+    upload_location,
+)
+from support.server import DistblobServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistblobServer]:
+    with DistblobServer(tmp_path_factory.mktemp("root")) as srv:
+        yield srv
+        assert "unexpected error" not in srv.log_text(), srv.log_text()
+
+
+@pytest.fixture
+def client(server: DistblobServer) -> Iterator[RegistryClient]:
+    with server.client() as c:
+        yield c
+
+
+def codes(resp: Response) -> list[str]:
+    doc = json.loads(resp.body)
+    return [e["code"] for e in doc["errors"]]
+
+
+def check(resp: Response, status: int, code: str | None = None) -> Response:
+    assert resp.status == status, (resp.status, resp.body[:500])
+    assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    if code is not None:
+        assert codes(resp) == [code]
+        assert resp.headers["Content-Type"] == "application/json"
+    return resp
+
+
+def with_query(location: str, **params: str) -> str:
+    parts = urllib.parse.urlsplit(location)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.update(params)
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def without_state(location: str) -> str:
+    return urllib.parse.urlsplit(location).path
+
+
+def start(client: RegistryClient, repo: str, query: str = "") -> Response:
+    resp = check(client.request("POST", f"/v2/{repo}/blobs/uploads/{query}"), 202)
+    assert resp.headers["Range"] == "0-0"
+    assert resp.headers["Content-Length"] == "0"
+    assert resp.headers["Docker-Upload-UUID"] in resp.headers["Location"]
+    return resp
+
+
+# -- basics ------------------------------------------------------------------------------------
+
+
+def test_base(client: RegistryClient) -> None:
+    resp = check(client.request("GET", "/v2/"), 200)
+    assert json.loads(resp.body) == {}
+
+
+def test_chunked_upload_and_serve(client: RegistryClient) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    digest = client.push_blob("lib/app", data, chunks=[1_000_000, 2_000_000])
+    resp = check(client.get_blob("lib/app", digest), 200)
+    assert resp.body == data
+    assert resp.headers["Docker-Content-Digest"] == digest
+    assert resp.headers["ETag"] == f'"{digest}"'
+    head = check(client.head_blob("lib/app", digest), 200)
+    assert head.body == b""
+    assert head.headers["Content-Length"] == str(len(data))
+    # Another repository does not see it until it is mounted.
+    check(client.get_blob("lib/other", digest), 404, None)
+    assert codes(client.get_blob("lib/other", digest)) == ["BLOB_UNKNOWN"]
+
+
+def test_range_and_conditional(client: RegistryClient) -> None:
+    data = bytes(range(256)) * 10
+    digest = client.push_blob("lib/range", data)
+    part = check(client.get_blob("lib/range", digest, {"Range": "bytes=100-199"}), 206)
+    assert part.body == data[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+    check(client.get_blob("lib/range", digest, {"Range": "bytes=99999-"}), 416)
+    not_modified = check(
+        client.get_blob("lib/range", digest, {"If-None-Match": f'"{digest}"'}), 304
+    )
+    assert not_modified.body == b""
+
+
+def test_monolithic_post(client: RegistryClient) -> None:
+    data = b"monolithic blob"
+    digest = sha256_digest(data)
+    resp = check(
+        client.request("POST", f"/v2/lib/mono/blobs/uploads/?digest={digest}", body=data), 201
+    )
+    assert resp.headers["Location"] == f"/v2/lib/mono/blobs/{digest}"
+    assert resp.headers["Docker-Content-Digest"] == digest
+    assert client.get_blob("lib/mono", digest).body == data
+    wrong = "sha256:" + "1" * 64
+    bad = client.request("POST", f"/v2/lib/mono/blobs/uploads/?digest={wrong}", body=data)
+    check(bad, 400, "DIGEST_INVALID")
+    check(client.get_blob("lib/mono", wrong), 404, "BLOB_UNKNOWN")
+
+
+def test_streamed_patch_and_status(client: RegistryClient) -> None:
+    location = start(client, "lib/stream").headers["Location"]
+    resp = check(client.request("PATCH", location, body=b"abc"), 202)  # no Content-Range
+    assert resp.headers["Range"] == "0-2"
+    location = resp.headers["Location"]
+    status = check(client.request("GET", location), 204)
+    assert status.headers["Range"] == "0-2"
+    assert status.headers["Docker-Upload-UUID"] in location
+    location = client.patch(status.headers["Location"], b"defg", 3)
+    digest = sha256_digest(b"abcdefgh")
+    assert client.finish(location, digest, b"h")["Docker-Content-Digest"] == digest
+    assert client.get_blob("lib/stream", digest).body == b"abcdefgh"
+
+
+def test_put_with_last_chunk(client: RegistryClient) -> None:
+    location = start(client, "lib/last").headers["Location"]
+    location = client.patch(location, b"abc", 0)
+    digest = sha256_digest(b"abcdef")
+    headers = client.finish(location, digest, b"def")
+    assert headers["Location"] == f"/v2/lib/last/blobs/{digest}"
+    assert client.get_blob("lib/last", digest).body == b"abcdef"
+
+
+def test_out_of_order_patch(client: RegistryClient) -> None:
+    location = start(client, "lib/order").headers["Location"]
+    location = client.patch(location, b"0123", 0)
+    resp = client.request("PATCH", location, body=b"xx", headers={"Content-Range": "10-11"})
+    check(resp, 416, "RANGE_INVALID")
+    resp = client.request("PATCH", location, body=b"xx", headers={"Content-Range": "zz"})
+    check(resp, 416, "RANGE_INVALID")
+    # The upload is unharmed and continues at 4.
+    location = client.patch(location, b"4567", 4)
+    client.finish(location, sha256_digest(b"01234567"))
+
+
+def test_wrong_digest_cancels_upload(client: RegistryClient) -> None:
+    location = start(client, "lib/wrong").headers["Location"]
+    location = client.patch(location, b"payload", 0)
+    wrong = "sha256:" + "2" * 64
+    check(client.request("PUT", with_query(location, digest=wrong)), 400, "DIGEST_INVALID")
+    check(client.request("GET", without_state(location)), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+def test_missing_or_malformed_digest_keeps_upload(client: RegistryClient) -> None:
+    location = start(client, "lib/nodigest").headers["Location"]
+    location = client.patch(location, b"payload", 0)
+    check(client.request("PUT", location), 400, "DIGEST_INVALID")
+    check(client.request("PUT", with_query(location, digest="sha256:XYZ")), 400, "DIGEST_INVALID")
+    check(client.request("PUT", with_query(location, digest="md5:abc")), 400, "DIGEST_INVALID")
+    client.finish(location, sha256_digest(b"payload"))
+
+
+def test_unknown_upload(client: RegistryClient) -> None:
+    target = f"/v2/lib/app/blobs/uploads/{uuid.uuid4()}"
+    for method in ("GET", "PATCH", "DELETE"):
+        check(client.request(method, target, body=b"x"), 404, "BLOB_UPLOAD_UNKNOWN")
+    put = client.request("PUT", f"{target}?digest={sha256_digest(b'x')}", body=b"x")
+    check(put, 404, "BLOB_UPLOAD_UNKNOWN")
+    check(client.request("GET", "/v2/lib/app/blobs/uploads/.."), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+def test_cancel(client: RegistryClient) -> None:
+    location = start(client, "lib/cancel").headers["Location"]
+    location = client.patch(location, b"data", 0)
+    client.cancel(location)
+    check(client.request("GET", without_state(location)), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+@pytest.mark.parametrize(
+    "name", ["Upper/case", "a//b", "a/../b", "-lead", "x" * 300, "a" + "/b" * 200, "a%00b"]
+)
+def test_bad_names(client: RegistryClient, name: str) -> None:
+    digest = sha256_digest(b"")
+    check(client.request("GET", f"/v2/{name}/blobs/{digest}"), 400, "NAME_INVALID")
+    check(client.request("POST", f"/v2/{name}/blobs/uploads/"), 400, "NAME_INVALID")
+    check(client.request("GET", f"/v2/{name}/tags/list"), 400, "NAME_INVALID")
+
+
+def test_mount(client: RegistryClient) -> None:
+    data = b"mount me"
+    digest = client.push_blob("lib/source", data)
+    resp = check(
+        client.request("POST", f"/v2/lib/target/blobs/uploads/?mount={digest}&from=lib/source"),
+        201,
+    )
+    assert resp.headers["Location"] == f"/v2/lib/target/blobs/{digest}"
+    assert resp.headers["Docker-Content-Digest"] == digest
+    assert client.get_blob("lib/target", digest).body == data
+    # Not in the source repository (or a bad source): a new session instead.
+    other = sha256_digest(b"absent")
+    for source in ("lib/source", "BAD"):
+        start(client, "lib/target", f"?mount={other}&from={source}")
+    start(client, "lib/target", "?mount=garbage&from=lib/source")
+
+
+def test_digest_algorithm(client: RegistryClient) -> None:
+    data = os.urandom(5000)
+    location = start(client, "lib/algo", "?digest-algorithm=sha512").headers["Location"]
+    location = client.patch(location, data, 0)
+    digest = "sha512:" + hashlib.sha512(data).hexdigest()
+    assert client.finish(location, digest)["Docker-Content-Digest"] == digest
+    assert client.get_blob("lib/algo", digest).body == data
+    bad = client.request("POST", "/v2/lib/algo/blobs/uploads/?digest-algorithm=md5")
+    check(bad, 400, "DIGEST_INVALID")
+
+
+def test_delete_disabled(client: RegistryClient) -> None:
+    digest = client.push_blob("lib/nodelete", b"keep")
+    check(client.request("DELETE", f"/v2/lib/nodelete/blobs/{digest}"), 405, "UNSUPPORTED")
+    assert client.get_blob("lib/nodelete", digest).status == 200
+
+
+def test_delete_enabled(tmp_path: Path) -> None:
+    with DistblobServer(tmp_path, delete_enabled=True) as srv, srv.client() as c:
+        digest = c.push_blob("lib/gone", b"delete me")
+        check(c.request("DELETE", f"/v2/lib/gone/blobs/{digest}"), 202)
+        check(c.get_blob("lib/gone", digest), 404, "BLOB_UNKNOWN")
+        check(c.request("DELETE", f"/v2/lib/gone/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+
+
+# -- the _state token ------------------------------------------------------------------------
+
+
+def test_state_token_is_distributions(server: DistblobServer) -> None:
+    """Our token is byte for byte the one the harness builds the way distribution 2.8 does."""
+
+    class FakeGo:
+        _secret = server.secret
+        url = ""
+
+    when = dt.datetime(2026, 11, 28, 2, 46, 45, 123000, tzinfo=dt.UTC)
+    upload_id = str(uuid.uuid4())
+    theirs = upload_location(FakeGo(), "lib/app", upload_id, 42, when)  # type: ignore[arg-type]
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(theirs).query)["_state"][0]
+    ours = state.pack(
+        server.secret, state.UploadState("lib/app", upload_id, 42, state.go_time(when))
+    )
+    assert ours == token
+    assert state.unpack(server.secret, token).offset == 42
+
+
+def test_bad_state(client: RegistryClient, server: DistblobServer) -> None:
+    resp = start(client, "lib/state")
+    location = resp.headers["Location"]
+    upload_id = resp.headers["Docker-Upload-UUID"]
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["_state"][0]
+    raw = bytearray(base64.urlsafe_b64decode(token))
+    raw[0] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode()
+    path = without_state(location)
+    other = state.pack(server.secret, state.UploadState("lib/state", str(uuid.uuid4()), 0))
+    stale = state.pack(server.secret, state.UploadState("lib/state", upload_id, 5))
+    wrong_key = state.pack(b"not the secret", state.UploadState("lib/state", upload_id, 0))
+    for bad in (tampered, "!!!", "", "QUJD", other, stale, wrong_key, "A" * 5000):
+        target = f"{path}?{urllib.parse.urlencode({'_state': bad})}"
+        check(client.request("PATCH", target, body=b"x"), 404, "BLOB_UPLOAD_INVALID")
+    # A missing _state is accepted: the upload lives in storage.
+    check(client.request("PATCH", path, body=b"ok"), 202)
+    client.finish(path, sha256_digest(b"ok"))
+
+
+# -- manifests, tags, catalog, referrers -------------------------------------------------------
+
+
+def push_image(client: RegistryClient, repo: str, tag: str, layer: bytes) -> tuple[str, bytes]:
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    config_digest = client.push_blob(repo, config)
+    layer_digest = client.push_blob(repo, layer)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": len(layer)}],
+        }
+    ).encode()
+    headers = client.put_manifest(repo, tag, manifest, OCI_MANIFEST)
+    digest = sha256_digest(manifest)
+    assert headers["Docker-Content-Digest"] == digest
+    assert headers["Location"] == f"/v2/{repo}/manifests/{digest}"
+    return digest, manifest
+
+
+def test_manifests_and_tags(client: RegistryClient) -> None:
+    digest, manifest = push_image(client, "img/app", "v1", b"layer one")
+    for tag in ("v2", "v3", "latest"):
+        client.put_manifest("img/app", tag, manifest, OCI_MANIFEST)
+    for ref in ("v1", digest):
+        resp = check(client.get_manifest("img/app", ref), 200)
+        assert resp.body == manifest
+        assert resp.headers["Content-Type"] == OCI_MANIFEST
+        assert resp.headers["Docker-Content-Digest"] == digest
+        assert resp.headers["ETag"] == f'"{digest}"'
+        head = check(client.request("HEAD", f"/v2/img/app/manifests/{ref}"), 200)
+        assert head.body == b""
+        assert head.headers["Content-Length"] == str(len(manifest))
+    check(client.get_manifest("img/app", "nope", expect=None), 404, "MANIFEST_UNKNOWN")
+    check(client.request("HEAD", "/v2/img/app/manifests/nope"), 404)
+    tags = json.loads(check(client.request("GET", "/v2/img/app/tags/list"), 200).body)
+    assert tags == {"name": "img/app", "tags": ["latest", "v1", "v2", "v3"]}
+    page = check(client.request("GET", "/v2/img/app/tags/list?n=2"), 200)
+    assert json.loads(page.body)["tags"] == ["latest", "v1"]
+    assert page.headers["Link"] == '</v2/img/app/tags/list?n=2&last=v1>; rel="next"'
+    page = check(client.request("GET", "/v2/img/app/tags/list?n=2&last=v1"), 200)
+    assert json.loads(page.body)["tags"] == ["v2", "v3"]
+    assert "Link" not in page.headers
+    check(client.request("GET", "/v2/img/app/tags/list?n=-1"), 400, "PAGINATION_NUMBER_INVALID")
+    check(client.request("GET", "/v2/img/none/tags/list"), 404, "NAME_UNKNOWN")
+    check(client.request("DELETE", f"/v2/img/app/manifests/{digest}"), 405, "UNSUPPORTED")
+
+
+def test_manifest_errors(client: RegistryClient) -> None:
+    put = client.request
+    missing = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(b"?"), "size": 1},
+            "layers": [],
+        }
+    ).encode()
+    headers = {"Content-Type": OCI_MANIFEST}
+    resp = put("PUT", "/v2/img/bad/manifests/v1", body=missing, headers=headers)
+    check(resp, 400, "MANIFEST_BLOB_UNKNOWN")
+    resp = put("PUT", "/v2/img/bad/manifests/v1", body=b"{not json", headers=headers)
+    check(resp, 400, "MANIFEST_INVALID")
+    resp = put("PUT", "/v2/img/bad/manifests/-bad-tag", body=missing, headers=headers)
+    check(resp, 400, "TAG_INVALID")
+    resp = put("PUT", "/v2/img/bad/manifests/v1", body=b" " * (4 << 20) + b"x", headers=headers)
+    check(resp, 413, "MANIFEST_INVALID")
+
+
+def test_catalog(client: RegistryClient) -> None:
+    for name in ("cat/a", "cat/b", "cat/c"):
+        client.push_blob(name, name.encode())
+    names = json.loads(check(client.request("GET", "/v2/_catalog?n=1000"), 200).body)
+    assert {"cat/a", "cat/b", "cat/c"} <= set(names["repositories"])
+    page = check(client.request("GET", "/v2/_catalog?n=1&last=cat/a"), 200)
+    assert json.loads(page.body) == {"repositories": ["cat/b"]}
+    assert page.headers["Link"] == '</v2/_catalog?n=1&last=cat%2Fb>; rel="next"'
+    check(client.request("GET", "/v2/_catalog?n=abc"), 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_referrers(client: RegistryClient) -> None:
+    subject, _ = push_image(client, "img/ref", "v1", b"subject layer")
+    config = b"{}"
+    config_digest = client.push_blob("img/ref", config)
+    artifact = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sbom",
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": 2},
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
+        }
+    ).encode()
+    client.put_manifest("img/ref", sha256_digest(artifact), artifact, OCI_MANIFEST)
+    resp = check(client.request("GET", f"/v2/img/ref/referrers/{subject}"), 200)
+    assert resp.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+    index = json.loads(resp.body)
+    assert [m["digest"] for m in index["manifests"]] == [sha256_digest(artifact)]
+    assert "OCI-Filters-Applied" not in resp.headers
+    resp = check(
+        client.request("GET", f"/v2/img/ref/referrers/{subject}?artifactType=other/type"), 200
+    )
+    assert json.loads(resp.body)["manifests"] == []
+    assert resp.headers["OCI-Filters-Applied"] == "artifactType"
+    check(client.request("GET", "/v2/img/ref/referrers/sha256:zz"), 400, "DIGEST_INVALID")
+
+
+# -- never a 500 -------------------------------------------------------------------------------
+
+
+def test_fuzz_never_500(client: RegistryClient, server: DistblobServer) -> None:
+    rng = random.Random(1234)
+    digest = client.push_blob("fuzz/repo", b"fuzz")
+    location = start(client, "fuzz/repo").headers["Location"]
+    pieces = [
+        "v2", "fuzz", "repo", "blobs", "uploads", "manifests", "tags", "list", "referrers",
+        "_catalog", digest, "sha256:", "..", ".", "%2e%2e", "%00", "%ff", "\u00e9", "A" * 300,
+        "", "latest", str(uuid.uuid4()), "blake3:" + "0" * 64, "sha512:00",
+    ]  # fmt: skip
+    queries = [
+        "", "?digest=" + digest, "?digest=%ff", "?mount=x&from=..", "?n=99999999999",
+        "?last=%00", "?_state=%%%", "?digest-algorithm=blake3", "?artifactType=",
+        "?" + urllib.parse.urlencode({"_state": "A" * 100}),
+    ]  # fmt: skip
+    headers_pool: list[dict[str, str]] = [
+        {},
+        {"Range": "bytes=-0"},
+        {"Range": "bytes=5-1"},
+        {"Range": "pages=1-2"},
+        {"Range": "bytes=0-1,3-4"},
+        {"Content-Range": "5-3"},
+        {"Content-Range": "99999999999999999999999999-1"},
+        {"If-None-Match": "*"},
+        {"Content-Type": "\u00e9"},
+        {"Accept": "*/*"},
+    ]
+    methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
+    targets = [location, f"/v2/fuzz/repo/blobs/{digest}", "/v2/", "/v2/_catalog"]
+    for _ in range(400):
+        if rng.random() < 0.2:
+            target = rng.choice(targets)
+        else:
+            parts = [rng.choice(pieces) for _ in range(rng.randint(1, 6))]
+            target = "/" + "/".join(["v2", *parts]) + rng.choice(queries)
+        target = urllib.parse.quote(target, safe="/?=&%:")
+        method = rng.choice(methods)
+        body = rng.choice([b"", b"x" * rng.randint(1, 3000)]) if method != "GET" else b""
+        resp = client.request(method, target, body=body, headers=rng.choice(headers_pool))
+        assert resp.status < 500, (method, target, resp.status, resp.body[:300])
+        assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        if resp.status >= 400 and method != "HEAD":
+            assert json.loads(resp.body)["errors"], (method, target)
+    assert "unexpected error" not in server.log_text()
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_values() -> None:
+    config = parse_config(None)
+    assert (config.root, config.addr, config.secret) == ("./distblob-data", "127.0.0.1:5000", None)
+    config = parse_config(
+        {
+            "version": 0.1,
+            "log": {"level": "debug"},
+            "storage": {
+                "filesystem": {"rootdirectory": "/srv"},
+                "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"age": "1h30m", "interval": "30m"}},
+            },
+            "http": {"addr": ":5001", "secret": "s"},
+            "proxy": {"remoteurl": "https://example.com", "ttl": "0"},
+        }
+    )
+    assert config.delete_enabled and config.root == "/srv" and config.secret == "s"
+    assert config.upload_purging.age == 5400 and config.upload_purging.interval == 1800
+    assert config.host_port == ("0.0.0.0", 5001)
+    assert config.proxy is not None and config.proxy.ttl == 0
+    assert parse_duration("168h") == 168 * 3600
+    assert parse_duration("1.5s") == 1.5
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"version": "0.2"}, "version"),
+        ({"storage": {"s3": {}}}, "storage.s3"),
+        ({"storage": {"delete": {"enabled": "yes"}}}, "storage.delete.enabled"),
+        (
+            {"storage": {"maintenance": {"uploadpurging": {"age": "7d"}}}},
+            "storage.maintenance.uploadpurging.age",
+        ),
+        ({"http": {"addr": "nowhere"}}, "http.addr"),
+        ({"http": {"addr": "h:99999"}}, "http.addr"),
+        ({"http": {"secret": 5}}, "http.secret"),
+        ({"log": {"level": "loud"}}, "log.level"),
+        ({"log": {"formatter": "json"}}, "log.formatter"),
+        ({"proxy": {"username": "u"}}, "proxy.remoteurl"),
+        ({"proxy": {"remoteurl": "https://x", "ttl": 5}}, "proxy.ttl"),
+        ({"auth": {}}, "auth"),
+        (["a list"], ""),
+    ],
+)
+def test_config_errors(doc: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert info.value.key == key
+
+
+def test_cli_rejects_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("version: 0.1\nstorage:\n  delete:\n    enabeld: true\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "distblob.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "storage.delete.enabeld" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "distblob.cli", "serve", "--addr", "bad"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--addr" in proc.stderr
+
+
+def test_digest_helper_is_valid() -> None:
+    assert Digest(sha256_digest(b"x"))
+
+
+# -- stateless: two processes, and the app in-process over any driver --------------------------
+
+
+def test_two_servers_alternate_on_one_upload(server: DistblobServer) -> None:
+    data = os.urandom(2_500_000)
+    with (
+        DistblobServer(server.root, secret=server.secret) as second,
+        server.client() as one,
+        second.client() as two,
+    ):
+        location = one.start_upload("lib/alternate")
+        offset = 0
+        for i, size in enumerate((700_000, 900_000, 600_000)):
+            location = (one, two)[i % 2].patch(location, data[offset : offset + size], offset)
+            offset += size
+        two.finish(location, sha256_digest(data), data[offset:])
+        assert one.get_blob("lib/alternate", sha256_digest(data)).body == data
+
+
+def test_app_in_process_over_memory_driver() -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from distblob import Registry
+    from distblob.server import create_app
+    from support.goregistry import free_port
+
+    app = create_app(Registry.in_memory(), secret=b"in-process", access_log=False)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        with RegistryClient(f"http://127.0.0.1:{port}") as client:
+            data = os.urandom(2_300_000)  # more than one read of the driver's reader
+            digest = client.push_blob("mem/app", data, chunks=2)
+            assert check(client.get_blob("mem/app", digest), 200).body == data
+            part = check(client.get_blob("mem/app", digest, {"Range": "bytes=1048570-"}), 206)
+            assert part.body == data[1048570:]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_client_disconnect_mid_download(client: RegistryClient, server: DistblobServer) -> None:
+    import socket
+
+    data = os.urandom(8 << 20)
+    digest = client.push_blob("lib/big", data, chunks=4)
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(f"GET /v2/lib/big/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536)
+    # The server is fine afterwards.
+    assert client.get_blob("lib/big", digest).body == data
+
+
+# -- upload purging ----------------------------------------------------------------------------
+
+
+def _old_upload(root: Path, repo: str, started: str) -> str:
+    from distblob import Registry
+    from distblob.storage import paths
+
+    registry = Registry.filesystem(root)
+    writer = registry.repository(repo).blobs.create()
+    writer.write(b"partial")
+    writer.close()
+    registry.driver.put_content(
+        paths.upload_started_at_path(repo, writer.id), started.encode("ascii")
+    )
+    return writer.id
+
+
+def test_purge_uploads_dry_run_and_real(tmp_path: Path) -> None:
+    from distblob import Registry
+    from distblob.storage.purge import purge_uploads
+
+    old = _old_upload(tmp_path, "purge/a", "2020-01-01T00:00:00Z")
+    unreadable = _old_upload(tmp_path, "purge/a", "not a time")
+    fresh = _old_upload(tmp_path, "purge/b", "2099-01-01T00:00:00Z")
+    registry = Registry.filesystem(tmp_path)
+    cutoff = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert purge_uploads(registry, cutoff, dry_run=True) == [("purge/a", old)]
+    assert registry.repository("purge/a").blobs.resume(old).size == 7
+    assert purge_uploads(registry, cutoff) == [("purge/a", old)]
+    assert purge_uploads(registry, cutoff) == []
+    from distblob.storage import paths
+
+    for repo, upload_id in (("purge/a", unreadable), ("purge/b", fresh)):
+        assert registry.driver.stat(paths.upload_data_path(repo, upload_id)).size == 7
+
+
+def test_server_purges_old_uploads_at_startup(tmp_path: Path) -> None:
+    import time
+
+    old = _old_upload(tmp_path, "purge/srv", "2020-01-01T00:00:00Z")
+    fresh = _old_upload(tmp_path, "purge/srv", state.go_time(dt.datetime.now(dt.UTC))[:19] + "Z")
+    purging = {"enabled": True, "age": "1h", "interval": "24h", "dryrun": False}
+    extra = {"storage": {"maintenance": {"uploadpurging": purging}}}
+    with DistblobServer(tmp_path, extra_config=extra) as srv, srv.client() as c:
+        deadline = time.monotonic() + 10
+        while c.request("GET", f"/v2/purge/srv/blobs/uploads/{old}").status != 404:
+            assert time.monotonic() < deadline, srv.log_text()
+            time.sleep(0.05)
+        check(c.request("GET", f"/v2/purge/srv/blobs/uploads/{fresh}"), 204)

@@ -1,0 +1,172 @@
+"""``distblob serve`` with real clients and peers: skopeo, oras, and the Go registry on one root.
+
+- skopeo copies a multi-layer OCI image into our server and back out, digests preserved;
+- the Go registry (distribution 2.8.2) and our server share a root and a secret: an image pushed
+  to either is pulled from the other, and an upload started on one continues on the other with
+  the Location the first handed out (the signed ``_state`` token is distribution's);
+- oras-py pushes a file and pulls it back.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.goregistry import (
+    REGISTRY_BIN,
+    GoRegistry,
+    OciImage,
+    make_oci_image_layout,
+    run_skopeo,
+    sha256_digest,
+)
+from support.server import DistblobServer
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="Debian docker-registry not installed"),
+    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed"),
+]
+
+SECRET = "shared-secret-for-go-and-distblob"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shared-root")
+
+
+@pytest.fixture(scope="module")
+def ours(root: Path) -> Iterator[DistblobServer]:
+    with DistblobServer(root, secret=SECRET) as srv:
+        yield srv
+        assert "unexpected error" not in srv.log_text(), srv.log_text()
+
+
+@pytest.fixture(scope="module")
+def go(root: Path) -> Iterator[GoRegistry]:
+    registry = GoRegistry(root)
+    registry._secret = SECRET  # the harness pins a random one; share ours instead
+    with registry:
+        yield registry
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> OciImage:
+    layers = [
+        gzip.compress(os.urandom(300_000)),
+        os.urandom(2_500_000),  # several MiB-sized reads and PATCHes
+        b"",
+        gzip.compress(b"small layer"),
+    ]
+    return make_oci_image_layout(tmp_path_factory.mktemp("layout"), layers, tag="v1")
+
+
+def check_dir(out: Path, image: OciImage) -> None:
+    """A ``dir:`` copy holds the image's manifest and every blob, byte for byte."""
+    assert (out / "manifest.json").read_bytes() == image["manifest"]
+    blobs = image["path"] / "blobs" / "sha256"
+    for digest in [image["config_digest"], *image["layer_digests"]]:
+        hexpart = digest.removeprefix("sha256:")
+        data = (out / hexpart).read_bytes()
+        assert sha256_digest(data) == digest
+        assert data == (blobs / hexpart).read_bytes()
+
+
+def skopeo_push(image: OciImage, host: str, ref: str) -> None:
+    run_skopeo(
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        f"oci:{image['path']}:{image['tag']}",
+        f"docker://{host}/{ref}",
+    )
+
+
+def skopeo_pull(host: str, ref: str, out: Path) -> None:
+    run_skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
+
+
+def test_skopeo_round_trip(ours: DistblobServer, image: OciImage, tmp_path: Path) -> None:
+    skopeo_push(image, ours.host, "skopeo/app:v1")
+    with ours.client() as client:
+        resp = client.get_manifest("skopeo/app", "v1")
+        assert resp.body == image["manifest"]
+        assert resp.headers["Docker-Content-Digest"] == image["manifest_digest"]
+    skopeo_pull(ours.host, "skopeo/app:v1", tmp_path / "out")
+    check_dir(tmp_path / "out", image)
+    # A second push finds every blob present (HEAD) and changes nothing.
+    skopeo_push(image, ours.host, "skopeo/app:v1")
+
+
+def test_go_pulls_what_we_served(
+    ours: DistblobServer, go: GoRegistry, image: OciImage, tmp_path: Path
+) -> None:
+    skopeo_push(image, ours.host, "shared/from-ours:v1")
+    skopeo_pull(go.host, "shared/from-ours:v1", tmp_path / "out")
+    check_dir(tmp_path / "out", image)
+
+
+def test_we_serve_what_go_received(
+    ours: DistblobServer, go: GoRegistry, image: OciImage, tmp_path: Path
+) -> None:
+    skopeo_push(image, go.host, "shared/from-go:v1")
+    skopeo_pull(ours.host, "shared/from-go:v1", tmp_path / "out")
+    check_dir(tmp_path / "out", image)
+    with ours.client() as client:
+        tags = json.loads(client.request("GET", "/v2/shared/from-go/tags/list").body)
+        assert tags == {"name": "shared/from-go", "tags": ["v1"]}
+
+
+def test_upload_started_on_go_continues_on_ours(ours: DistblobServer, go: GoRegistry) -> None:
+    data = os.urandom(3_000_000)
+    digest = sha256_digest(data)
+    with go.client() as go_client, ours.client() as our_client:
+        location = go_client.start_upload("handoff/go-first")
+        location = go_client.patch(location, data[:1_000_000], 0)
+        # Go's absolute Location, _state and all, sent to our server.
+        location = our_client.patch(location, data[1_000_000:2_000_000], 1_000_000)
+        _, end = our_client.upload_status(location)
+        assert end == 1_999_999
+        our_client.finish(location, digest, data[2_000_000:])
+        assert go_client.get_blob("handoff/go-first", digest).body == data
+        assert our_client.get_blob("handoff/go-first", digest).body == data
+
+
+def test_upload_started_on_ours_continues_on_go(ours: DistblobServer, go: GoRegistry) -> None:
+    data = os.urandom(2_000_000)
+    digest = sha256_digest(data)
+    with go.client() as go_client, ours.client() as our_client:
+        location = our_client.start_upload("handoff/ours-first")
+        location = our_client.patch(location, data[:1_200_000], 0)
+        # Our relative Location, signed like distribution's, accepted by Go.
+        location = go_client.patch(location, data[1_200_000:], 1_200_000)
+        go_client.finish(location, digest)
+        assert our_client.get_blob("handoff/ours-first", digest).body == data
+
+
+def test_oras_push_pull(ours: DistblobServer, tmp_path: Path) -> None:
+    oras_client = pytest.importorskip("oras.client")
+    source = tmp_path / "artifact.txt"
+    payload = os.urandom(100_000)
+    source.write_bytes(payload)
+    client = oras_client.OrasClient(hostname=ours.host, insecure=True)
+    target = f"{ours.host}/oras/artifact:v1"
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # oras-py pushes paths relative to the working directory
+    try:
+        resp = client.push(files=[source.name], target=target, quiet=True)
+        assert resp.status_code == 201
+        out = tmp_path / "pulled"
+        files = client.pull(target=target, outdir=str(out))
+    finally:
+        os.chdir(cwd)
+    assert [Path(f).read_bytes() for f in files] == [payload]
+    assert hashlib.sha256(payload).hexdigest() in json.dumps(client.get_manifest(target))
