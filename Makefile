@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := docker-registry skopeo
 
 run:
 	$(PIP) install -q .
-	distblob digest README.md pyproject.toml
+	distblob serve
 
 install:
 	$(PIP) install -q -e '.[test]'

@@ -6,6 +6,9 @@ the native hashers (any registered algorithm, files read in 1 MiB buffers).
 ``distblob serve [--config FILE] [--addr HOST:PORT] [--root DIR]`` serves the OCI distribution
 API over a filesystem root under uvicorn; flags override the config file, and with neither it
 serves ``./distblob-data`` on 127.0.0.1:5000.
+
+``distblob ingest``, ``verify`` and ``gc`` (in :mod:`distblob.commands`) store trees of files as
+blobs, check a store's integrity and collect its garbage.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from distblob.commands import register_all
 from distblob.digest import ALGORITHMS, CANONICAL, Digest, digester
 
 _CHUNK = 1 << 20
@@ -108,12 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--addr", metavar="HOST:PORT", help="listen address (http.addr)")
     serve.add_argument("--root", metavar="DIR", help="storage root (rootdirectory)")
     serve.set_defaults(func=_cmd_serve)
+    register_all(commands)  # ingest, verify, gc (distblob.commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    status: int = args.func(args)
+    # The commands of distblob.commands name their handler ``run``; the ones here ``func``.
+    handler = getattr(args, "func", None) or args.run
+    status: int = handler(args)
     return status
 
 

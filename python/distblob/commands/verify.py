@@ -1,0 +1,180 @@
+"""``distblob verify --root DIR``: check a storage tree (ours or the Go registry's) for damage.
+
+Three kinds of findings, each printed on stdout (one JSON object per line with ``--json``):
+
+- ``corrupt``: a blob whose content does not hash to the digest its path names (a flipped byte,
+  a truncated file), ``unreadable`` when it cannot be read, ``misplaced`` when its directory
+  does not match its digest (``blobs/<alg>/<hex[:2]>/<hex>``);
+- ``invalid-link``: a link file under ``_layers``, ``_manifests/revisions`` or
+  ``_manifests/tags`` that does not hold a valid digest; ``dangling-link``: a link whose target
+  blob is not stored;
+- ``orphan-upload``: an upload directory without its ``data`` or ``startedat`` file.
+
+Blobs are rehashed by ``--jobs`` threads through the engine's ``hash_object`` (the native
+``hash_file`` releases the GIL), with a progress bar on a terminal. Exit status 1 on any finding,
+0 when the tree is clean, 2 when it cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from distblob.digest import Digest
+from distblob.errors import DistblobError, PathNotFoundError
+from distblob.registry import Registry
+from distblob.storage import paths
+from distblob.storage.driver import StorageDriver
+
+from .ingest import _positive
+from .progress import Progress
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem: its kind, the driver path where it is, and what is wrong."""
+
+    kind: str
+    path: str
+    detail: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"kind": self.kind, "path": self.path, "detail": self.detail}, separators=(",", ":")
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}: {self.detail}"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``verify`` subcommand (its handler is set as the ``run`` default)."""
+    parser = subparsers.add_parser(
+        "verify",
+        help="rehash every blob and check links and uploads",
+        description="Rehash every blob; report corrupt blobs, broken links, orphan uploads.",
+    )
+    parser.add_argument("--root", required=True, help="registry root directory")
+    parser.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true", help="one JSON object per finding")
+    parser.set_defaults(run=run)
+
+
+def _read_link(driver: StorageDriver, path: str) -> Digest | None:
+    """The digest a link file holds, or ``None`` if it holds none."""
+    try:
+        return Digest(driver.get_content(path).decode("ascii"))
+    except (UnicodeDecodeError, DistblobError):
+        return None
+
+
+def check_blobs(registry: Registry, jobs: int, progress: Progress | None = None) -> list[Finding]:
+    """Rehash every blob under ``blobs/``; a finding for each that is not what its path says."""
+    driver = registry.driver
+    try:
+        entries = [
+            e for e in driver.walk(paths.blobs_root()) if not e.is_dir and e.path.endswith("/data")
+        ]
+    except PathNotFoundError:
+        return []
+    findings: list[Finding] = []
+    to_hash: list[tuple[str, Digest, int]] = []
+    for entry in entries:
+        parts = entry.path.split("/")
+        try:
+            digest = Digest.from_parts(parts[-4], parts[-2])
+        except DistblobError:
+            findings.append(Finding("misplaced", entry.path, "not the path of a valid digest"))
+            continue
+        if parts[-3] != digest.encoded[:2]:
+            findings.append(Finding("misplaced", entry.path, f"{digest} belongs elsewhere"))
+            continue
+        to_hash.append((entry.path, digest, entry.size))
+    if progress is not None:
+        progress.start(sum(size for _, _, size in to_hash), len(to_hash))
+
+    def rehash(item: tuple[str, Digest, int]) -> Finding | None:
+        path, digest, size = item
+        try:
+            actual = registry.engine.hash_object(driver, path, digest.algorithm)
+        except (OSError, DistblobError) as exc:
+            return Finding("unreadable", path, str(exc))
+        finally:
+            if progress is not None:
+                progress.advance(size)
+        if actual != digest.encoded:
+            return Finding(
+                "corrupt", path, f"content hashes to {digest.algorithm}:{actual}, not {digest}"
+            )
+        return None
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        findings.extend(f for f in pool.map(rehash, to_hash) if f is not None)
+    return findings
+
+
+def check_repositories(registry: Registry) -> list[Finding]:
+    """Check every link and upload directory under ``repositories/``."""
+    driver = registry.driver
+    root = paths.repositories_root()
+    try:
+        entries = list(driver.walk(root))
+    except PathNotFoundError:
+        return []
+    findings: list[Finding] = []
+    uploads: dict[str, set[str]] = {}
+    stored: dict[Digest, bool] = {}
+    for entry in entries:
+        parts = entry.path[len(root) + 1 :].split("/")
+        # Repository names have no component starting with "_": the first one is the layout's.
+        marker = next((i for i, part in enumerate(parts) if part.startswith("_")), None)
+        if marker is None:
+            continue
+        if parts[marker] == "_uploads":
+            if len(parts) == marker + 2 and entry.is_dir:
+                uploads.setdefault(entry.path, set())
+            elif len(parts) == marker + 3:
+                directory = entry.path.rsplit("/", 1)[0]
+                uploads.setdefault(directory, set()).add(parts[-1])
+            continue
+        if entry.is_dir or parts[-1] != "link":
+            continue
+        target = _read_link(driver, entry.path)
+        if target is None:
+            findings.append(Finding("invalid-link", entry.path, "does not hold a valid digest"))
+            continue
+        if target not in stored:
+            stored[target] = registry.blobs.exists(target)
+        if not stored[target]:
+            findings.append(Finding("dangling-link", entry.path, f"{target} is not stored"))
+    for directory, names in sorted(uploads.items()):
+        missing = [name for name in ("data", "startedat") if name not in names]
+        if missing:
+            findings.append(Finding("orphan-upload", directory, f"no {' and no '.join(missing)}"))
+    return findings
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``distblob verify``; 1 on any finding, 0 when clean, 2 if the root is unusable."""
+    if not os.path.isdir(args.root):
+        print(f"distblob verify: {args.root}: not a directory", file=sys.stderr)
+        return 2
+    registry = Registry.filesystem(args.root)
+    progress = Progress(0, 0, label="verify")
+    with progress:
+        findings = check_blobs(registry, args.jobs, progress)
+    findings.extend(check_repositories(registry))
+    for finding in findings:
+        print(finding.to_json() if args.json else str(finding))
+    sys.stdout.flush()
+    if not args.json:
+        summary = f"{progress.total_files} blobs checked, {len(findings)} problem(s)"
+        print(f"distblob verify: {summary}", file=sys.stderr)
+    return 1 if findings else 0
+
+
+__all__ = ["Finding", "check_blobs", "check_repositories", "register", "run"]
