@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod hash;
+pub mod pool;
 pub mod upload;
 
 #[cfg(feature = "python")]

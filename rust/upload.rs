@@ -200,7 +200,7 @@ impl UploadFile {
         } = self;
         let written = if *in_order && data.len() >= OVERLAP_THRESHOLD {
             let before = hasher.clone();
-            let (written, ()) = rayon::join(
+            let (written, ()) = crate::pool::pool(0).join(
                 || write_and_pace(file, writeback, data, pos, end),
                 || hasher.update(data),
             );
@@ -448,64 +448,27 @@ fn make_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// already exists: callers use this for content-addressed files, whose existing copy is the
 /// same bytes. With `durable`, file and directories are synced before returning.
 pub fn write_new_file(path: &str, data: &[u8], durable: bool) -> Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
     let target = Path::new(path);
     let dir = target.parent().unwrap_or(Path::new("/"));
-    let created = make_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
-    let stored = match OpenOptions::new()
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-    {
-        Ok(file) => {
-            let write = || -> io::Result<bool> {
-                file.write_all_at(data, 0)?;
-                if durable {
-                    file.sync_data()?;
+    // A concurrent delete of the directory (a repository unlinking what is being linked again)
+    // makes the open or the link fail with ENOENT: make the directory again and retry, so the
+    // write lands after the delete, as if the two had run one after the other.
+    let mut attempt = 0;
+    let (stored, created) = loop {
+        let created = make_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
+        match link_new_file(dir, path, data, durable) {
+            Err(e) if e.kind() == ErrorKind::NotFound && attempt < RACE_RETRIES => attempt += 1,
+            Err(e) => return Err(Error::io(path, e)),
+            Ok(Some(stored)) => break (stored, created),
+            Ok(None) => {
+                // No O_TMPFILE on this filesystem: a named temporary file and a rename.
+                if target.exists() {
+                    return Ok(false);
                 }
-                // Linking by the descriptor's /proc entry needs no privilege, unlike
-                // AT_EMPTY_PATH.
-                let source = format!("/proc/self/fd/{}\0", file.as_raw_fd());
-                let dest = std::ffi::CString::new(path)
-                    .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "NUL in path"))?;
-                // SAFETY: both strings are NUL-terminated and outlive the call; linkat reads
-                // them and the descriptors, and writes nothing we own.
-                let rc = unsafe {
-                    libc::linkat(
-                        libc::AT_FDCWD,
-                        source.as_ptr().cast(),
-                        libc::AT_FDCWD,
-                        dest.as_ptr(),
-                        libc::AT_SYMLINK_FOLLOW,
-                    )
-                };
-                if rc == 0 {
-                    return Ok(true);
-                }
-                let err = io::Error::last_os_error();
-                if err.kind() == ErrorKind::AlreadyExists {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            };
-            write().map_err(|e| Error::io(path, e))?
-        }
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-            ) =>
-        {
-            if target.exists() {
-                false
-            } else {
                 write_file_atomic(path, &temp_name(path), data, durable)?;
-                true
+                break (true, created);
             }
         }
-        Err(e) => return Err(Error::io(dir.to_string_lossy(), e)),
     };
     if durable && stored {
         fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
@@ -516,6 +479,60 @@ pub fn write_new_file(path: &str, data: &[u8], durable: bool) -> Result<bool> {
         }
     }
     Ok(stored)
+}
+
+/// How often [`write_new_file`] retries when a concurrent delete removes its directory.
+const RACE_RETRIES: u32 = 5;
+
+/// Writes `data` as an unnamed file in `dir` and links it at `path`. `Some(false)` when `path`
+/// exists already, `None` when the filesystem has no `O_TMPFILE`.
+fn link_new_file(dir: &Path, path: &str, data: &[u8], durable: bool) -> io::Result<Option<bool>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    file.write_all_at(data, 0)?;
+    if durable {
+        file.sync_data()?;
+    }
+    // Linking by the descriptor's /proc entry needs no privilege, unlike AT_EMPTY_PATH.
+    let source = format!("/proc/self/fd/{}\0", file.as_raw_fd());
+    let dest = std::ffi::CString::new(path)
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; linkat reads them and the
+    // descriptors, and writes nothing we own.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            source.as_ptr().cast(),
+            libc::AT_FDCWD,
+            dest.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(true));
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == ErrorKind::AlreadyExists {
+        Ok(Some(false))
+    } else {
+        Err(err)
+    }
 }
 
 /// What [`put_blob`] did.

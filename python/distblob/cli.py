@@ -83,8 +83,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "http.secret is not set: using a random one; every process serving one root "
             "(and any Go registry sharing it) needs the same secret to continue uploads"
         )
-    registry = Registry.filesystem(config.root, delete_enabled=config.delete_enabled)
-    app = create_app(registry, secret=secret, upload_purging=config.upload_purging)
+    registry = Registry.filesystem(
+        config.root,
+        delete_enabled=config.delete_enabled,
+        resumable_digests=config.proxy is None,  # off in proxy mode, as in distribution
+    )
+    app = create_app(
+        registry, secret=secret, upload_purging=config.upload_purging, proxy=config.proxy
+    )
     host, port = config.host_port
     log.info("serving root=%s addr=%s:%d", os.path.abspath(config.root), host, port)
     uvicorn.run(

@@ -1,17 +1,15 @@
 //! BLAKE3 over the `blake3` crate, optionally spread over several cores.
 //!
-//! Multithreading uses rayon's work splitting inside one update (`update_rayon`). A rayon pool
-//! costs threads, so pools are built once per thread count and shared by every hasher that asks
-//! for that count; `AUTO` uses rayon's global pool (one thread per core).
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+//! Multithreading uses rayon's work splitting inside one update (`update_rayon`), on the
+//! fork-safe pools of [`crate::pool`], one per thread count, shared by every hasher that asks
+//! for that count; `AUTO` uses one thread per core.
 
 use ::blake3::hazmat::{
     merge_subtrees_non_root, merge_subtrees_root_xof, ChainingValue, HasherExt, Mode,
 };
 
 use crate::error::{Error, Result};
+use crate::pool::pool;
 
 /// Below this many bytes splitting the work over threads costs more than it gains (the `blake3`
 /// documentation puts the break-even near 128 KiB).
@@ -58,26 +56,6 @@ pub struct Blake3 {
     threads: Threads,
 }
 
-fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let pools = POOLS.get_or_init(Default::default);
-    let mut pools = pools
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    pools
-        .entry(threads)
-        .or_insert_with(|| {
-            Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("distblob-blake3-{i}"))
-                    .build()
-                    .expect("a rayon pool can be built"),
-            )
-        })
-        .clone()
-}
-
 impl Default for Blake3 {
     fn default() -> Self {
         Self::new(Threads::Max(1))
@@ -122,7 +100,7 @@ impl Blake3 {
                 pool(n).install(|| hasher.update_rayon(data));
             }
             Threads::Auto if data.len() >= PARALLEL_THRESHOLD => {
-                hasher.update_rayon(data);
+                pool(0).install(|| hasher.update_rayon(data));
             }
             _ => {
                 hasher.update(data);
@@ -423,5 +401,37 @@ mod tests {
         assert_eq!(one.finalize(32), two.finalize(32));
         assert_eq!(one.finalize(32), auto.finalize(32));
         assert_eq!(one.len(), data.len() as u64);
+    }
+
+    proptest::proptest! {
+        /// Hostile states: any bytes, the magic with any tail, a valid state with bytes
+        /// overwritten or cut. Unmarshal returns a state or an error, never panics; a state it
+        /// accepts hashes on without panicking.
+        #[test]
+        fn unmarshal_never_panics(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+            len in 0usize..20_000,
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let mut good = Blake3::default();
+            good.update(&input(len));
+            let mut edited = good.marshal();
+            for &(at, byte) in &edits {
+                let n = edited.len();
+                edited[at % n] = byte;
+            }
+            let truncated = &edited[..cut % (edited.len() + 1)];
+            let mut magic = MAGIC.to_vec();
+            magic.extend(&noise);
+            for state in [noise.as_slice(), edited.as_slice(), truncated, magic.as_slice()] {
+                if let Ok(mut h) = Blake3::unmarshal(state, Threads::Max(1)) {
+                    h.update(&input(3000));
+                    let _ = h.finalize(32);
+                    let _ = h.marshal();
+                }
+            }
+        }
     }
 }

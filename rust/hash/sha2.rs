@@ -410,4 +410,44 @@ mod tests {
             prop_assert_eq!(resumed.finalize(), whole.finalize());
         }
     }
+
+    proptest! {
+        /// Hostile states: any bytes, Go's magic with any tail, a valid state with bytes
+        /// overwritten. Unmarshal returns a state or an error, never panics; a state it accepts
+        /// hashes on without panicking.
+        #[test]
+        fn unmarshal_never_panics(
+            noise in proptest::collection::vec(any::<u8>(), 0..300),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            fn exercise<V: Variant>(state: &[u8], more: &[u8]) {
+                if let Ok(mut h) = Sha2::<V>::unmarshal(state) {
+                    h.update(more);
+                    let _ = h.finalize();
+                    let _ = h.marshal();
+                }
+            }
+            let mut good = Sha256::new();
+            good.update(&data);
+            let mut edited = good.marshal();
+            let mut good512 = Sha512::new();
+            good512.update(&data);
+            let mut edited512 = good512.marshal();
+            for &(at, byte) in &edits {
+                let n = edited.len();
+                edited[at % n] = byte;
+                let n = edited512.len();
+                edited512[at % n] = byte;
+            }
+            let mut magic256 = b"sha\x03".to_vec();
+            magic256.extend(&noise);
+            let mut magic512 = b"sha\x07".to_vec();
+            magic512.extend(&noise);
+            for state in [&noise, &edited, &edited512, &magic256, &magic512] {
+                exercise::<Sha256Variant>(state, &data);
+                exercise::<Sha512Variant>(state, &data);
+            }
+        }
+    }
 }

@@ -15,13 +15,12 @@ into the upload in buffers of at most :data:`CHUNK` bytes, never held whole.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -44,13 +43,14 @@ from distblob.errors import (
     NameInvalidError,
 )
 from distblob.interfaces import FileRegion, ServePlan
+from distblob.proxy import Proxy, TransferError, UpstreamAuthError, UpstreamError
 from distblob.registry import Registry, Repository
 from distblob.server import state
-from distblob.server.config import UploadPurging
+from distblob.server.config import ProxyConfig, UploadPurging
 from distblob.server.errors import API_VERSION_HEADER, APIError, error_body, error_response
 from distblob.storage.blobs import parse_digest
 from distblob.storage.driver import StorageDriver
-from distblob.storage.purge import purge_uploads
+from distblob.storage.purge import UploadPurger
 from distblob.storage.writer import BlobWriter
 
 #: Bytes handed to the storage layer (or read from it) per call.
@@ -172,10 +172,22 @@ class RegionResponse(Response):
 class _API:
     """The request handlers, bound to one registry and one secret."""
 
-    def __init__(self, registry: Registry, secret: bytes | str, max_manifest_size: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        secret: bytes | str,
+        max_manifest_size: int,
+        proxy: Proxy | None = None,
+    ) -> None:
         self.registry = registry
         self.secret = secret
         self.max_manifest_size = max_manifest_size
+        self.proxy = proxy
+
+    def _no_push(self) -> None:
+        """A pull-through cache takes no pushes and no deletes (405 UNSUPPORTED)."""
+        if self.proxy is not None:
+            raise APIError("UNSUPPORTED", detail="this registry is a pull-through cache")
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -259,8 +271,21 @@ class _API:
         repo = self._repo(request)
         digest = request.path_params["digest"]
         if request.method == "DELETE":
+            self._no_push()
             await _run(repo.blobs.delete, digest)
             return _empty(202)
+        if self.proxy is not None:
+            with _upstream_errors():
+                served = await self.proxy.blobs.serve(
+                    repo,
+                    parse_digest(digest),
+                    method=request.method,
+                    range=request.headers.get("range"),
+                    if_none_match=request.headers.get("if-none-match"),
+                )
+            if isinstance(served, Response):
+                return served
+            return self._execute(served)
         plan: ServePlan = await _run(
             repo.blobs.serve_blob,
             digest,
@@ -268,6 +293,9 @@ class _API:
             range=request.headers.get("range"),
             if_none_match=request.headers.get("if-none-match"),
         )
+        return self._execute(plan)
+
+    def _execute(self, plan: ServePlan) -> Response:
         if plan.body is None or plan.redirect is not None:
             return Response(status_code=plan.status, headers=plan.headers)
         return RegionResponse(plan.status, plan.headers, plan.body, self.registry.driver)
@@ -275,6 +303,7 @@ class _API:
     # -- uploads -----------------------------------------------------------------------------
 
     async def start_upload(self, request: Request) -> Response:
+        self._no_push()
         repo = self._repo(request)
         params = request.query_params
         mount, source = params.get("mount"), params.get("from")
@@ -304,6 +333,7 @@ class _API:
         return self._created(repo, expected)
 
     async def upload(self, request: Request) -> Response:
+        self._no_push()
         method = request.method
         if method == "PATCH":
             return await self._patch(request)
@@ -366,12 +396,19 @@ class _API:
         repo = self._repo(request)
         reference = request.path_params["reference"]
         method = request.method
+        if method in ("PUT", "DELETE"):
+            self._no_push()
         if method == "PUT":
             return await self._put_manifest(request, repo, reference)
         if method == "DELETE":
             await _run(repo.manifests.delete, reference)
             return _empty(202)
-        if method == "HEAD":
+        if self.proxy is not None:
+            with _upstream_errors():
+                body, descriptor = await self.proxy.manifests.get(repo, reference)
+            if method == "HEAD":
+                body = b""
+        elif method == "HEAD":
             descriptor = await _run(repo.manifests.stat, reference)
             body = b""
         else:
@@ -429,6 +466,19 @@ class _API:
         body = json.dumps(index, separators=(",", ":")).encode()
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
         return Response(body, 200, headers=headers, media_type=OCI_INDEX)
+
+
+@contextlib.contextmanager
+def _upstream_errors() -> Iterator[None]:
+    """A pull-through cache's upstream failures as OCI errors (403 DENIED, 502 UNKNOWN)."""
+    try:
+        yield
+    except UpstreamAuthError as exc:
+        raise APIError("DENIED", "upstream registry denied access", detail=str(exc)) from None
+    except (UpstreamError, TransferError) as exc:
+        raise APIError(
+            "UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502
+        ) from None
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -499,16 +549,18 @@ class Envelope:
 
 
 def _purging_lifespan(
-    registry: Registry, purging: UploadPurging | None
+    registry: Registry, purging: UploadPurging | None, proxy: Proxy | None = None
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     """Run upload purging in the background while the app is served (when enabled)."""
 
     async def purge_forever() -> None:
         assert purging is not None
+        purger = UploadPurger(
+            registry, age=purging.age, interval=purging.interval, dry_run=purging.dryrun
+        )
         while True:
-            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=purging.age)
             try:
-                purged = await _run(purge_uploads, registry, cutoff, dry_run=purging.dryrun)
+                purged = await _run(purger.run_if_due) or []
             except Exception:
                 logging.getLogger("distblob.purge").exception("upload purging failed")
             else:
@@ -518,13 +570,16 @@ def _purging_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if purging is None or not purging.enabled:
-            yield
-            return
-        async with anyio.create_task_group() as group:
-            group.start_soon(purge_forever)
-            yield
-            group.cancel_scope.cancel()
+        async with contextlib.AsyncExitStack() as stack:
+            if proxy is not None:
+                await stack.enter_async_context(proxy.running())
+            if purging is None or not purging.enabled:
+                yield
+                return
+            async with anyio.create_task_group() as group:
+                group.start_soon(purge_forever)
+                yield
+                group.cancel_scope.cancel()
 
     return lifespan
 
@@ -536,6 +591,7 @@ def create_app(
     max_manifest_size: int = MAX_MANIFEST_SIZE,
     access_log: bool = True,
     upload_purging: UploadPurging | None = None,
+    proxy: ProxyConfig | Proxy | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -544,10 +600,23 @@ def create_app(
     between the two. ``upload_purging`` (off by default here; on by default in ``distblob
     serve``, as in distribution) removes old uploads once at startup and then every
     ``interval``, from the ASGI lifespan.
+
+    ``proxy`` (``proxy:`` in the config, or a ready :class:`~distblob.proxy.Proxy`) makes the
+    app a pull-through cache of that upstream: pulls are served from ``registry`` and filled
+    from upstream, pushes and deletes answer 405 UNSUPPORTED, resumable digests are off, and
+    the TTL schedule runs in the lifespan.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
-    api = _API(registry, secret, max_manifest_size)
+    if isinstance(proxy, ProxyConfig):
+        proxy = Proxy(
+            registry,
+            proxy.remoteurl,
+            username=proxy.username,
+            password=proxy.password,
+            ttl=proxy.ttl,
+        )
+    api = _API(registry, secret, max_manifest_size, proxy)
     name = "/v2/{name:path}"
     routes = [
         Route("/v2/", _guarded(api.base), methods=["GET"]),
@@ -571,7 +640,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        lifespan=_purging_lifespan(registry, upload_purging),
+        lifespan=_purging_lifespan(registry, upload_purging, proxy),
     )
     app.router.redirect_slashes = False
     return Envelope(app, access_log=access_log)

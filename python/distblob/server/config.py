@@ -15,7 +15,7 @@ only these keys is a valid distblob config::
     http: {addr: 127.0.0.1:5000, secret: a-long-random-string}
     proxy: {remoteurl: https://registry-1.docker.io, username: u, password: p, ttl: 168h}
 
-``proxy`` is parsed and kept for the pull-through cache, which does not exist yet.
+``proxy`` makes the server a pull-through cache of ``remoteurl`` (:mod:`distblob.proxy`).
 """
 
 from __future__ import annotations

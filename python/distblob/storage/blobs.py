@@ -139,16 +139,18 @@ class BlobStore:
 
     # -- used by commit and put --------------------------------------------------------------
 
-    def move_into_place(self, source: str, digest: Digest) -> None:
-        """Make the file at ``source`` the blob ``digest``, unless that blob is already there.
+    def move_into_place(self, source: str, digest: Digest) -> bool:
+        """Make the file at ``source`` the blob ``digest``, unless that blob is already there;
+        whether ``source`` was moved (``False``: it is still there).
 
         Content addressing makes an existing blob with this digest the same bytes, so it is kept
         and never rewritten; two commits of the same content racing here both succeed, since the
         rename is atomic and either result is the same blob.
         """
         if self.exists(digest):
-            return
+            return False
         self.driver.move(source, paths.blob_data_path(digest), fsync=self._registry.fsync)
+        return True
 
     def write(self, digest: Digest, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` as the blob ``digest`` (already verified), unless it is there."""

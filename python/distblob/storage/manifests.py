@@ -163,13 +163,22 @@ class ManifestStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def put(self, reference: str, body: bytes, media_type: str | None = None) -> Descriptor:
+    def put(
+        self,
+        reference: str,
+        body: bytes,
+        media_type: str | None = None,
+        *,
+        check_blobs: bool = True,
+    ) -> Descriptor:
         """Validate and store a manifest under a tag or a digest; return its descriptor.
 
         ``media_type`` is the HTTP Content-Type; the body's own ``mediaType`` wins. A digest
         reference must be the digest of ``body`` (in the reference's algorithm). Every blob the
         manifest references must be linked into the repository, except foreign layers (those
-        with ``urls``); every manifest an index references must be in the repository.
+        with ``urls``); every manifest an index references must be in the repository. A
+        pull-through cache stores manifests before their blobs: ``check_blobs=False`` skips
+        that check (the body is still parsed and validated).
         """
         if is_digest_reference(reference):
             requested: Digest | None = parse_digest(reference)
@@ -186,7 +195,8 @@ class ManifestStore:
         manifest = _parse(body)
         kind = _media_type(manifest, media_type)
         references = _validate(manifest, kind)
-        self._check_references(kind, references)
+        if check_blobs:
+            self._check_references(kind, references)
 
         self.registry.blobs.write(digest, body)
         self._write_link(paths.manifest_revision_link_path(self.name, digest), digest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from distblob.errors import PathNotFoundError
@@ -55,4 +56,39 @@ def purge_uploads(
     return purged
 
 
-__all__ = ["purge_uploads"]
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UploadPurger:
+    """distribution's ``uploadpurging`` schedule: every ``interval`` seconds, remove uploads
+    older than ``age`` seconds (only report them with ``dry_run``). ``clock`` gives the time
+    (UTC, aware), so tests can drive the schedule with a fake one."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        age: float,
+        interval: float,
+        dry_run: bool = False,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self.registry = registry
+        self.age = dt.timedelta(seconds=age)
+        self.interval = dt.timedelta(seconds=interval)
+        self.dry_run = dry_run
+        self.clock = clock
+        self.next_run: dt.datetime | None = None  # None: due now (the first run is at start)
+
+    def run_if_due(self) -> list[tuple[str, str]] | None:
+        """Purge if the interval has passed since the last run; what was purged, or ``None``
+        when it was not due."""
+        now = self.clock()
+        if self.next_run is not None and now < self.next_run:
+            return None
+        self.next_run = now + self.interval
+        return purge_uploads(self.registry, now - self.age, dry_run=self.dry_run)
+
+
+__all__ = ["UploadPurger", "purge_uploads", "utc_now"]

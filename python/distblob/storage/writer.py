@@ -257,10 +257,15 @@ class BlobWriter:
         if store.fsync:
             self._upload.sync()
         self._upload.close()
-        store.blobs.move_into_place(self._data_path(), canonical)
+        moved = store.blobs.move_into_place(self._data_path(), canonical)
         store.link(canonical)
         if expected != canonical:
             store.link(expected, target=canonical)
+        if not moved and not store.blobs.exists(canonical):
+            # The blob was there when checked but deleted (garbage collection) before the link
+            # was written: the upload's verified data is still here, so put it in place rather
+            # than leave a link to nothing and remove the only copy.
+            store.blobs.move_into_place(self._data_path(), canonical)
         self.cancel()  # removes the upload directory and marks the writer done
         media_type = provisional.media_type or DEFAULT_MEDIA_TYPE
         descriptor = Descriptor(media_type=media_type, size=size, digest=canonical)

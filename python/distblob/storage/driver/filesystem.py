@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import os
 import shutil
 import stat as stat_module
@@ -92,6 +93,10 @@ def _rmtree(path: str) -> None:
 
         shutil.rmtree(path, onerror=onerror)
 
+
+#: How often a write or a delete is retried when a concurrent delete or write of the same
+#: directory gets in its way.
+_RACE_RETRIES = 5
 
 #: How many confined directories to remember before starting afresh.
 _CONFINED_CACHE = 1 << 16
@@ -226,25 +231,35 @@ class FilesystemDriver(StorageDriver):
     def _put_content(self, path: str, data: ReadableBuffer, *, fsync: bool) -> None:
         os_path = self._confined(path)
         parent = os.path.dirname(os_path)
-        changed = self._ensure_dir(parent, path)
         # distribution's "<path>.<uuid>.tmp", with the name cut short when the suffix would make
         # it longer than a filesystem allows.
         name = os.path.basename(os_path)[: MAX_COMPONENT_LENGTH - _TEMPORARY_SUFFIX_LENGTH]
-        temporary = os.path.join(parent, f"{name}.{uuid.uuid4()}.tmp")
-        try:
-            # "x" is O_CREAT | O_EXCL: never write through a file someone else already created.
-            with open(temporary, "xb") as file:
-                file.write(data)
-                if fsync:
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temporary, os_path)
-        except BaseException as error:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            if isinstance(error, IsADirectoryError):
-                raise StorageDriverError(f"cannot write {path}: it is a directory") from None
-            raise
+        for attempt in range(_RACE_RETRIES):
+            changed = self._ensure_dir(parent, path)
+            temporary = os.path.join(parent, f"{name}.{uuid.uuid4()}.tmp")
+            try:
+                # "x" is O_CREAT | O_EXCL: never write through a file someone else created.
+                with open(temporary, "xb") as file:
+                    file.write(data)
+                    if fsync:
+                        file.flush()
+                        os.fsync(file.fileno())
+                os.replace(temporary, os_path)
+                break
+            except FileNotFoundError:
+                # A delete of the directory raced this write (a repository unlinking the blob
+                # while it is linked again): make the directory again and retry, so the write
+                # lands after the delete, as if the two had run one after the other.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+            except BaseException as error:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                if isinstance(error, IsADirectoryError):
+                    raise StorageDriverError(f"cannot write {path}: it is a directory") from None
+                raise
         if fsync:
             _sync_dirs([*changed, parent])
 
@@ -324,7 +339,15 @@ class FilesystemDriver(StorageDriver):
         try:
             info = os.lstat(os_path)
             if stat_module.S_ISDIR(info.st_mode):
-                _rmtree(os_path)
+                for attempt in range(_RACE_RETRIES):
+                    try:
+                        _rmtree(os_path)
+                        break
+                    except OSError as error:
+                        # A write raced the delete and put a file in a directory being removed:
+                        # remove again, so the delete lands after that write.
+                        if error.errno != errno.ENOTEMPTY or attempt == _RACE_RETRIES - 1:
+                            raise
             else:
                 os.unlink(os_path)
         except _MISSING:

@@ -1,0 +1,341 @@
+"""The pull-through cache's blobs: distribution's ``proxyBlobStore``, with shared cold fetches.
+
+- A blob the repository links is served locally (Range, If-None-Match and all).
+- A cold blob is fetched by one background task per ``(repository, digest)``: one upstream GET,
+  written into one local :class:`~distblob.storage.writer.BlobWriter` (no resumable states) and
+  committed with its digest and size verified, then scheduled for expiry. Every client asking
+  for it meanwhile (the first one included) streams from the growing upload file as the bytes
+  land, so ten concurrent cold GETs cost one upstream GET and one local write
+  (distribution #1334).
+- A client never receives the last byte before the commit verified the digest: if the upstream
+  body is short, long or wrong, nothing is cached and every response is aborted mid-body (the
+  connection is dropped), so no client takes bad bytes for a complete blob.
+- HEAD on a cold blob asks upstream with HEAD only; a blob already stored for another
+  repository is linked after an upstream HEAD confirms this repository has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import httpx
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
+from distblob.digest import Digest
+from distblob.errors import BlobUnknownError, DistblobError
+from distblob.interfaces import ServePlan
+from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError
+from distblob.storage import paths
+
+if TYPE_CHECKING:
+    from distblob.proxy.scheduler import TTLScheduler
+    from distblob.registry import Registry, Repository
+
+#: Bytes per local write and per client read.
+CHUNK: Final = 1 << 20
+
+logger = logging.getLogger("distblob.proxy")
+
+
+class TransferError(DistblobError):
+    """The upstream transfer of a cold blob failed; the responses streaming it are aborted."""
+
+
+class Fetch:
+    """One cold blob on its way from upstream: progress shared by every client waiting on it."""
+
+    def __init__(self, name: str, digest: Digest) -> None:
+        self.name = name
+        self.digest = digest
+        self.ready = asyncio.Event()  # headers known and upload file created, or failed
+        self.done = asyncio.Event()  # committed (error is None) or failed
+        self.size: int | None = None
+        self.media_type = DEFAULT_MEDIA_TYPE
+        self.upload_path: str | None = None  # the upload's local file while it grows
+        self.blob_path: str | None = None  # the blob's local file once committed
+        self.written = 0
+        self.error: BaseException | None = None
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    @property
+    def changed(self) -> asyncio.Event:
+        return self._changed
+
+    @property
+    def ok(self) -> bool:
+        return self.done.is_set() and self.error is None
+
+
+class FetchResponse(Response):
+    """Streams a blob from a :class:`Fetch` as it lands, holding the last byte until commit."""
+
+    def __init__(self, fetch: Fetch, headers: dict[str, str]) -> None:
+        super().__init__(status_code=200, headers=headers)
+        self.fetch = fetch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            await self._stream(send)
+            group.cancel_scope.cancel()
+
+    def _limit(self) -> int:
+        """How far the client may be sent now: everything once committed, else all but one
+        byte of what was written (the last byte waits for the digest check)."""
+        fetch = self.fetch
+        if fetch.ok:
+            return fetch.written
+        end = fetch.size if fetch.size is not None else fetch.written
+        return max(min(fetch.written, end - 1), 0)
+
+    async def _open(self) -> int:
+        fetch = self.fetch
+        if fetch.upload_path is not None and not fetch.done.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                return await anyio.to_thread.run_sync(os.open, fetch.upload_path, os.O_RDONLY)
+        await fetch.done.wait()  # committed (moved) or failed meanwhile
+        if fetch.error is not None or fetch.blob_path is None:
+            raise TransferError(f"upstream transfer of {fetch.digest} failed") from fetch.error
+        return await anyio.to_thread.run_sync(os.open, fetch.blob_path, os.O_RDONLY)
+
+    async def _stream(self, send: Send) -> None:
+        fetch = self.fetch
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        fd = await self._open()
+        try:
+            offset = 0
+            while True:
+                event = fetch.changed
+                limit = self._limit()
+                if offset < limit:
+                    chunk = await anyio.to_thread.run_sync(
+                        os.pread, fd, min(CHUNK, limit - offset), offset
+                    )
+                    if not chunk:
+                        raise TransferError(f"{fetch.digest}: the cached copy shrank")
+                    offset += len(chunk)
+                    last = fetch.ok and offset >= fetch.written
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                    if last:
+                        return
+                    continue
+                if fetch.done.is_set():
+                    if fetch.error is not None:
+                        raise TransferError(
+                            f"upstream transfer of {fetch.digest} failed"
+                        ) from fetch.error
+                    if offset >= fetch.written:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        return
+                    continue
+                await event.wait()
+        finally:
+            os.close(fd)
+
+
+def _descriptor_headers(digest: str, size: int | None, media_type: str) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+        "Docker-Content-Digest": digest,
+        "Content-Type": media_type or DEFAULT_MEDIA_TYPE,
+        "Accept-Ranges": "bytes",
+    }
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return headers
+
+
+def _upstream_status(response: httpx.Response, digest: Digest) -> None:
+    if response.status_code == 404:
+        raise BlobUnknownError(digest)
+    if response.status_code == 403:
+        raise UpstreamAuthError("upstream denied access", 403)
+    if response.status_code != 200:
+        raise UpstreamError(f"upstream answered {response.status_code}", 502)
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    raw = response.headers.get("content-length")
+    if raw is None or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+class ProxyBlobStore:
+    """Serves a repository's blobs from the cache, fetching cold ones from upstream once."""
+
+    def __init__(self, registry: Registry, upstream: Upstream, scheduler: TTLScheduler) -> None:
+        self.registry = registry
+        self.upstream = upstream
+        self.scheduler = scheduler
+        self._inflight: dict[tuple[str, str], Fetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Upstream GETs of blob bodies started (for tests and metrics).
+        self.upstream_fetches = 0
+
+    async def aclose(self) -> None:
+        """Cancel fetches still running (at shutdown): their uploads are cancelled."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def serve(
+        self,
+        repo: Repository,
+        digest: Digest,
+        *,
+        method: str = "GET",
+        range: str | None = None,
+        if_none_match: str | None = None,
+    ) -> ServePlan | Response:
+        """A local :class:`ServePlan`, or a response streaming from upstream."""
+
+        def local() -> ServePlan:
+            return repo.blobs.serve_blob(
+                digest, method=method, range=range, if_none_match=if_none_match
+            )
+
+        key = (repo.name, str(digest))
+        if key not in self._inflight:
+            try:
+                return await anyio.to_thread.run_sync(local)
+            except BlobUnknownError:
+                pass
+            if method == "HEAD":
+                return await self._head(repo, digest)
+            if await anyio.to_thread.run_sync(self.registry.blobs.exists, digest):
+                # Stored for another repository: link it once upstream confirms this one has it.
+                response = await self.upstream.head(
+                    f"/v2/{repo.name}/blobs/{digest}", name=repo.name
+                )
+                _upstream_status(response, digest)
+                await anyio.to_thread.run_sync(repo.blobs.link, digest)
+                self.scheduler.add_blob(repo.name, digest)
+                return await anyio.to_thread.run_sync(local)
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            fetch = self._start(repo, digest)
+        await fetch.ready.wait()
+        if fetch.done.is_set() and fetch.error is not None:
+            raise fetch.error
+        if method == "HEAD" or range or if_none_match or fetch.upload_path is None:
+            await fetch.done.wait()
+            if fetch.error is not None:
+                raise fetch.error
+            return await anyio.to_thread.run_sync(local)
+        return FetchResponse(fetch, _descriptor_headers(str(digest), fetch.size, fetch.media_type))
+
+    async def _head(self, repo: Repository, digest: Digest) -> Response:
+        response = await self.upstream.head(f"/v2/{repo.name}/blobs/{digest}", name=repo.name)
+        _upstream_status(response, digest)
+        media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
+        headers = _descriptor_headers(str(digest), _content_length(response), media_type)
+        return Response(status_code=200, headers=headers)
+
+    def _start(self, repo: Repository, digest: Digest) -> Fetch:
+        fetch = Fetch(repo.name, digest)
+        key = (repo.name, str(digest))
+        self._inflight[key] = fetch
+        task = asyncio.create_task(self._run(repo, fetch))
+        self._tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            if self._inflight.get(key) is fetch:
+                del self._inflight[key]
+
+        task.add_done_callback(finished)
+        return fetch
+
+    async def _run(self, repo: Repository, fetch: Fetch) -> None:
+        digest = fetch.digest
+        try:
+            self.upstream_fetches += 1
+            response = await self.upstream.send(
+                "GET", f"/v2/{repo.name}/blobs/{digest}", name=repo.name
+            )
+            try:
+                _upstream_status(response, digest)
+                await self._receive(repo, fetch, response)
+            finally:
+                await response.aclose()
+            self.scheduler.add_blob(repo.name, digest)
+        except BaseException as exc:
+            fetch.error = exc
+            if not isinstance(exc, (DistblobError, httpx.HTTPError)):
+                logger.exception("fetching %s@%s failed", repo.name, digest)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            if self._inflight.get((repo.name, str(digest))) is fetch:
+                del self._inflight[(repo.name, str(digest))]
+            fetch.done.set()
+            fetch.ready.set()
+            fetch.notify()
+
+    async def _receive(self, repo: Repository, fetch: Fetch, response: httpx.Response) -> None:
+        digest = fetch.digest
+        fetch.size = _content_length(response)
+        fetch.media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
+        writer = await anyio.to_thread.run_sync(
+            lambda: repo.blobs.create(algorithm=digest.algorithm)
+        )
+        driver = self.registry.driver
+        fetch.upload_path = driver.local_path(paths.upload_data_path(repo.name, writer.id))
+        fetch.ready.set()
+        fetch.notify()
+        try:
+            pending: asyncio.Future[Any] | None = None
+            try:
+                async for piece in response.aiter_raw(CHUNK):
+                    # Write one buffer while the next one arrives.
+                    if pending is not None:
+                        fetch.written += await pending
+                        fetch.notify()
+                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(writer.write, piece))
+                if pending is not None:
+                    fetch.written += await pending
+                    pending = None
+                    fetch.notify()
+            except httpx.HTTPError as exc:
+                raise TransferError(
+                    f"upstream transfer of {digest} broke after {fetch.written} bytes: "
+                    f"{type(exc).__name__}"
+                ) from None
+            finally:
+                if pending is not None:
+                    with contextlib.suppress(BaseException):
+                        await pending
+            if fetch.size is not None and fetch.written != fetch.size:
+                raise TransferError(
+                    f"upstream sent {fetch.written} of {fetch.size} bytes of {digest}"
+                )
+            provisional = Descriptor(media_type=fetch.media_type, size=fetch.written, digest=digest)
+            await anyio.to_thread.run_sync(writer.commit, provisional)
+        except BaseException:
+            await anyio.to_thread.run_sync(writer.cancel)
+            raise
+        fetch.blob_path = driver.local_path(paths.blob_data_path(digest))
+
+
+__all__ = ["Fetch", "FetchResponse", "ProxyBlobStore", "TransferError"]

@@ -1,0 +1,137 @@
+"""The pull-through cache's manifests and tags: distribution's ``proxyManifestStore`` and
+``proxyTagService``.
+
+- By digest: the local revision if the repository has it; else fetched from upstream, its digest
+  verified, stored (without requiring its blobs, which come later or never) and scheduled.
+- By tag: upstream is asked first (HEAD, for the digest the tag names now); the manifest is then
+  served by digest as above and the tag recorded locally. When upstream cannot answer, the local
+  tag is used, so a cache keeps serving what it has while its upstream is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from distblob.descriptor import Descriptor
+from distblob.digest import Digest
+from distblob.errors import (
+    DigestInvalidError,
+    DigestUnsupportedError,
+    ManifestInvalidError,
+    ManifestUnknownError,
+)
+from distblob.proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
+from distblob.storage.blobs import parse_digest
+from distblob.storage.manifests import is_digest_reference
+
+if TYPE_CHECKING:
+    from distblob.proxy.scheduler import TTLScheduler
+    from distblob.registry import Registry, Repository
+
+#: The largest manifest fetched from upstream.
+MAX_MANIFEST_SIZE: Final = 4 << 20
+
+logger = logging.getLogger("distblob.proxy")
+
+
+class ProxyManifestStore:
+    """Serves manifests from the cache, asking upstream for tags and for missing digests."""
+
+    def __init__(self, registry: Registry, upstream: Upstream, scheduler: TTLScheduler) -> None:
+        self.registry = registry
+        self.upstream = upstream
+        self.scheduler = scheduler
+
+    async def get(self, repo: Repository, reference: str) -> tuple[bytes, Descriptor]:
+        """The manifest ``reference`` (a tag or a digest) names, and its descriptor."""
+        if is_digest_reference(reference):
+            return await self._by_digest(repo, parse_digest(reference))
+        failure: UpstreamError | None = None
+        try:
+            digest = await self._upstream_tag(repo, reference)
+        except UpstreamError as exc:
+            logger.info("upstream tag lookup %s:%s failed: %s", repo.name, reference, exc)
+            digest, failure = None, exc
+        if digest is None:
+            try:
+                result: tuple[bytes, Descriptor] = await anyio.to_thread.run_sync(
+                    repo.manifests.get, reference
+                )
+            except ManifestUnknownError:
+                if failure is not None:
+                    raise failure from None  # no local tag either: say why upstream failed
+                raise
+            return result
+        body, descriptor = await self._by_digest(repo, digest)
+        if await anyio.to_thread.run_sync(repo.manifests.exists, str(digest)):
+            await anyio.to_thread.run_sync(repo.manifests.tag, reference, str(digest))
+        return body, descriptor
+
+    async def _upstream_tag(self, repo: Repository, tag: str) -> Digest | None:
+        """The digest upstream's tag names; ``None`` when upstream does not know the tag."""
+        response = await self.upstream.head(
+            f"/v2/{repo.name}/manifests/{tag}", name=repo.name, headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise UpstreamError(f"upstream answered {response.status_code}", 502)
+        header = response.headers.get("docker-content-digest")
+        if header:
+            try:
+                return Digest(header)
+            except (DigestInvalidError, DigestUnsupportedError):
+                pass
+        # No digest header: fetch by tag and name it by its SHA-256.
+        body, media_type = await self._fetch(repo, tag)
+        digest = Digest.from_bytes(body, "sha256")
+        await self._store(repo, digest, body, media_type)
+        return digest
+
+    async def _fetch(self, repo: Repository, reference: str) -> tuple[bytes, str]:
+        response, body = await self.upstream.get_bytes(
+            f"/v2/{repo.name}/manifests/{reference}",
+            name=repo.name,
+            headers={"Accept": MANIFEST_ACCEPT},
+            limit=MAX_MANIFEST_SIZE,
+        )
+        if response.status_code == 404:
+            raise ManifestUnknownError(reference)
+        if response.status_code != 200:
+            raise UpstreamError(f"upstream answered {response.status_code}", 502)
+        media_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        return body, media_type
+
+    async def _store(
+        self, repo: Repository, digest: Digest, body: bytes, media_type: str
+    ) -> Descriptor:
+        try:
+            descriptor: Descriptor = await anyio.to_thread.run_sync(
+                lambda: repo.manifests.put(str(digest), body, media_type, check_blobs=False)
+            )
+        except ManifestInvalidError as exc:
+            # A manifest distblob cannot store (schema 1, ...) is passed through uncached.
+            logger.info("not caching manifest %s@%s: %s", repo.name, digest, exc)
+            return Descriptor(media_type=media_type, size=len(body), digest=digest)
+        self.scheduler.add_manifest(repo.name, digest)
+        return descriptor
+
+    async def _by_digest(self, repo: Repository, digest: Digest) -> tuple[bytes, Descriptor]:
+        try:
+            local: tuple[bytes, Descriptor] = await anyio.to_thread.run_sync(
+                repo.manifests.get, str(digest)
+            )
+            return local
+        except ManifestUnknownError:
+            pass
+        body, media_type = await self._fetch(repo, str(digest))
+        if Digest.from_bytes(body, digest.algorithm) != digest:
+            raise UpstreamError(f"upstream's manifest does not match {digest}", 502)
+        descriptor = await self._store(repo, digest, body, media_type)
+        return body, descriptor
+
+
+__all__ = ["ProxyManifestStore"]

@@ -1,0 +1,247 @@
+"""The upstream registry of a pull-through cache, over ``httpx`` (async).
+
+Authentication follows distribution's ``registry/client/auth``: a request answered ``401`` carries
+a ``WWW-Authenticate`` challenge; ``Bearer realm=…,service=…`` is answered by fetching
+``realm?service=…&scope=repository:<name>:pull`` (with the configured credentials as HTTP basic
+auth, or anonymously without them) and sending the token as ``Authorization: Bearer``; the token
+is reused for its scope until its ``expires_in`` runs out (60 s when the server names none).
+``Basic`` challenges are answered with the credentials themselves.
+
+Credentials are sent only to the upstream's own host: a token realm on another host gets an
+anonymous token request (distribution 3.1 refuses such realms for the same reason), and httpx
+drops ``Authorization`` on redirects to another origin. Nothing here logs a header or a
+credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import httpx
+
+from distblob.errors import DistblobError
+
+#: The manifest media types a cache asks upstream for (the four distblob stores).
+MANIFEST_ACCEPT: Final = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+#: Token lifetime when the token server names none (the Docker token spec's default).
+DEFAULT_TOKEN_LIFETIME: Final = 60.0
+#: Tokens are renewed this many seconds before they expire.
+TOKEN_MARGIN: Final = 5.0
+
+logger = logging.getLogger("distblob.proxy")
+
+_PARAM: Final = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+class UpstreamError(DistblobError):
+    """The upstream registry could not be reached or answered unexpectedly."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamAuthError(UpstreamError):
+    """The upstream registry refused the configured (or anonymous) credentials."""
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``WWW-Authenticate`` → ``(scheme, params)``, the scheme lower-cased.
+
+    Only the first challenge is read (registries send one).
+    """
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(rest):
+        quoted, bare = match.group(2), match.group(3)
+        value = bare if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
+        params[match.group(1).lower()] = value
+    return scheme.lower(), params
+
+
+def repository_scope(name: str) -> str:
+    return f"repository:{name}:pull"
+
+
+class Upstream:
+    """An async client of one upstream registry (``remoteurl``), with token and basic auth."""
+
+    def __init__(
+        self,
+        remoteurl: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base = remoteurl.rstrip("/")
+        self.host = (urllib.parse.urlsplit(self.base).hostname or "").lower()
+        self._credentials = (username or "", password or "") if username or password else None
+        self._clock = clock
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            follow_redirects=True,
+        )
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
+        self._basic = False  # the upstream asked for Basic: send it up front from now on
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.base}>"  # never the credentials
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def _basic_header(self) -> str | None:
+        if self._credentials is None:
+            return None
+        raw = f"{self._credentials[0]}:{self._credentials[1]}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def _authorization(self, scope: str) -> str | None:
+        cached = self._tokens.get(scope)
+        if cached is not None and cached[1] > self._clock():
+            return f"Bearer {cached[0]}"
+        if self._basic:
+            return self._basic_header()
+        return None
+
+    def same_host(self, url: str) -> bool:
+        """Whether ``url`` is on the upstream's host (the only one credentials go to)."""
+        return (urllib.parse.urlsplit(url).hostname or "").lower() == self.host
+
+    async def _answer(self, challenge: str, scope: str) -> bool:
+        """Handle a 401's challenge; whether a retry may now succeed."""
+        scheme, params = parse_challenge(challenge)
+        if scheme == "basic":
+            if self._credentials is None or self._basic:
+                return False
+            self._basic = True
+            return True
+        if scheme != "bearer" or "realm" not in params:
+            return False
+        realm = params["realm"]
+        if not realm.startswith(("http://", "https://")):
+            return False
+        query: dict[str, str] = {"scope": scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        auth: tuple[str, str] | None = None
+        if self._credentials is not None:
+            if self.same_host(realm):
+                auth = self._credentials
+            else:
+                logger.warning(
+                    "token realm %s is not on the upstream's host %s: asking anonymously",
+                    urllib.parse.urlsplit(realm).hostname,
+                    self.host,
+                )
+        try:
+            response = await self._client.get(
+                realm, params=query, auth=auth, follow_redirects=False
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"token server unreachable: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise UpstreamAuthError("the token server refused the credentials", 401)
+        if response.status_code != 200:
+            raise UpstreamError(f"token server answered {response.status_code}", 502)
+        try:
+            doc = response.json()
+            token = doc.get("token") or doc.get("access_token")
+            lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            raise UpstreamError("token server answered no token", 502) from None
+        if not isinstance(token, str) or not token:
+            raise UpstreamError("token server answered no token", 502)
+        lifetime = max(lifetime - TOKEN_MARGIN, 1.0)
+        self._tokens[scope] = (token, self._clock() + lifetime)
+        return True
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send ``method path`` (``/v2/…``) for repository ``name``, authenticating as asked.
+
+        The response is streamed: the caller reads it and must ``aclose()`` it. A ``401`` that
+        cannot be answered raises :class:`UpstreamAuthError`; a transport failure
+        :class:`UpstreamError`.
+        """
+        scope = repository_scope(name)
+        for attempt in range(3):
+            request_headers = dict(headers or {})
+            authorization = self._authorization(scope)
+            if authorization is not None:
+                request_headers["Authorization"] = authorization
+            request = self._client.build_request(method, self.base + path, headers=request_headers)
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"upstream unreachable: {type(exc).__name__}", 502) from None
+            if response.status_code != 401:
+                return response
+            challenge = response.headers.get("www-authenticate", "")
+            await response.aclose()
+            self._tokens.pop(scope, None)
+            if attempt == 2 or not await self._answer(challenge, scope):
+                break
+        raise UpstreamAuthError("upstream refused the credentials", 401)
+
+    async def head(
+        self, path: str, *, name: str, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """A HEAD (or any bodiless request), read and closed."""
+        response = await self.send("HEAD", path, name=name, headers=headers)
+        await response.aclose()
+        return response
+
+    async def get_bytes(
+        self, path: str, *, name: str, headers: Mapping[str, str] | None = None, limit: int
+    ) -> tuple[httpx.Response, bytes]:
+        """A GET whose body (at most ``limit`` bytes) is read whole."""
+        response = await self.send("GET", path, name=name, headers=headers)
+        try:
+            body = bytearray()
+            async for piece in response.aiter_raw():
+                body += piece
+                if len(body) > limit:
+                    raise UpstreamError(f"upstream body larger than {limit} bytes", 502)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream transfer failed: {type(exc).__name__}", 502) from None
+        finally:
+            await response.aclose()
+        return response, bytes(body)
+
+
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "Upstream",
+    "UpstreamAuthError",
+    "UpstreamError",
+    "parse_challenge",
+    "repository_scope",
+]

@@ -1,0 +1,630 @@
+"""``distblob serve`` as a pull-through cache (``proxy:``), against real and fake upstreams.
+
+Everything runs on 127.0.0.1 and is started and stopped by the tests: the Go registry
+(Debian's ``docker-registry``) as the upstream, open or behind ``auth: htpasswd`` or
+``auth: token`` (a token server here issues JWTs signed with a throw-away key), a fake upstream
+that breaks transfers, and our server as the cache (a subprocess with a YAML config).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from distblob.proxy.scheduler import TTLScheduler, format_expiry, parse_expiry
+from distblob.proxy.upstream import Upstream, UpstreamAuthError, parse_challenge
+from distblob.registry import Registry
+from support.goregistry import (
+    LOOPBACK,
+    REGISTRY_BIN,
+    GoRegistry,
+    OciImage,
+    make_oci_image_layout,
+    run_skopeo,
+    sha256_digest,
+)
+from support.server import DistblobServer
+
+needs_go = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="docker-registry not installed")
+needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
+pytestmark = pytest.mark.timeout(120)
+
+BLOB_GET = re.compile(r'"GET /v2/[^ "]+/blobs/(sha256:[0-9a-f]{64}) HTTP')
+
+
+def upstream_blob_gets(go: GoRegistry, digest: str | None = None) -> int:
+    """Blob GETs in the Go registry's access log (optionally of one digest)."""
+    found = BLOB_GET.findall(go.log_text())
+    return len(found) if digest is None else found.count(digest)
+
+
+def proxy_server(root: Path, remoteurl: str, **proxy: Any) -> DistblobServer:
+    return DistblobServer(root, extra_config={"proxy": {"remoteurl": remoteurl, **proxy}})
+
+
+def skopeo_push(image: OciImage, host: str, ref: str, creds: str | None = None) -> None:
+    extra = ["--dest-creds", creds] if creds else []
+    run_skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        *extra,
+        f"oci:{image['path']}:v1",
+        f"docker://{host}/{ref}",
+    )
+
+
+def skopeo_pull(host: str, ref: str, out: Path) -> None:
+    run_skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
+
+
+def stored_blobs(root: Path) -> set[str]:
+    base = root / "docker/registry/v2/blobs/sha256"
+    return {"sha256:" + p.parent.name for p in base.glob("*/*/data")}
+
+
+def layer_link(root: Path, name: str, digest: str) -> Path:
+    hexpart = digest.split(":", 1)[1]
+    return root / f"docker/registry/v2/repositories/{name}/_layers/sha256/{hexpart}/link"
+
+
+def uploads_left(root: Path) -> list[Path]:
+    return list((root / "docker/registry/v2/repositories").glob("*/*/_uploads/*"))
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> OciImage:
+    layers = [os.urandom(300_000), os.urandom(2_000_000) + b"layer two"]
+    return make_oci_image_layout(tmp_path_factory.mktemp("layout"), layers, tag="v1")
+
+
+# -- units: challenge parsing, token handling, the schedule's format ----------------------------
+
+
+def test_parse_challenge() -> None:
+    scheme, params = parse_challenge(
+        'Bearer realm="https://auth.example/token",service="registry",scope="repository:a:pull"'
+    )
+    assert scheme == "bearer"
+    assert params == {
+        "realm": "https://auth.example/token",
+        "service": "registry",
+        "scope": "repository:a:pull",
+    }
+    assert parse_challenge('Basic realm="Registry Realm"') == ("basic", {"realm": "Registry Realm"})
+
+
+def _token_upstream(realm: str, seen: list[httpx.Request]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": "T1", "expires_in": 300})
+        if request.headers.get("authorization") != "Bearer T1":
+            challenge = f'Bearer realm="{realm}",service="reg"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(200, content=b"ok")
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.anyio
+async def test_token_fetched_once_with_credentials_on_same_host() -> None:
+    seen: list[httpx.Request] = []
+    transport = _token_upstream("http://reg.test/token", seen)
+    upstream = Upstream("http://reg.test", "user", "secret", transport=transport)
+    for _ in range(3):
+        response = await upstream.head("/v2/a/blobs/x", name="a")
+        assert response.status_code == 200
+    await upstream.aclose()
+    token_requests = [r for r in seen if r.url.path == "/token"]
+    assert len(token_requests) == 1  # cached until it expires
+    query = dict(urllib.parse.parse_qsl(token_requests[0].url.query.decode()))
+    assert query == {"service": "reg", "scope": "repository:a:pull"}
+    expected = "Basic " + base64.b64encode(b"user:secret").decode()
+    assert token_requests[0].headers["authorization"] == expected
+    assert len(seen) == 5  # 401, token, then the three requests with the token
+    assert repr(upstream).count("secret") == 0
+
+
+@pytest.mark.anyio
+async def test_credentials_never_go_to_a_foreign_realm() -> None:
+    seen: list[httpx.Request] = []
+    transport = _token_upstream("http://evil.test/token", seen)
+    upstream = Upstream("http://reg.test", "user", "secret", transport=transport)
+    response = await upstream.head("/v2/a/blobs/x", name="a")
+    await upstream.aclose()
+    assert response.status_code == 200
+    token_requests = [r for r in seen if r.url.host == "evil.test"]
+    assert len(token_requests) == 1
+    assert "authorization" not in token_requests[0].headers  # an anonymous token request
+
+
+@pytest.mark.anyio
+async def test_refused_credentials_raise() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    upstream = Upstream("http://reg.test", "u", "p", transport=httpx.MockTransport(handler))
+    with pytest.raises(UpstreamAuthError):
+        await upstream.head("/v2/a/blobs/x", name="a")
+    await upstream.aclose()
+
+
+def test_expiry_format_round_trips() -> None:
+    when = dt.datetime(2026, 11, 28, 2, 46, 45, 123456, tzinfo=dt.UTC).timestamp()
+    text = format_expiry(when)
+    assert text == "2026-11-28T02:46:45.123456Z"
+    assert abs(parse_expiry(text) - when) < 1e-6
+    assert parse_expiry("2026-11-28T03:46:45.123456789+01:00") == pytest.approx(when, abs=1e-6)
+    assert format_expiry(float(int(when))) == "2026-11-28T02:46:45Z"
+
+
+def test_scheduler_persists_caps_and_keeps_shared_blobs(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    registry = Registry.filesystem(tmp_path)
+    shared = registry.repository("a").blobs.put(b"shared layer")
+    registry.repository("b").blobs.link(shared.digest)  # type: ignore[arg-type]
+    scheduler = TTLScheduler(registry, 100.0, clock=lambda: now[0])
+    scheduler.add_blob("a", str(shared.digest))
+    now[0] += 50
+    scheduler.add_blob("b", str(shared.digest))
+    assert scheduler.save()
+    doc = json.loads((tmp_path / "scheduler-state.json").read_text())
+    key = f"a@{shared.digest}"
+    assert doc[key] == {"Key": key, "ExpiryData": format_expiry(1_000_100.0), "EntryType": 0}
+
+    # A restart with a lower ttl brings later expiries forward to now + ttl.
+    later = TTLScheduler(registry, 10.0, clock=lambda: now[0])
+    later.load()
+    assert {e.expiry for e in later.entries().values()} == {1_000_060.0}
+    restarted = TTLScheduler(registry, 100.0, clock=lambda: now[0])
+    restarted.load()
+    now[0] = 1_000_101.0
+    assert restarted.expire_due() == [key]
+    assert not registry.repository("a").blobs.exists(str(shared.digest))
+    assert registry.repository("b").blobs.exists(str(shared.digest))  # b still links it
+    now[0] = 1_000_151.0
+    assert restarted.expire_due() == [f"b@{shared.digest}"]
+    assert not registry.blobs.exists(str(shared.digest))  # nobody links it: the data went
+
+
+# -- the Go registry as upstream ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def go(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoRegistry]:
+    if not REGISTRY_BIN.exists():
+        pytest.skip("docker-registry not installed")
+    with GoRegistry(tmp_path_factory.mktemp("upstream")) as registry:
+        yield registry
+
+
+@needs_go
+@needs_skopeo
+def test_skopeo_pulls_through_the_cache_cold_then_warm(
+    go: GoRegistry, image: OciImage, tmp_path: Path
+) -> None:
+    skopeo_push(image, go.host, "lib/app:v1")
+    root = tmp_path / "cache"
+    with proxy_server(root, go.url) as cache:
+        before = upstream_blob_gets(go)
+        skopeo_pull(cache.host, "lib/app:v1", tmp_path / "cold")
+        cold = upstream_blob_gets(go) - before
+        assert cold == 3  # config and two layers, each once
+        # skopeo compresses the plain layers on push: read what upstream has from the pull.
+        manifest = json.loads((tmp_path / "cold" / "manifest.json").read_bytes())
+        layers = [manifest["config"]["digest"], *(d["digest"] for d in manifest["layers"])]
+        for digest in layers:
+            data = (tmp_path / "cold" / digest.split(":", 1)[1]).read_bytes()
+            assert sha256_digest(data) == digest
+        assert stored_blobs(root) >= set(layers)
+        assert uploads_left(root) == []
+
+        skopeo_pull(cache.host, "lib/app:v1", tmp_path / "warm")
+        assert upstream_blob_gets(go) - before == cold  # the warm pull read no blob upstream
+
+        with cache.client() as client:
+            # Range works on cached blobs.
+            layer = layers[2]
+            resp = client.get_blob("lib/app", layer, {"Range": "bytes=10-19"}, expect=(206,))
+            assert resp.body == (tmp_path / "cold" / layer.split(":", 1)[1]).read_bytes()[10:20]
+            # A read-only cache: pushes and deletes are unsupported.
+            for method, path in [
+                ("POST", "/v2/lib/app/blobs/uploads/"),
+                ("PUT", "/v2/lib/app/blobs/uploads/x?digest=" + layer),
+                ("PATCH", "/v2/lib/app/blobs/uploads/x"),
+                ("DELETE", f"/v2/lib/app/blobs/{layer}"),
+                ("DELETE", "/v2/lib/app/manifests/v1"),
+                ("PUT", "/v2/lib/app/manifests/v2"),
+            ]:
+                resp = client.request(method, path, body=b"{}")
+                assert resp.status == 405, (method, path)
+                assert json.loads(resp.body)["errors"][0]["code"] == "UNSUPPORTED"
+            # HEAD of a cold blob asks upstream with HEAD only.
+            fresh = client_push(go, "lib/other", os.urandom(1000))
+            gets = upstream_blob_gets(go)
+            resp = client.head_blob("lib/other", fresh, expect=(200,))
+            assert resp.headers["Content-Length"] == "1000"
+            assert upstream_blob_gets(go) == gets
+            assert fresh not in stored_blobs(root)
+            # Unknown upstream: 404s pass through.
+            missing = sha256_digest(b"nowhere")
+            assert client.get_blob("lib/app", missing).status == 404
+            assert client.get_manifest("lib/app", "nope", expect=(404,)).status == 404
+        assert "unexpected error" not in cache.log_text(), cache.log_text()
+
+
+def client_push(go: GoRegistry, name: str, data: bytes) -> str:
+    with go.client() as client:
+        return client.push_blob(name, data, chunks=max(1, len(data) >> 24))
+
+
+@needs_go
+def test_concurrent_cold_gets_share_one_upstream_fetch(go: GoRegistry, tmp_path: Path) -> None:
+    data = os.urandom(64 << 20)
+    digest = client_push(go, "big/blob", data)
+    root = tmp_path / "cache"
+    with proxy_server(root, go.url) as cache:
+        before = upstream_blob_gets(go, digest)
+
+        def fetch(_: int) -> str:
+            conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=60)
+            try:
+                conn.request("GET", f"/v2/big/blob/blobs/{digest}")
+                resp = conn.getresponse()
+                assert resp.status == 200
+                hasher = hashlib.sha256()
+                while chunk := resp.read(1 << 20):
+                    hasher.update(chunk)
+                return "sha256:" + hasher.hexdigest()
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(fetch, range(10)))
+        assert results == [digest] * 10
+        assert upstream_blob_gets(go, digest) - before == 1
+        assert stored_blobs(root) == {digest}
+        assert uploads_left(root) == []
+        assert fetch(0) == digest  # warm
+        assert upstream_blob_gets(go, digest) - before == 1
+
+
+# -- a fake upstream that breaks transfers ------------------------------------------------------
+
+
+class FakeUpstream:
+    """An HTTP/1.1 upstream whose blob answers are made by ``respond`` (counts blob GETs)."""
+
+    def __init__(self, respond: Callable[[http.server.BaseHTTPRequestHandler, int], None]) -> None:
+        self.gets = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if "/blobs/" not in self.path:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                outer.gets += 1
+                respond(self, outer.gets)
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeUpstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _read_all(port: int, path: str) -> tuple[int, bytes, bool]:
+    """GET ``path``: status, body read, whether the body arrived complete."""
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        try:
+            return resp.status, resp.read(), True
+        except http.client.IncompleteRead as exc:
+            return resp.status, exc.partial, False
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("fault", ["truncated", "wrong-bytes"])
+def test_broken_upstream_transfer_caches_nothing(fault: str, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    digest = sha256_digest(data)
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.end_headers()
+        if count == 3:  # the third attempt is served whole
+            handler.wfile.write(data)
+            return
+        if fault == "truncated":
+            handler.wfile.write(data[: len(data) // 2])
+            handler.close_connection = True
+        else:
+            handler.wfile.write(data[:-1] + bytes([data[-1] ^ 1]))
+
+    root = tmp_path / "cache"
+    with FakeUpstream(respond) as upstream, proxy_server(root, upstream.url) as cache:
+        for attempt in (1, 2):
+            status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
+            assert status == 200
+            assert not complete and len(body) < len(data)  # aborted, never completed
+            assert upstream.gets == attempt
+            assert stored_blobs(root) == set()
+            time.sleep(0.1)
+            assert uploads_left(root) == []
+        status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
+        assert (status, complete) == (200, True) and body == data
+        assert upstream.gets == 3
+        assert stored_blobs(root) == {digest}
+
+
+# -- authenticated upstreams --------------------------------------------------------------------
+
+
+class AuthGoRegistry(GoRegistry):
+    """The Go registry with ``auth:``: ready when ``GET /v2/`` answers 401."""
+
+    def _answers_ping(self) -> bool:
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/v2/")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 401
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+
+def _pull_fails_cleanly(cache: DistblobServer, ref: str, out: Path) -> None:
+    name, _, tag = ref.partition(":")
+    with cache.client() as client:
+        resp = client.get_manifest(name, tag, expect=None)
+    assert resp.status == 403, resp
+    assert json.loads(resp.body)["errors"][0]["code"] == "DENIED"
+    with pytest.raises(Exception, match=r"denied|DENIED|403"):
+        skopeo_pull(cache.host, ref, out)
+    assert "unexpected error" not in cache.log_text(), cache.log_text()
+    assert "hunter2" not in cache.log_text() and "wrong" not in cache.log_text()
+
+
+@needs_go
+@needs_skopeo
+def test_htpasswd_upstream(image: OciImage, tmp_path: Path) -> None:
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(b"hunter2", bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"alice:{hashed}\n")
+    auth = {"auth": {"htpasswd": {"realm": "test-realm", "path": str(htpasswd)}}}
+    with AuthGoRegistry(tmp_path / "upstream", extra_config=auth) as go:
+        skopeo_push(image, go.host, "sec/app:v1", creds="alice:hunter2")
+        remote = go.url
+        with proxy_server(tmp_path / "good", remote, username="alice", password="hunter2") as c:
+            skopeo_pull(c.host, "sec/app:v1", tmp_path / "out")
+            assert (tmp_path / "out" / "manifest.json").exists()
+            assert "hunter2" not in c.log_text()
+        with proxy_server(tmp_path / "bad", remote, username="alice", password="wrong") as c:
+            _pull_fails_cleanly(c, "sec/app:v1", tmp_path / "out-bad")
+        assert stored_blobs(tmp_path / "bad") == set()
+
+
+class TokenServer:
+    """A Docker token server: basic auth ``alice:hunter2``, JWTs signed with a throw-away EC key
+    whose self-signed certificate is the registry's ``rootcertbundle`` (``x5c`` header)."""
+
+    SERVICE = "test-registry"
+    ISSUER = "test-issuer"
+
+    def __init__(self, workdir: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "distblob test token signer")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = workdir / "token-ca.pem"
+        self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.handle(self)
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def realm(self) -> str:
+        return f"http://{LOOPBACK}:{self.server.server_address[1]}/token"
+
+    def handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        import jwt
+
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(handler.path).query)
+        expected = "Basic " + base64.b64encode(b"alice:hunter2").decode()
+        authorized = handler.headers.get("Authorization") == expected
+        self.requests.append({"query": query, "authorized": authorized})
+        if not authorized:
+            handler.send_response(401)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        access = []
+        for scope in query.get("scope", []):
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": self.ISSUER,
+            "sub": "alice",
+            "aud": self.SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": os.urandom(8).hex(),
+            "access": access,
+        }
+        token = jwt.encode(claims, self.key, algorithm="ES256", headers={"x5c": [self.x5c]})
+        body = json.dumps({"token": token, "expires_in": 300}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def __enter__(self) -> TokenServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@needs_go
+@needs_skopeo
+def test_token_upstream(image: OciImage, tmp_path: Path) -> None:
+    with TokenServer(tmp_path) as tokens:
+        auth = {
+            "auth": {
+                "token": {
+                    "realm": tokens.realm,
+                    "service": TokenServer.SERVICE,
+                    "issuer": TokenServer.ISSUER,
+                    "rootcertbundle": str(tokens.bundle),
+                }
+            }
+        }
+        with AuthGoRegistry(tmp_path / "upstream", extra_config=auth) as go:
+            skopeo_push(image, go.host, "tok/app:v1", creds="alice:hunter2")
+            pushed = len(tokens.requests)
+            with proxy_server(tmp_path / "good", go.url, username="alice", password="hunter2") as c:
+                skopeo_pull(c.host, "tok/app:v1", tmp_path / "out")
+                assert (tmp_path / "out" / "manifest.json").exists()
+            ours = tokens.requests[pushed:]
+            assert len(ours) == 1  # one token, reused for the manifest and every blob
+            assert ours[0]["authorized"]
+            assert ours[0]["query"]["scope"] == ["repository:tok/app:pull"]
+            assert ours[0]["query"]["service"] == [TokenServer.SERVICE]
+            with proxy_server(tmp_path / "bad", go.url, username="alice", password="wrong") as c:
+                _pull_fails_cleanly(c, "tok/app:v1", tmp_path / "out-bad")
+
+
+# -- TTL expiry across a restart ----------------------------------------------------------------
+
+
+@needs_go
+def test_ttl_expires_and_survives_restart(go: GoRegistry, tmp_path: Path) -> None:
+    shared, own = os.urandom(5000), os.urandom(6000)
+    shared_digest = client_push(go, "ttl/a", shared)
+    assert client_push(go, "ttl/b", shared) == shared_digest
+    own_digest = client_push(go, "ttl/b", own)
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json"}
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {**config, "digest": own_digest, "size": len(own)},
+            "layers": [],
+        }
+    ).encode()
+    with go.client() as client:
+        client.put_manifest("ttl/b", "v1", manifest, "application/vnd.oci.image.manifest.v1+json")
+    manifest_digest = sha256_digest(manifest)
+    root = tmp_path / "cache"
+    cache = proxy_server(root, go.url, ttl="3s")
+    with cache:
+        with cache.client() as client:
+            client.get_blob("ttl/a", shared_digest, expect=(200,))
+            fetched_a = time.time()
+            time.sleep(1.5)
+            client.get_blob("ttl/b", shared_digest, expect=(200,))
+            client.get_blob("ttl/b", own_digest, expect=(200,))
+            assert client.get_manifest("ttl/b", "v1").body == manifest
+        cache.stop()  # the schedule is saved at shutdown
+        state = json.loads((root / "scheduler-state.json").read_text())
+        assert set(state) == {
+            f"ttl/a@{shared_digest}",
+            f"ttl/b@{shared_digest}",
+            f"ttl/b@{own_digest}",
+            f"ttl/b@{manifest_digest}",
+        }
+        assert state[f"ttl/b@{manifest_digest}"]["EntryType"] == 1
+        assert state[f"ttl/a@{shared_digest}"]["EntryType"] == 0
+        cache.start()  # the timers resume
+        wait_until(lambda: not layer_link(root, "ttl/a", shared_digest).exists(), 6)
+        assert time.time() - fetched_a >= 3
+        assert shared_digest in stored_blobs(root)  # ttl/b still links it
+        wait_until(lambda: stored_blobs(root) == set(), 6)
+        revisions = root / "docker/registry/v2/repositories/ttl/b/_manifests/revisions/sha256"
+        assert list(revisions.glob("*/link")) == []
+        wait_until(lambda: json.loads((root / "scheduler-state.json").read_text()) == {}, 8)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
