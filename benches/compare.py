@@ -14,8 +14,8 @@ import platform
 import sys
 from typing import Any
 
-from benches import hashing, store
-from benches.timing import print_table
+from benches import hashing, server, store
+from benches.timing import Comparison, Result, print_table
 
 
 def machine() -> dict[str, Any]:
@@ -38,15 +38,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--hashing-only", action="store_true", help="only the hashing scenarios")
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="only the HTTP server scenarios (distblob serve against the Go registry)",
+    )
     args = parser.parse_args(argv)
 
     total, rounds = (8, 1) if args.quick else (256, 5)
     print(f"machine: {machine()}")
-    results, comparisons = hashing.run(total_mib=total, rounds=rounds)
-    if not args.hashing_only:
+    results: list[Result] = []
+    comparisons: list[Comparison] = []
+    if not args.server:
+        results, comparisons = hashing.run(total_mib=total, rounds=rounds)
+    if not args.hashing_only and not args.server:
         more_results, more_comparisons = store.run(
             store.Sizes.quick() if args.quick else store.Sizes()
         )
+        results += more_results
+        comparisons += more_comparisons
+    if not args.hashing_only:
+        more_results, more_comparisons = server.run(args.quick)
         results += more_results
         comparisons += more_comparisons
     print_table(results, comparisons)
