@@ -1,0 +1,434 @@
+"""HTTP server scenarios of issue 5: ``distblob serve`` against the Go registry 2.8, side by side.
+
+Both servers run as subprocesses on loopback, each on its own fresh root on the same disk, and
+are driven by the same minimal client: :mod:`http.client` for the request line and headers, and
+``socket.sendfile`` for request bodies (the kernel copies from the page cache; the client does no
+per-byte work), ``readinto`` a reused buffer for response bodies. ``client ceiling`` rows measure
+that client against a null sink in this process, so a ratio is the servers', not the client's.
+
+Scenarios: one 1 GiB blob as one monolithic PUT (POST, then PUT with the body and the digest);
+the same in 16 MiB PATCHes then an empty PUT; a 1 GiB GET; and many 4 KiB blobs, each a POST and
+a monolithic PUT, on one keep-alive connection. Every round uploads different content (the first
+bytes carry the round number), so no round finds its blob already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from benches.store import scratch
+from benches.timing import Comparison, Result
+
+# The server harnesses live with the tests (tests/support); import them from there.
+_TESTS = Path(__file__).resolve().parent.parent / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from support.goregistry import REGISTRY_BIN, GoRegistry  # noqa: E402
+from support.server import DistblobServer  # noqa: E402
+
+MIB = 1 << 20
+KIB = 1 << 10
+LOOPBACK = "127.0.0.1"
+REPO = "bench/server"
+
+
+@dataclass
+class Sizes:
+    """How big the scenarios are; ``quick`` shrinks them for CI's smoke run."""
+
+    big: int = 1024 * MIB
+    patch: int = 16 * MIB
+    small_count: int = 500
+    small_size: int = 4 * KIB
+    rounds: int = 3
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(big=16 * MIB, patch=4 * MIB, small_count=40, rounds=1)
+
+
+class Server(Protocol):
+    host: str
+    port: int
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive connection; bodies go out with ``sendfile`` and come in by ``readinto``."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=300)
+        self.buffer = bytearray(4 * MIB)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        body: tuple[int, int, int] | bytes | None = None,
+        *,
+        expect: int,
+    ) -> http.client.HTTPResponse:
+        """Send a request; ``body`` is bytes or ``(fd, offset, count)`` sent with sendfile.
+
+        Returns the response with its body unread when ``method`` is GET, read otherwise.
+        """
+        conn = self.conn
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        length = 0 if body is None else len(body) if isinstance(body, bytes) else body[2]
+        conn.putheader("Content-Length", str(length))
+        if length:
+            conn.putheader("Content-Type", "application/octet-stream")
+        if isinstance(body, bytes):
+            conn.endheaders(body)
+        else:
+            conn.endheaders()
+            if body is not None:
+                fd, offset, count = body
+                assert conn.sock is not None
+                with open(fd, "rb", closefd=False) as file:
+                    conn.sock.sendfile(file, offset, count)
+        response = conn.getresponse()
+        if response.status != expect:
+            raise RuntimeError(
+                f"{method} {target} -> {response.status} (expected {expect}): {response.read()!r}"
+            )
+        if method != "GET":
+            response.read()
+        return response
+
+    def drain(self, response: http.client.HTTPResponse) -> int:
+        view = memoryview(self.buffer)
+        total = 0
+        while n := response.readinto(view):
+            total += n
+        return total
+
+    def start_upload(self) -> str:
+        location = self.request("POST", f"/v2/{REPO}/blobs/uploads/", expect=202).getheader(
+            "Location"
+        )
+        assert location is not None
+        return _relative(location)
+
+
+def _relative(location: str) -> str:
+    """The path and query of a Location (the Go registry sends absolute ones)."""
+    if location.startswith("http"):
+        return "/" + location.split("/", 3)[3]
+    return location
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def monolithic_put(port: int, fd: int, size: int, digest: str) -> None:
+    client = Client(port)
+    try:
+        location = client.start_upload()
+        client.request("PUT", _with_digest(location, digest), (fd, 0, size), expect=201)
+    finally:
+        client.close()
+
+
+def chunked_patches(port: int, fd: int, size: int, step: int, digest: str) -> None:
+    client = Client(port)
+    try:
+        location = client.start_upload()
+        for offset in range(0, size, step):
+            count = min(step, size - offset)
+            response = client.request("PATCH", location, (fd, offset, count), expect=202)
+            new_location = response.getheader("Location")
+            assert new_location is not None
+            location = _relative(new_location)
+        client.request("PUT", _with_digest(location, digest), expect=201)
+    finally:
+        client.close()
+
+
+def get_blob(port: int, size: int, digest: str) -> None:
+    client = Client(port)
+    try:
+        response = client.request("GET", f"/v2/{REPO}/blobs/{digest}", expect=200)
+        got = client.drain(response)
+        if got != size:
+            raise RuntimeError(f"GET returned {got} bytes, expected {size}")
+    finally:
+        client.close()
+
+
+def small_blobs(port: int, blobs: list[tuple[bytes, str]]) -> None:
+    client = Client(port)
+    try:
+        for data, digest in blobs:
+            location = client.start_upload()
+            client.request("PUT", _with_digest(location, digest), data, expect=201)
+    finally:
+        client.close()
+
+
+# -- the client's ceiling ----------------------------------------------------------------------
+
+
+class NullSink:
+    """A loopback HTTP server that discards request bodies and serves GETs from a file.
+
+    One connection at a time, no parsing beyond the headers; it answers a POST with a Location,
+    any other upload with 201, and a GET with ``size`` bytes of ``fd`` via ``sendfile``.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn, suppress(OSError):
+                self._connection(conn)
+
+    def _connection(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb", buffering=MIB)
+        assert isinstance(reader, io.BufferedReader)
+        sink = bytearray(4 * MIB)
+        view = memoryview(sink)
+        while True:
+            request_line = reader.readline()
+            if not request_line:
+                return
+            method = request_line.split(b" ", 1)[0]
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while length:
+                n = reader.readinto(view[: min(length, len(sink))])
+                if not n:
+                    return
+                length -= n
+            if method == b"GET":
+                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n\r\n".encode())
+                sent = 0
+                while sent < self.size:
+                    sent += os.sendfile(conn.fileno(), self.fd, sent, self.size - sent)
+            elif method in (b"POST", b"PATCH"):
+                conn.sendall(
+                    b"HTTP/1.1 202 Accepted\r\nLocation: /v2/null/blobs/uploads/x\r\n"
+                    b"Content-Length: 0\r\n\r\n"
+                )
+            else:
+                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """The data of one run: a big file on the bench disk and the small blobs of every round."""
+
+    fd: int
+    size: int
+    big_digests: list[str]
+    small: list[list[tuple[bytes, str]]]
+
+
+@contextmanager
+def workload(root: str, sizes: Sizes) -> Iterator[Workload]:
+    """A ``sizes.big`` random file whose first 8 bytes are rewritten for each round."""
+    path = os.path.join(root, "blob")
+    with open(path, "wb") as out:
+        for _ in range(sizes.big // MIB):
+            out.write(os.urandom(MIB))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        yield Workload(
+            fd,
+            sizes.big,
+            [],
+            [
+                [_small_blob(sizes.small_size) for _ in range(sizes.small_count)]
+                for _ in range(sizes.rounds + 1)
+            ],
+        )
+    finally:
+        os.close(fd)
+
+
+def _small_blob(size: int) -> tuple[bytes, str]:
+    data = os.urandom(size)
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _prepare_round(work: Workload, round_number: int, tag: bytes) -> str:
+    """Stamp the big file for this round and return its digest (not timed)."""
+    os.pwrite(work.fd, tag + round_number.to_bytes(7, "big"), 0)
+    h = hashlib.sha256()
+    view = memoryview(bytearray(16 * MIB))
+    offset = 0
+    while n := os.preadv(work.fd, [view], offset):
+        h.update(view[:n])
+        offset += n
+    return "sha256:" + h.hexdigest()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure_server(
+    name: str, server: Server, work: Workload, sizes: Sizes, tag: bytes
+) -> dict[str, Result]:
+    """Every scenario against one running server: best of ``sizes.rounds`` (plus a warm-up)."""
+    port = server.port
+    best: dict[str, float] = {}
+
+    def keep(key: str, seconds: float) -> None:
+        best[key] = min(best.get(key, float("inf")), seconds)
+
+    for number in range(sizes.rounds + 1):  # round 0 warms up and is not counted
+        digest = _prepare_round(work, 2 * number, tag)
+        put_s = _timed(lambda: monolithic_put(port, work.fd, work.size, digest))  # noqa: B023
+        get_s = _timed(lambda: get_blob(port, work.size, digest))  # noqa: B023
+        digest = _prepare_round(work, 2 * number + 1, tag)
+        patch_s = _timed(
+            lambda: chunked_patches(port, work.fd, work.size, sizes.patch, digest)  # noqa: B023
+        )
+        small_s = _timed(lambda: small_blobs(port, work.small[number]))  # noqa: B023
+        if number:
+            keep("put", put_s)
+            keep("get", get_s)
+            keep("patch", patch_s)
+            keep("small", small_s)
+    big = sizes.big >> 20
+    results = {
+        "put": Result(f"{name}: {big} MiB monolithic PUT", sizes.big, best["put"]),
+        "patch": Result(
+            f"{name}: {big} MiB in {sizes.patch >> 20} MiB PATCHes + PUT", sizes.big, best["patch"]
+        ),
+        "get": Result(f"{name}: {big} MiB GET", sizes.big, best["get"]),
+        "small": Result(
+            f"{name}: {sizes.small_count} x 4 KiB POST+PUT, one connection",
+            sizes.small_count * sizes.small_size,
+            best["small"],
+        ),
+    }
+    results["small"].extra["blobs_per_s"] = sizes.small_count / best["small"]
+    return results
+
+
+def client_ceiling(work: Workload, sizes: Sizes) -> dict[str, Result]:
+    """The client against :class:`NullSink`: how fast it can send and receive at all."""
+    sink = NullSink(work.fd, work.size)
+    try:
+        digest = "sha256:" + "0" * 64
+        put_s = min(
+            _timed(lambda: monolithic_put(sink.port, work.fd, work.size, digest))
+            for _ in range(sizes.rounds)
+        )
+        get_s = min(
+            _timed(lambda: get_blob(sink.port, work.size, digest)) for _ in range(sizes.rounds)
+        )
+        small_s = min(_timed(lambda: small_blobs(sink.port, work.small[0])) for _ in range(2))
+    finally:
+        sink.close()
+    big = sizes.big >> 20
+    small = Result(
+        f"client ceiling: {sizes.small_count} x 4 KiB POST+PUT",
+        sizes.small_count * sizes.small_size,
+        small_s,
+    )
+    small.extra["blobs_per_s"] = sizes.small_count / small_s
+    return {
+        "put": Result(f"client ceiling: {big} MiB sendfile PUT", sizes.big, put_s),
+        "get": Result(f"client ceiling: {big} MiB GET", sizes.big, get_s),
+        "small": small,
+    }
+
+
+def _servers(root: str) -> list[tuple[str, bytes, Callable[[], AbstractContextManager[Any]]]]:
+    ours = ("distblob serve", b"D", lambda: DistblobServer(Path(root, "distblob")))
+    if not REGISTRY_BIN.exists():
+        print(f"({REGISTRY_BIN} not found: the Go registry is skipped)")
+        return [ours]
+    return [ours, ("go registry 2.8", b"G", lambda: GoRegistry(Path(root, "go")))]
+
+
+def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
+    sizes = Sizes.quick() if quick else Sizes()
+    results: list[Result] = []
+    comparisons: list[Comparison] = []
+    with scratch() as root, workload(root, sizes) as work:
+        ceiling = client_ceiling(work, sizes)
+        results += ceiling.values()
+        measured: dict[str, dict[str, Result]] = {}
+        for name, tag, make in _servers(root):
+            with make() as server:
+                measured[name] = measure_server(name, server, work, sizes, tag)
+            results += measured[name].values()
+    ours = measured["distblob serve"]
+    go = measured.get("go registry 2.8")
+    if go is not None:
+        for key, label, goal in (
+            ("put", "monolithic PUT", 5.0),
+            ("patch", "chunked PATCHes", 5.0),
+            ("get", "GET", 1.0),
+            ("small", "4 KiB blobs/s", 2.0),
+        ):
+            comparisons.append(
+                Comparison(
+                    f"server {label}: distblob / go",
+                    ours[key].name,
+                    go[key].name,
+                    ours[key].mb_per_s / go[key].mb_per_s,
+                    goal,
+                )
+            )
+    for key in ("put", "get", "small"):
+        comparisons.append(
+            Comparison(
+                f"server {key}: client ceiling / distblob",
+                ceiling[key].name,
+                ours[key].name,
+                ceiling[key].mb_per_s / ours[key].mb_per_s,
+                2.0 if key != "small" else 1.5,
+            )
+        )
+    return results, comparisons
+
+
+__all__ = ["Sizes", "run"]
