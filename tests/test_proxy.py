@@ -16,7 +16,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import threading
 import time
 import urllib.parse
@@ -42,8 +41,6 @@ from support.goregistry import (
 )
 from support.server import DistblobServer
 
-needs_go = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="docker-registry not installed")
-needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 pytestmark = pytest.mark.timeout(120)
 
 BLOB_GET = re.compile(r'"GET /v2/[^ "]+/blobs/(sha256:[0-9a-f]{64}) HTTP')
@@ -215,8 +212,6 @@ def go(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoRegistry]:
         yield registry
 
 
-@needs_go
-@needs_skopeo
 def test_skopeo_pulls_through_the_cache_cold_then_warm(
     go: GoRegistry, image: OciImage, tmp_path: Path
 ) -> None:
@@ -275,7 +270,6 @@ def client_push(go: GoRegistry, name: str, data: bytes) -> str:
         return client.push_blob(name, data, chunks=max(1, len(data) >> 24))
 
 
-@needs_go
 def test_concurrent_cold_gets_share_one_upstream_fetch(go: GoRegistry, tmp_path: Path) -> None:
     data = os.urandom(64 << 20)
     digest = client_push(go, "big/blob", data)
@@ -427,8 +421,6 @@ def _pull_fails_cleanly(cache: DistblobServer, ref: str, out: Path) -> None:
     assert "hunter2" not in cache.log_text() and "wrong" not in cache.log_text()
 
 
-@needs_go
-@needs_skopeo
 def test_htpasswd_upstream(image: OciImage, tmp_path: Path) -> None:
     import bcrypt
 
@@ -542,8 +534,6 @@ class TokenServer:
         self.server.server_close()
 
 
-@needs_go
-@needs_skopeo
 def test_token_upstream(image: OciImage, tmp_path: Path) -> None:
     with TokenServer(tmp_path) as tokens:
         auth = {
@@ -574,7 +564,6 @@ def test_token_upstream(image: OciImage, tmp_path: Path) -> None:
 # -- TTL expiry across a restart ----------------------------------------------------------------
 
 
-@needs_go
 def test_ttl_expires_and_survives_restart(go: GoRegistry, tmp_path: Path) -> None:
     shared, own = os.urandom(5000), os.urandom(6000)
     shared_digest = client_push(go, "ttl/a", shared)

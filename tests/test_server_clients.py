@@ -12,11 +12,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import dxf
 import pytest
+import requests
 
 from support.server import DistblobServer
-
-dxf = pytest.importorskip("dxf")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,7 +59,6 @@ def test_dxf_push_chunks_pull(ours: DistblobServer) -> None:
 
 
 def test_dxf_push_wrong_digest_rejected(ours: DistblobServer) -> None:
-    requests = pytest.importorskip("requests")
     payload = os.urandom(64 * 1024)
     wrong = "sha256:" + hashlib.sha256(b"something else").hexdigest()
     client = dxf.DXF(ours.host, "dxf/wrong", insecure=True)
