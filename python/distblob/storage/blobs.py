@@ -38,7 +38,22 @@ def parse_digest(value: str) -> Digest:
         raise BlobInvalidDigestError(exc.digest, exc.reason) from None
 
 
-class BlobStore:
+class Statter:
+    """``exists`` for any store with distribution's ``stat``."""
+
+    def stat(self, digest: str) -> Descriptor:
+        raise NotImplementedError
+
+    def exists(self, digest: str) -> bool:
+        """Whether :meth:`stat` finds the blob (malformed digests still raise)."""
+        try:
+            self.stat(digest)
+        except BlobUnknownError:
+            return False
+        return True
+
+
+class BlobStore(Statter):
     """All blobs of a registry, by digest."""
 
     def __init__(self, registry: Registry) -> None:
@@ -55,13 +70,6 @@ class BlobStore:
         if info.is_dir:
             raise BlobUnknownError(dgst)
         return Descriptor(media_type=DEFAULT_MEDIA_TYPE, size=info.size, digest=dgst)
-
-    def exists(self, digest: str) -> bool:
-        try:
-            self.stat(digest)
-        except BlobUnknownError:
-            return False
-        return True
 
     def get(self, digest: str) -> bytes:
         dgst = parse_digest(digest)
@@ -161,4 +169,4 @@ class BlobStore:
         )
 
 
-__all__ = ["BlobStore", "parse_digest"]
+__all__ = ["BlobStore", "Statter", "parse_digest"]

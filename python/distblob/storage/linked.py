@@ -28,7 +28,7 @@ from distblob.errors import (
 )
 from distblob.interfaces import ServePlan
 from distblob.storage import paths
-from distblob.storage.blobs import parse_digest
+from distblob.storage.blobs import Statter, parse_digest
 from distblob.storage.engines import UploadIO
 from distblob.storage.writer import BlobWriter, format_started_at, parse_started_at
 
@@ -62,7 +62,7 @@ class DescriptorCache:
             return self._entries.pop((repository, digest), None) is not None
 
 
-class LinkedBlobStore:
+class LinkedBlobStore(Statter):
     """The blobs of one repository (a :class:`~distblob.interfaces.BlobStore`)."""
 
     def __init__(self, registry: Registry, name: str) -> None:
@@ -97,13 +97,6 @@ class LinkedBlobStore:
         if cached is not None and cached.media_type:
             descriptor = descriptor.with_(media_type=cached.media_type)
         return descriptor
-
-    def exists(self, digest: str) -> bool:
-        try:
-            self.stat(digest)
-        except BlobUnknownError:
-            return False
-        return True
 
     def get(self, digest: str) -> bytes:
         return self.blobs.get(self._target(parse_digest(digest)))
