@@ -14,7 +14,7 @@ import platform
 import sys
 from typing import Any
 
-from benches import hashing, server, store
+from benches import hashing, proxy, server, store
 from benches.timing import Comparison, Result, print_table
 
 
@@ -43,22 +43,32 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the HTTP server scenarios (distblob serve against the Go registry)",
     )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="only the pull-through cache scenarios (distblob proxy against the Go proxy)",
+    )
     args = parser.parse_args(argv)
 
     total, rounds = (8, 1) if args.quick else (256, 5)
     print(f"machine: {machine()}")
     results: list[Result] = []
     comparisons: list[Comparison] = []
-    if not args.server:
+    only = args.server or args.proxy
+    if not only:
         results, comparisons = hashing.run(total_mib=total, rounds=rounds)
-    if not args.hashing_only and not args.server:
+    if not args.hashing_only and not only:
         more_results, more_comparisons = store.run(
             store.Sizes.quick() if args.quick else store.Sizes()
         )
         results += more_results
         comparisons += more_comparisons
-    if not args.hashing_only:
+    if not args.hashing_only and not args.proxy:
         more_results, more_comparisons = server.run(args.quick)
+        results += more_results
+        comparisons += more_comparisons
+    if not args.hashing_only and not args.server:
+        more_results, more_comparisons = proxy.run(args.quick)
         results += more_results
         comparisons += more_comparisons
     print_table(results, comparisons)
