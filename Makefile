@@ -3,8 +3,8 @@
 #   make test   installs what the tests need, then runs every gate and test
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-# Debian packages the interop tests run for real (the Go registry and skopeo).
-DEBIAN_PACKAGES := docker-registry skopeo
+# Debian packages the tests run for real (the Go registry, skopeo, Redis).
+DEBIAN_PACKAGES := docker-registry skopeo redis-server
 
 .PHONY: run test deps debian-deps install lint test-rust test-python bench-smoke bench
 
