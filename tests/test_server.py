@@ -25,7 +25,16 @@ import pytest
 
 from distblob.digest import Digest
 from distblob.server import state
-from distblob.server.config import ConfigError, parse_config, parse_duration
+from distblob.server.config import (
+    ConfigError,
+    RedisConfig,
+    RedisPool,
+    build_registry,
+    parse_config,
+    parse_duration,
+)
+from distblob.storage.cache import InMemoryBlobDescriptorCache, RedisBlobDescriptorCache
+from distblob.storage.driver import FilesystemDriver, InMemoryDriver
 from support.goregistry import (
     OCI_CONFIG,
     OCI_LAYER_TAR,
@@ -487,7 +496,30 @@ def test_config_defaults_and_values() -> None:
     ("doc", "key"),
     [
         ({"version": "0.2"}, "version"),
-        ({"storage": {"s3": {}}}, "storage.s3"),
+        ({"storage": {"s3": {}}}, "storage.s3.bucket"),
+        ({"storage": {"azure": {}}}, "storage.azure"),
+        ({"storage": {"filesystem": {}, "inmemory": None}}, "storage"),
+        ({"storage": {"inmemory": {"size": 1}}}, "storage.inmemory.size"),
+        ({"storage": {"redirect": {"disable": "yes"}}}, "storage.redirect.disable"),
+        ({"storage": {"redirect": {"enabled": False}}}, "storage.redirect.enabled"),
+        ({"storage": {"cache": {"blobdescriptor": "memcached"}}}, "storage.cache.blobdescriptor"),
+        ({"storage": {"cache": {"layerinfo": "inmemory"}}}, "storage.cache.layerinfo"),
+        ({"storage": {"cache": {"blobdescriptor": "redis"}}}, "redis.addr"),
+        ({"redis": "localhost:6379"}, "redis"),
+        ({"redis": {"password": "p"}}, "redis.addr"),
+        ({"redis": {"addr": "localhost"}}, "redis.addr"),
+        ({"redis": {"addr": "h:6379", "db": -1}}, "redis.db"),
+        ({"redis": {"addr": "h:6379", "db": True}}, "redis.db"),
+        ({"redis": {"addr": "h:6379", "password": 5}}, "redis.password"),
+        ({"redis": {"addr": "h:6379", "dialtimeout": "10 ms"}}, "redis.dialtimeout"),
+        ({"redis": {"addr": "h:6379", "readtimeout": 5}}, "redis.readtimeout"),
+        ({"redis": {"addr": "h:6379", "writetimeout": "1d"}}, "redis.writetimeout"),
+        ({"redis": {"addr": "h:6379", "tls": {"enabled": True}}}, "redis.tls"),
+        ({"redis": {"addr": "h:6379", "pool": []}}, "redis.pool"),
+        ({"redis": {"addr": "h:6379", "pool": {"maxactive": "64"}}}, "redis.pool.maxactive"),
+        ({"redis": {"addr": "h:6379", "pool": {"maxidle": -1}}}, "redis.pool.maxidle"),
+        ({"redis": {"addr": "h:6379", "pool": {"idletimeout": "1y"}}}, "redis.pool.idletimeout"),
+        ({"redis": {"addr": "h:6379", "pool": {"wait": True}}}, "redis.pool.wait"),
         ({"storage": {"delete": {"enabled": "yes"}}}, "storage.delete.enabled"),
         (
             {"storage": {"maintenance": {"uploadpurging": {"age": "7d"}}}},
@@ -510,6 +542,76 @@ def test_config_errors(doc: Any, key: str) -> None:
     assert info.value.key == key
 
 
+def test_config_storage_cache_and_redis(tmp_path: Path) -> None:
+    config = parse_config(None)
+    assert (config.driver, config.redirect, config.blob_descriptor_cache) == (
+        "filesystem",
+        True,
+        "inmemory",
+    )
+    assert config.redis is None and config.s3 is None
+    config = parse_config(
+        {
+            "storage": {
+                "inmemory": None,
+                "redirect": {"disable": True},
+                "cache": {"blobdescriptor": "redis"},
+            },
+            "redis": {
+                "addr": "127.0.0.1:6390",
+                "password": "secret",
+                "db": 3,
+                "dialtimeout": "10ms",
+                "readtimeout": "250ms",
+                "writetimeout": "2s",
+                "pool": {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"},
+            },
+        }
+    )
+    assert (config.driver, config.redirect, config.blob_descriptor_cache) == (
+        "inmemory",
+        False,
+        "redis",
+    )
+    assert config.redis == RedisConfig(
+        addr="127.0.0.1:6390",
+        password="secret",
+        db=3,
+        dialtimeout=0.01,
+        readtimeout=0.25,
+        writetimeout=2.0,
+        pool=RedisPool(maxidle=16, maxactive=64, idletimeout=300.0),
+    )
+    assert "secret" not in repr(config)
+
+    registry = build_registry(config)
+    assert isinstance(registry.driver, InMemoryDriver) and not registry.redirect
+    cache = registry.descriptor_cache
+    assert isinstance(cache, RedisBlobDescriptorCache)
+    pool = cache.client.connection_pool
+    assert pool.max_connections == 64
+    assert {
+        key: pool.connection_kwargs[key]
+        for key in ("host", "port", "db", "password", "socket_connect_timeout", "socket_timeout")
+    } == {
+        "host": "127.0.0.1",
+        "port": 6390,
+        "db": 3,
+        "password": "secret",
+        "socket_connect_timeout": 0.01,
+        "socket_timeout": 2.0,  # the longer of readtimeout and writetimeout
+    }
+    cache.close()
+
+    # A redis section alone changes nothing; the in-memory cache is the default.
+    config = parse_config(
+        {"storage": {"filesystem": {"rootdirectory": str(tmp_path)}}, "redis": {"addr": ":6379"}}
+    )
+    registry = build_registry(config)
+    assert isinstance(registry.descriptor_cache, InMemoryBlobDescriptorCache)
+    assert isinstance(registry.driver, FilesystemDriver) and registry.redirect
+
+
 def test_cli_rejects_bad_config(tmp_path: Path) -> None:
     path = tmp_path / "config.yml"
     path.write_text("version: 0.1\nstorage:\n  delete:\n    enabeld: true\n")
@@ -530,6 +632,16 @@ def test_cli_rejects_bad_config(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "--addr" in proc.stderr
+    # --root is the filesystem root: with another driver it is a mistake, not an override.
+    path.write_text("version: 0.1\nstorage:\n  inmemory: {}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "distblob.cli", "serve", "--config", str(path), "--root", "x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--root" in proc.stderr and "inmemory" in proc.stderr
 
 
 def test_digest_helper_is_valid() -> None:

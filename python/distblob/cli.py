@@ -4,8 +4,9 @@
 the native hashers (any registered algorithm, files read in 1 MiB buffers).
 
 ``distblob serve [--config FILE] [--addr HOST:PORT] [--root DIR]`` serves the OCI distribution
-API over a filesystem root under uvicorn; flags override the config file, and with neither it
-serves ``./distblob-data`` on 127.0.0.1:5000.
+API under uvicorn over the config's storage driver (a filesystem root unless it names another);
+flags override the config file (``--root`` is the filesystem root), and with neither it serves
+``./distblob-data`` on 127.0.0.1:5000.
 
 ``distblob ingest``, ``verify`` and ``gc`` (in :mod:`distblob.commands`) store trees of files as
 blobs, check a store's integrity and collect its garbage.
@@ -53,9 +54,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from distblob.registry import Registry
     from distblob.server import ConfigError, create_app, load_config
-    from distblob.server.config import parse_addr
+    from distblob.server.config import build_registry, parse_addr
 
     try:
         config = load_config(args.config)
@@ -63,6 +63,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             parse_addr(args.addr, "--addr")
             config = dataclasses.replace(config, addr=args.addr)
         if args.root is not None:
+            if config.driver != "filesystem":
+                raise ConfigError("--root", f"the config's storage driver is {config.driver}")
             config = dataclasses.replace(config, root=args.root)
     except ConfigError as exc:
         print(f"distblob serve: {exc}", file=sys.stderr)
@@ -83,26 +85,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "http.secret is not set: using a random one; every process serving one root "
             "(and any Go registry sharing it) needs the same secret to continue uploads"
         )
-    registry = Registry.filesystem(
-        config.root,
-        delete_enabled=config.delete_enabled,
-        resumable_digests=config.proxy is None,  # off in proxy mode, as in distribution
-    )
+    registry = build_registry(config)
     app = create_app(
         registry, secret=secret, upload_purging=config.upload_purging, proxy=config.proxy
     )
     host, port = config.host_port
-    log.info("serving root=%s addr=%s:%d", os.path.abspath(config.root), host, port)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        http="httptools",
-        loop="uvloop",
-        log_config=None,  # keep the logging set up above
-        access_log=False,  # the app logs one logfmt line per request itself
-        server_header=False,
+    where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""
+    log.info(
+        "serving %s %s cache=%s addr=%s:%d",
+        registry.driver.name,
+        where or repr(registry.driver),
+        config.blob_descriptor_cache,
+        host,
+        port,
     )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            http="httptools",
+            loop="uvloop",
+            log_config=None,  # keep the logging set up above
+            access_log=False,  # the app logs one logfmt line per request itself
+            server_header=False,
+        )
+    finally:
+        registry.descriptor_cache.close()
     return 0
 
 

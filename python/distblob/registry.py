@@ -10,6 +10,7 @@ import os
 from distblob.errors import NameInvalidError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.blobs import BlobStore
+from distblob.storage.cache import BlobDescriptorCache, InMemoryBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
 from distblob.storage.engines import Engine, get_engine
 from distblob.storage.linked import DescriptorCache, LinkedBlobStore
@@ -27,6 +28,8 @@ class Registry:
     - ``fsync``: sync data and directories per blob so a committed blob survives a crash. Off,
       nothing is synced per blob and :meth:`sync` makes everything durable at once.
     - ``redirect``: let drivers that can answer blob GETs with a redirect URL.
+    - ``descriptor_cache``: the blob descriptor cache (:mod:`distblob.storage.cache`); by
+      default a new :class:`~distblob.storage.cache.InMemoryBlobDescriptorCache`.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class Registry:
         delete_enabled: bool = False,
         fsync: bool = True,
         redirect: bool = True,
+        descriptor_cache: BlobDescriptorCache | None = None,
     ) -> None:
         self.driver = driver
         self.engine = get_engine(engine) if isinstance(engine, str) else engine
@@ -45,7 +49,10 @@ class Registry:
         self.delete_enabled = delete_enabled
         self.fsync = fsync
         self.redirect = redirect
-        self.descriptors = DescriptorCache()
+        if descriptor_cache is None:
+            descriptor_cache = InMemoryBlobDescriptorCache()
+        self.descriptor_cache = descriptor_cache
+        self.descriptors = DescriptorCache(descriptor_cache)
         self.blobs = BlobStore(self)
 
     @classmethod

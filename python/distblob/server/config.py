@@ -8,31 +8,58 @@ only these keys is a valid distblob config::
     version: 0.1
     log: {level: info}
     storage:
-      filesystem: {rootdirectory: /srv/registry}
+      filesystem: {rootdirectory: /srv/registry}   # or inmemory: {}, or s3: {bucket: ...}
       delete: {enabled: false}
+      redirect: {disable: false}
+      cache: {blobdescriptor: redis}               # or inmemory (the default)
       maintenance:
         uploadpurging: {enabled: true, age: 168h, interval: 24h, dryrun: false}
+    redis:
+      addr: 127.0.0.1:6379
+      password: p
+      db: 0
+      dialtimeout: 10ms
+      readtimeout: 10ms
+      writetimeout: 10ms
+      pool: {maxidle: 16, maxactive: 64, idletimeout: 300s}
     http: {addr: 127.0.0.1:5000, secret: a-long-random-string}
     proxy: {remoteurl: https://registry-1.docker.io, username: u, password: p, ttl: 168h}
 
-``proxy`` makes the server a pull-through cache of ``remoteurl`` (:mod:`distblob.proxy`).
+Exactly one storage driver: ``filesystem`` (the default, at ``./distblob-data``), ``inmemory``
+or ``s3`` (distribution's parameters, checked by
+:meth:`~distblob.storage.driver.s3.S3Driver.from_parameters`). ``storage.cache.blobdescriptor``
+picks the blob descriptor cache (:mod:`distblob.storage.cache`); ``redis`` needs the ``redis``
+section, whose keys are distribution 2.8's (the Python client has one socket timeout: the
+longer of ``readtimeout`` and ``writetimeout``; it keeps the connections it opened, so
+``pool.maxidle`` is accepted and not used, and ``pool.idletimeout`` checks a connection idle that
+long before reusing it). ``proxy`` makes the server a pull-through cache of ``remoteurl``
+(:mod:`distblob.proxy`). :func:`build_registry` turns a config into a
+:class:`~distblob.registry.Registry`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
 from distblob.errors import DistblobError
 
+if TYPE_CHECKING:
+    from distblob.registry import Registry
+    from distblob.storage.cache import BlobDescriptorCache
+    from distblob.storage.driver import StorageDriver
+
 DEFAULT_ROOT: Final = "./distblob-data"
 DEFAULT_ADDR: Final = "127.0.0.1:5000"
 LOG_LEVELS: Final = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
+STORAGE_DRIVERS: Final = ("filesystem", "inmemory", "s3")
+BLOB_DESCRIPTOR_CACHES: Final = ("inmemory", "redis")
 
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -68,7 +95,33 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisPool:
+    """``redis.pool``; ``idletimeout`` in seconds, 0 = none; ``maxactive`` 0 = unbounded."""
+
+    maxidle: int = 0
+    maxactive: int = 0
+    idletimeout: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """``redis``: the server the ``redis`` blob descriptor cache uses; timeouts in seconds,
+    0 = none."""
+
+    addr: str
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    dialtimeout: float = 0.0
+    readtimeout: float = 0.0
+    writetimeout: float = 0.0
+    pool: RedisPool = field(default_factory=RedisPool)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
+    """A validated config. ``driver`` is the storage driver's section name; ``root`` is the
+    filesystem driver's directory and ``s3`` the s3 driver's parameters."""
+
     version: str = "0.1"
     root: str = DEFAULT_ROOT
     delete_enabled: bool = False
@@ -77,6 +130,11 @@ class Config:
     secret: str | None = field(default=None, repr=False)
     log_level: str = "info"
     proxy: ProxyConfig | None = None
+    driver: str = "filesystem"
+    s3: Mapping[str, Any] | None = field(default=None, repr=False)
+    redirect: bool = True
+    blob_descriptor_cache: str = "inmemory"
+    redis: RedisConfig | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -137,16 +195,100 @@ def _str(section: Mapping[str, Any], name: str, key: str) -> str | None:
     return value
 
 
+def _int(section: Mapping[str, Any], name: str, key: str, default: int) -> int:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}.{name}", f"expected a whole number >= 0, not {value!r}")
+    return value
+
+
+def _s3_parameters(doc: object) -> dict[str, Any]:
+    """``storage.s3``, checked by the s3 driver itself (its errors name the parameter)."""
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError("storage.s3", f"expected a mapping, not {type(doc).__name__}")
+    for name in doc:
+        if not isinstance(name, str):
+            raise ConfigError(f"storage.s3.{name}", "unknown key")
+    from distblob.storage.driver.s3 import S3Driver, S3ParameterError
+
+    parameters = dict(doc)
+    try:
+        # Building the driver checks every parameter; it connects to nothing yet.
+        S3Driver.from_parameters(parameters)
+    except S3ParameterError as exc:
+        raise ConfigError(f"storage.s3.{exc.key}", exc.reason) from None
+    except ImportError as exc:
+        reason = f"needs boto3 ({exc}): pip install 'distblob[s3]'"
+        raise ConfigError("storage.s3", reason) from None
+    return parameters
+
+
+def _redis(doc: object) -> RedisConfig:
+    raw = _section(
+        doc,
+        "redis",
+        {"addr", "password", "db", "dialtimeout", "readtimeout", "writetimeout", "pool"},
+    )
+    addr = _str(raw, "addr", "redis")
+    if addr is None:
+        raise ConfigError("redis.addr", "required: the Redis server's host:port")
+    parse_addr(addr, "redis.addr")
+    pool = _section(raw.get("pool"), "redis.pool", {"maxidle", "maxactive", "idletimeout"})
+    return RedisConfig(
+        addr=addr,
+        password=_str(raw, "password", "redis"),
+        db=_int(raw, "db", "redis", 0),
+        dialtimeout=parse_duration(raw.get("dialtimeout", 0), "redis.dialtimeout"),
+        readtimeout=parse_duration(raw.get("readtimeout", 0), "redis.readtimeout"),
+        writetimeout=parse_duration(raw.get("writetimeout", 0), "redis.writetimeout"),
+        pool=RedisPool(
+            maxidle=_int(pool, "maxidle", "redis.pool", 0),
+            maxactive=_int(pool, "maxactive", "redis.pool", 0),
+            idletimeout=parse_duration(pool.get("idletimeout", 0), "redis.pool.idletimeout"),
+        ),
+    )
+
+
 def parse_config(doc: object) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes."""
-    top = _section(doc, "", {"version", "storage", "http", "log", "proxy"})
+    top = _section(doc, "", {"version", "storage", "http", "log", "proxy", "redis"})
     version = top.get("version", "0.1")
     if str(version) != "0.1":
         raise ConfigError("version", f"only version 0.1 is supported, not {version!r}")
 
-    storage = _section(top.get("storage"), "storage", {"filesystem", "delete", "maintenance"})
+    storage = _section(
+        top.get("storage"),
+        "storage",
+        {*STORAGE_DRIVERS, "delete", "maintenance", "cache", "redirect"},
+    )
+    drivers = [name for name in STORAGE_DRIVERS if name in storage]
+    if len(drivers) > 1:
+        raise ConfigError("storage", f"one storage driver only, not {' and '.join(drivers)}")
+    driver = drivers[0] if drivers else "filesystem"
     filesystem = _section(storage.get("filesystem"), "storage.filesystem", {"rootdirectory"})
     root = _str(filesystem, "rootdirectory", "storage.filesystem") or DEFAULT_ROOT
+    _section(storage.get("inmemory"), "storage.inmemory", set())
+    s3 = _s3_parameters(storage["s3"]) if driver == "s3" else None
+    redirect = _section(storage.get("redirect"), "storage.redirect", {"disable"})
+    redirect_disabled = _bool(redirect, "disable", "storage.redirect", False)
+    cache = _section(storage.get("cache"), "storage.cache", {"blobdescriptor"})
+    blob_descriptor_cache = cache.get("blobdescriptor", "inmemory")
+    if blob_descriptor_cache not in BLOB_DESCRIPTOR_CACHES:
+        raise ConfigError(
+            "storage.cache.blobdescriptor",
+            f"expected inmemory or redis, not {blob_descriptor_cache!r}",
+        )
+    redis = _redis(top["redis"]) if top.get("redis") is not None else None
+    if blob_descriptor_cache == "redis":
+        if redis is None:
+            raise ConfigError("redis.addr", "required by storage.cache.blobdescriptor: redis")
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigError(
+                "storage.cache.blobdescriptor",
+                "redis needs the redis package: pip install 'distblob[redis]'",
+            )
     delete = _section(storage.get("delete"), "storage.delete", {"enabled"})
     delete_enabled = _bool(delete, "enabled", "storage.delete", False)
     maintenance = _section(storage.get("maintenance"), "storage.maintenance", {"uploadpurging"})
@@ -192,6 +334,11 @@ def parse_config(doc: object) -> Config:
         secret=secret,
         log_level=str(level),
         proxy=proxy,
+        driver=driver,
+        s3=s3,
+        redirect=not redirect_disabled,
+        blob_descriptor_cache=str(blob_descriptor_cache),
+        redis=redis,
     )
 
 
@@ -209,14 +356,73 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     return parse_config(doc)
 
 
+def open_driver(config: Config) -> StorageDriver:
+    """The storage driver ``config`` names."""
+    from distblob.storage.driver import FilesystemDriver, InMemoryDriver
+
+    if config.driver == "s3":
+        from distblob.storage.driver.s3 import S3Driver
+
+        assert config.s3 is not None
+        return S3Driver.from_parameters(config.s3)
+    if config.driver == "inmemory":
+        return InMemoryDriver()
+    return FilesystemDriver(config.root)
+
+
+def open_descriptor_cache(config: Config) -> BlobDescriptorCache:
+    """The blob descriptor cache ``config`` names (a Redis one connects on first use)."""
+    from distblob.storage.cache import InMemoryBlobDescriptorCache, RedisBlobDescriptorCache
+
+    if config.blob_descriptor_cache != "redis":
+        return InMemoryBlobDescriptorCache()
+    redis = config.redis
+    assert redis is not None
+    host, port = parse_addr(redis.addr, "redis.addr")
+    if redis.addr.startswith(":"):
+        host = "localhost"  # Go dials the local system for an empty host
+    timeouts = [t for t in (redis.readtimeout, redis.writetimeout) if t > 0]
+    idle = redis.pool.idletimeout
+    return RedisBlobDescriptorCache.connect(
+        host,
+        port,
+        password=redis.password,
+        db=redis.db,
+        dial_timeout=redis.dialtimeout or None,
+        timeout=max(timeouts) if timeouts else None,
+        max_connections=redis.pool.maxactive or None,
+        health_check_interval=max(1, round(idle)) if idle > 0 else 0,
+    )
+
+
+def build_registry(config: Config) -> Registry:
+    """The :class:`~distblob.registry.Registry` ``distblob serve`` runs for ``config``."""
+    from distblob.registry import Registry
+
+    return Registry(
+        open_driver(config),
+        delete_enabled=config.delete_enabled,
+        resumable_digests=config.proxy is None,  # off in proxy mode, as in distribution
+        redirect=config.redirect,
+        descriptor_cache=open_descriptor_cache(config),
+    )
+
+
 __all__ = [
+    "BLOB_DESCRIPTOR_CACHES",
     "DEFAULT_ADDR",
     "DEFAULT_ROOT",
+    "STORAGE_DRIVERS",
     "Config",
     "ConfigError",
     "ProxyConfig",
+    "RedisConfig",
+    "RedisPool",
     "UploadPurging",
+    "build_registry",
     "load_config",
+    "open_descriptor_cache",
+    "open_driver",
     "parse_addr",
     "parse_config",
     "parse_duration",

@@ -3,6 +3,12 @@
 distribution's ``blobStore``: it stats, reads and serves blobs by digest, moves committed
 uploads into place, and deletes blob data (garbage collection's job). Repositories see blobs only
 through their links (:mod:`distblob.storage.linked`).
+
+:meth:`BlobStore.stat` answers from the registry's blob descriptor cache
+(:mod:`distblob.storage.cache`) when it can, as distribution's cached statter does. What decides
+on data, never: :meth:`BlobStore.exists` and :meth:`BlobStore.stat_stored` ask storage, so a
+commit never skips storing a blob a stale entry claims is there, and a GET never promises bytes
+that are gone.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from distblob.errors import (
 )
 from distblob.interfaces import ServePlan
 from distblob.storage import paths, serve
+from distblob.storage.cache import forget, lookup, remember
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -59,17 +66,45 @@ class BlobStore(Statter):
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self.driver = registry.driver
+        self.cache = registry.descriptor_cache
 
     def stat(self, digest: str) -> Descriptor:
-        """The blob's size and digest; ``BlobUnknownError`` if it is not stored."""
+        """The blob's size and digest, from the cache or storage; ``BlobUnknownError`` if it is
+        not stored. The media type is always the default: the global store knows bytes."""
+        dgst = parse_digest(digest)
+        cached = lookup(self.cache, dgst)
+        # An alias entry (another algorithm's digest naming this blob) is a repository's
+        # business: blobs/ holds each blob under its own digest only.
+        if cached is not None and cached.digest == dgst:
+            return Descriptor(media_type=DEFAULT_MEDIA_TYPE, size=cached.size, digest=dgst)
+        descriptor = self.stat_stored(dgst)
+        if remember(self.cache, dgst, descriptor):
+            # A delete clears the entry after removing the data; one that ran between the stat
+            # above and the entry being written is seen here, so no entry outlives its blob.
+            self.stat_stored(dgst)
+        return descriptor
+
+    def stat_stored(self, digest: str) -> Descriptor:
+        """The blob's descriptor from storage itself, never from the cache; a blob found
+        missing is also cleared from the cache."""
         dgst = parse_digest(digest)
         try:
             info = self.driver.stat(paths.blob_data_path(dgst))
         except PathNotFoundError:
-            raise BlobUnknownError(dgst) from None
-        if info.is_dir:
+            info = None
+        if info is None or info.is_dir:
+            forget(self.cache, dgst)
             raise BlobUnknownError(dgst)
         return Descriptor(media_type=DEFAULT_MEDIA_TYPE, size=info.size, digest=dgst)
+
+    def exists(self, digest: str) -> bool:
+        """Whether storage holds the blob (never answered from the cache: commits, puts and
+        mounts decide on it; malformed digests still raise)."""
+        try:
+            self.stat_stored(digest)
+        except BlobUnknownError:
+            return False
+        return True
 
     def get(self, digest: str) -> bytes:
         dgst = parse_digest(digest)
@@ -93,8 +128,10 @@ class BlobStore(Statter):
         range: str | None = None,
         if_none_match: str | None = None,
     ) -> ServePlan:
+        # A GET reads the data, so it asks storage; a HEAD may answer from the cache.
+        stat = self.stat if method.upper() == "HEAD" else self.stat_stored
         return self.serve_descriptor(
-            self.stat(digest), method=method, range=range, if_none_match=if_none_match
+            stat(digest), method=method, range=range, if_none_match=if_none_match
         )
 
     def serve_descriptor(
@@ -128,6 +165,10 @@ class BlobStore(Statter):
             self.driver.delete(paths.blob_dir_path(dgst))
         except PathNotFoundError:
             raise BlobUnknownError(dgst) from None
+        finally:
+            # After the data is gone, so a stat racing the delete cannot put the entry back
+            # (see stat). Every repository's entry for the blob misses from now on.
+            forget(self.cache, dgst)
 
     def enumerate(self) -> Iterator[Digest]:
         """Every stored blob's digest."""

@@ -3,6 +3,14 @@
 distribution's ``linkedBlobStore``: a blob belongs to a repository when
 ``_layers/<alg>/<hex>/link`` names it, so a digest stored for one repository is invisible to
 another until it is uploaded or mounted there. Uploads live under ``_uploads/<id>``.
+
+Stats go through the repository's scope of the registry's blob descriptor cache
+(:mod:`distblob.storage.cache`), as distribution wraps its linked statter in a cached one: a hit
+answers without reading the link or the blob; a miss reads both and fills the entry, then reads
+the link again, so an unlink racing the stat (which clears after unlinking) never leaves an entry
+behind. Commits, puts and mounts record the descriptor; unlinking clears it. A GET still asks
+storage for the data before promising it: entries do not see deletes made behind the registry's
+back (``distblob gc``, another tool), and a blob whose data is gone answers ``BlobUnknownError``.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -29,6 +38,13 @@ from distblob.errors import (
 from distblob.interfaces import ServePlan
 from distblob.storage import paths
 from distblob.storage.blobs import Statter, parse_digest
+from distblob.storage.cache import (
+    DEFAULT_SIZE,
+    BlobDescriptorCache,
+    forget,
+    lookup,
+    remember,
+)
 from distblob.storage.engines import UploadIO
 from distblob.storage.writer import BlobWriter, format_started_at, parse_started_at
 
@@ -39,25 +55,39 @@ if TYPE_CHECKING:
 
 
 class DescriptorCache:
-    """What is known of blobs beyond their bytes (media types), per repository, in memory.
+    """The media types manifests were pushed with, per repository, in memory (bounded).
 
-    distribution's ``inmemory`` blob descriptor cache: it survives no restart, and a blob with
-    no entry is described as ``application/octet-stream``.
+    The manifest store's memory (:mod:`distblob.storage.manifests`): an OCI manifest body may
+    lack its ``mediaType``. It survives no restart; without an entry the type is read from or
+    sniffed in the body. Blobs are described by the blob descriptor cache instead; clearing an
+    entry here clears that cache's entry for the repository too, so a link removed by a caller
+    of :meth:`clear` (manifest deletes, the proxy's expiry) is forgotten by both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, blobs: BlobDescriptorCache | None = None, size: int = DEFAULT_SIZE) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], Descriptor] = {}
+        self._entries: OrderedDict[tuple[str, str], Descriptor] = OrderedDict()
+        self._blobs = blobs
+        self.size = size
 
     def get(self, repository: str, digest: str) -> Descriptor | None:
         with self._lock:
-            return self._entries.get((repository, digest))
+            descriptor = self._entries.get((repository, digest))
+            if descriptor is not None:
+                self._entries.move_to_end((repository, digest))
+            return descriptor
 
     def set(self, repository: str, digest: str, descriptor: Descriptor) -> None:
         with self._lock:
             self._entries[(repository, digest)] = descriptor
+            self._entries.move_to_end((repository, digest))
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
     def clear(self, repository: str, digest: str) -> bool:
+        """Forget the entry; whether there was one."""
+        if self._blobs is not None:
+            forget(self._blobs.repository_scoped(repository), Digest(digest))
         with self._lock:
             return self._entries.pop((repository, digest), None) is not None
 
@@ -71,6 +101,7 @@ class LinkedBlobStore(Statter):
         self.driver = registry.driver
         self.engine = registry.engine
         self.blobs = registry.blobs
+        self.cache = registry.descriptor_cache.repository_scoped(self.name)
         self.fsync = registry.fsync
         self.resumable_digests = registry.resumable_digests
 
@@ -90,12 +121,25 @@ class LinkedBlobStore(Statter):
 
     def stat(self, digest: str) -> Descriptor:
         """The linked blob's descriptor; ``BlobUnknownError`` if not linked or not stored."""
-        dgst = parse_digest(digest)
-        target = self._target(dgst)
+        digest = parse_digest(digest)
+        cached = lookup(self.cache, digest)
+        if cached is not None:
+            return cached
+        target = self._target(digest)
         descriptor = self.blobs.stat(target)
-        cached = self.registry.descriptors.get(self.name, target)
-        if cached is not None and cached.media_type:
-            descriptor = descriptor.with_(media_type=cached.media_type)
+        if target != digest:
+            # An alias in another algorithm: the blob it names may have a media type here.
+            named = lookup(self.cache, target)
+            if named is not None:
+                descriptor = descriptor.with_(media_type=named.media_type)
+        if remember(self.cache, digest, descriptor):
+            # An unlink clears the entry after removing the link: one that ran since the link
+            # was read is seen here (see the module docstring).
+            try:
+                self._target(digest)
+            except BlobUnknownError:
+                forget(self.cache, digest)
+                raise
         return descriptor
 
     def get(self, digest: str) -> bytes:
@@ -112,8 +156,20 @@ class LinkedBlobStore(Statter):
         range: str | None = None,
         if_none_match: str | None = None,
     ) -> ServePlan:
+        dgst = parse_digest(digest)
+        descriptor = self.stat(dgst)
+        if method.upper() != "HEAD":
+            # A GET reads the data: make sure storage still has it (and its size), whatever
+            # the repository's or the global entry said.
+            assert descriptor.digest is not None
+            try:
+                stored = self.blobs.stat_stored(descriptor.digest)
+            except BlobUnknownError:
+                forget(self.cache, dgst)
+                raise BlobUnknownError(dgst) from None
+            descriptor = descriptor.with_(size=stored.size)
         return self.blobs.serve_descriptor(
-            self.stat(digest), method=method, range=range, if_none_match=if_none_match
+            descriptor, method=method, range=range, if_none_match=if_none_match
         )
 
     def enumerate(self) -> Iterator[Digest]:
@@ -134,11 +190,30 @@ class LinkedBlobStore(Statter):
     # -- descriptors -------------------------------------------------------------------------
 
     def set_descriptor(self, digest: str, descriptor: Descriptor) -> None:
-        self.registry.descriptors.set(self.name, parse_digest(digest), descriptor)
+        """Record ``descriptor`` (its media type, above all) for a blob the repository links.
+
+        Nothing is recorded for a blob it does not link. The size is taken from ``descriptor``
+        when it names the linked blob (commit passes the verified one), else from the store.
+        """
+        dgst = parse_digest(digest)
+        try:
+            target = self._target(dgst)
+            size = descriptor.size
+            if descriptor.digest != target or size < 0:
+                size = self.blobs.stat(target).size
+        except BlobUnknownError:
+            return
+        media_type = descriptor.media_type or DEFAULT_MEDIA_TYPE
+        remember(self.cache, dgst, Descriptor(media_type, size, target))
 
     def clear(self, digest: str) -> None:
-        if not self.registry.descriptors.clear(self.name, parse_digest(digest)):
-            raise BlobUnknownError(digest)
+        """Forget the repository's media type for ``digest``; ``BlobUnknownError`` if it had
+        none of its own (every blob without one is ``application/octet-stream``)."""
+        dgst = parse_digest(digest)
+        previous = lookup(self.cache, dgst)
+        forget(self.cache, dgst)
+        if previous is None or previous.media_type == DEFAULT_MEDIA_TYPE:
+            raise BlobUnknownError(dgst)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -166,7 +241,7 @@ class LinkedBlobStore(Statter):
         descriptor = Descriptor(
             media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
         )
-        self.set_descriptor(digest, descriptor)
+        remember(self.cache, digest, descriptor)
         return descriptor
 
     def create(self, *, algorithm: str = CANONICAL) -> BlobWriter:
@@ -271,10 +346,15 @@ class LinkedBlobStore(Statter):
         """
         descriptor = self.registry.repository(source).blobs.stat(digest)
         assert descriptor.digest is not None
+        # The source's entry may predate a delete made behind the registry's back: link only
+        # data storage still holds.
+        stored = self.blobs.stat_stored(descriptor.digest)
         self.link(descriptor.digest)
         requested = parse_digest(digest)
         if requested != descriptor.digest:
             self.link(requested, target=descriptor.digest)
+        # Media types are per repository: the mounted blob has none here yet.
+        remember(self.cache, requested, stored)
         return descriptor
 
     def delete(self, digest: str) -> None:
@@ -288,7 +368,9 @@ class LinkedBlobStore(Statter):
             self.driver.delete(link.rsplit("/", 1)[0])
         except PathNotFoundError:
             raise BlobUnknownError(dgst) from None
-        self.registry.descriptors.clear(self.name, dgst)
+        finally:
+            # After the link is gone, so a stat racing the unlink cannot put the entry back.
+            forget(self.cache, dgst)
 
 
 def _check_algorithm(algorithm: str) -> None:
