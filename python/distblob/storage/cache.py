@@ -20,7 +20,7 @@ miss and go to storage (:func:`lookup`, :func:`remember`, :func:`forget`), so a 
 requests faster but never makes them fail. The cache is never the authority on whether a blob's
 data exists: the write paths and blob GETs ask storage (:mod:`distblob.storage.blobs`).
 
-Redis keys, as distribution writes them (2.8 and 3.x)::
+Redis keys, as distribution 2.8 writes them::
 
     blobs::<digest>                        hash: digest, size, mediatype
     repository::<name>::blobs              set of the digests linked into <name>
