@@ -28,7 +28,7 @@ from distblob.descriptor import DEFAULT_MEDIA_TYPE
 from distblob.errors import BlobUnknownError
 from distblob.storage import paths
 from distblob.storage.linked import LinkedBlobStore
-from support.blobstore import files_under, payload, sha256
+from support.blobstore import files_under, payload, sha256, uploads_left
 from support.goregistry import sha256_digest
 from support.server import DistblobServer
 
@@ -77,7 +77,7 @@ def test_32_processes_commit_the_same_content(tmp_path: Path) -> None:
     for i in range(8):
         repo = registry.repository(f"proc{i}/app")
         assert repo.blobs.get(DIGEST) == DATA
-        assert registry.driver.list(paths.uploads_root(repo.name)) == []
+        assert uploads_left(registry.driver, repo.name) == []
 
 
 # -- many repositories at once ------------------------------------------------------------------
@@ -117,7 +117,7 @@ def test_uploads_into_many_repositories_at_once(tmp_path: Path, engine: str) -> 
     for index, data in enumerate(blobs):
         repo = registry.repository(f"many/r{index}")
         assert hashlib.sha256(repo.blobs.get(sha256(data))).hexdigest() == sha256(data).encoded
-        assert registry.driver.list(paths.uploads_root(repo.name)) == []
+        assert uploads_left(registry.driver, repo.name) == []
     assert len(files_under(registry.driver, paths.blobs_root())) == len({sha256(b) for b in blobs})
 
 
@@ -198,7 +198,7 @@ def test_repository_delete_racing_a_commit(tmp_path: Path, step: str, already_st
     assert repo.blobs.exists(DIGEST) is not deleted_last
     if not deleted_last:
         assert repo.blobs.get(DIGEST) == DATA
-    assert registry.driver.list(paths.uploads_root("race/repo")) == []
+    assert uploads_left(registry.driver, "race/repo") == []
 
 
 @pytest.mark.parametrize("step", COMMIT_STEPS)
@@ -218,7 +218,7 @@ def test_blob_delete_racing_a_commit_loses_nothing(tmp_path: Path, step: str) ->
     registry.blobs.delete(DIGEST)
     with pytest.raises(BlobUnknownError):
         repo.blobs.stat(DIGEST)
-    assert registry.driver.list(paths.uploads_root("race/repo")) == []
+    assert uploads_left(registry.driver, "race/repo") == []
 
 
 def test_threads_racing_commits_and_repository_deletes(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_threads_racing_commits_and_repository_deletes(tmp_path: Path) -> None:
         thread.join(60)
     assert errors == []
     assert registry.blobs.get(DIGEST) == DATA  # the data is never deleted by a repository delete
-    assert registry.driver.list(paths.uploads_root("race/free")) == []
+    assert uploads_left(registry.driver, "race/free") == []
 
 
 # -- two server processes, one upload ---------------------------------------------------------

@@ -26,7 +26,7 @@ from distblob import Descriptor, Digest, Registry
 from distblob.errors import BlobUploadUnknownError
 from distblob.storage import paths
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
-from support.blobstore import files_under, payload
+from support.blobstore import files_under, payload, uploads_left
 from support.faults import FaultyDriver
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,7 +58,7 @@ def finish(registry: Registry, upload_id: str) -> None:
     assert writer.commit(Descriptor(digest=DIGEST)).digest == DIGEST
     assert repo.blobs.get(DIGEST) == DATA
     assert files_under(registry.driver, paths.blobs_root()) == {paths.blob_data_path(DIGEST)}
-    assert registry.driver.list(paths.uploads_root(REPO)) == []
+    assert uploads_left(registry.driver, REPO) == []
 
 
 def no_blobs(registry: Registry) -> None:
@@ -197,5 +197,5 @@ def test_a_filesystem_that_fills_up(small_fs: Path, engine: str) -> None:
     writer.write(data[held:])
     assert writer.commit(Descriptor(digest=digest)).digest == digest
     assert hashlib.sha256(repo.blobs.get(digest)).hexdigest() == digest.encoded
-    assert registry.driver.list(paths.uploads_root(REPO)) == []
+    assert uploads_left(registry.driver, REPO) == []
     os.sync()

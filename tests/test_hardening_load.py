@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from distblob import Registry
-from distblob.storage import paths
+from support.blobstore import uploads_left
 from support.goregistry import sha256_digest
 from support.server import DistblobServer
 
@@ -84,7 +84,7 @@ def test_200_concurrent_uploads(tmp_path: Path) -> None:
     assert "unexpected error" not in log, log[-2000:]
     registry = Registry.filesystem(tmp_path)
     for index in range(20):
-        assert registry.driver.list(paths.uploads_root(f"load/r{index}")) == []
+        assert uploads_left(registry.driver, f"load/r{index}") == []
     FIGURES.update(
         uploads=UPLOADS,
         megabytes=sum(map(len, blobs)) / 1e6,

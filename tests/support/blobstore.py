@@ -34,6 +34,17 @@ def sha256(data: bytes) -> Digest:
     return Digest("sha256:" + hashlib.sha256(data).hexdigest())
 
 
+def uploads_left(driver: StorageDriver, repository: str) -> list[str]:
+    """The upload directories left in ``repository`` (none also when an object store dropped
+    the emptied ``_uploads`` directory)."""
+    try:
+        return driver.list(paths.uploads_root(repository))
+    except PathNotFoundError:
+        if driver.keeps_empty_directories:
+            raise
+        return []
+
+
 def tree(driver: StorageDriver, root: str = "/") -> dict[str, int]:
     """Every path below ``root`` with its size (``-1`` for a directory); empty if ``root`` is
     missing."""

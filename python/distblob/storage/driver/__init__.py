@@ -2,7 +2,7 @@
 
 :class:`StorageDriver` is the interface (distribution's ``storagedriver.StorageDriver``);
 :class:`FilesystemDriver` stores under a local directory and :class:`InMemoryDriver` in a dict,
-for tests and for caches that need no durability.
+for tests and for caches that need no durability; :class:`S3Driver` stores in an S3 bucket.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from distblob.storage.driver.base import (
 )
 from distblob.storage.driver.filesystem import FilesystemDriver
 from distblob.storage.driver.inmemory import InMemoryDriver
+from distblob.storage.driver.s3 import S3Driver
 
 __all__ = [
     "FileInfo",
     "FileWriter",
     "FilesystemDriver",
     "InMemoryDriver",
+    "S3Driver",
     "StorageDriver",
     "validate_path",
 ]

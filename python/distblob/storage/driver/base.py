@@ -162,6 +162,15 @@ class StorageDriver(abc.ABC):
 
     #: The driver's name, as in distribution's configuration (``filesystem``, ``inmemory``).
     name: ClassVar[str]
+    #: Whether a directory stays when its last file goes (an object store's does not).
+    keeps_empty_directories: ClassVar[bool] = True
+    #: Whether writes that conflict with the tree (a file where a directory is, or below a file)
+    #: are refused; an object store has no tree to check against.
+    checks_tree: ClassVar[bool] = True
+    #: Whether :meth:`FileWriter.close` makes the written bytes visible to readers. When not
+    #: (an object store's multipart upload), they show after ``flush`` or ``commit`` only, and
+    #: until then ``stat`` reports the file and a writer opened with ``append`` continues it.
+    visible_on_close: ClassVar[bool] = True
 
     @final
     def get_content(self, path: str) -> bytes:

@@ -1,0 +1,911 @@
+"""An S3 storage driver (distribution's ``s3`` driver), on boto3.
+
+Driver paths map to keys under ``rootdirectory`` in one bucket, so a registry stored here has
+the same layout as on a filesystem, and distribution's S3 driver can serve it.
+
+Writers stream into S3 multipart uploads: bytes are buffered until a part of ``chunksize``
+fills and each part is sent by a background thread while the caller goes on writing (and
+hashing). A writer's bytes become an object on :meth:`~S3FileWriter.commit` or
+:meth:`~S3FileWriter.flush` only. :meth:`~S3FileWriter.close` keeps them *pending*, as
+distribution's S3 driver does, so that a later ``writer(path, append=True)``, in this process or
+another replica, continues the same multipart upload instead of copying what is there: that is
+what makes a chunked blob upload cost one pass over its bytes. A pending file is described by
+one small object next to its key, ``<key>#multipart``: the multipart upload id, the parts sent
+and the bytes too few for a part (S3 wants 5 MiB per part but the last). No driver path can
+name it (``#`` is not allowed), so it never shows up in listings; :meth:`stat` and
+:meth:`walk` report the pending file with its full size, and deleting the file (or a directory
+above it) aborts its multipart upload.
+
+Object stores have no tree: a directory exists while something is stored below it (it goes
+with its last file), and a file and a directory can share a name if written so. distblob's
+layout never does that.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
+
+from distblob.errors import InvalidOffsetError, PathNotFoundError, StorageDriverError
+from distblob.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    StorageDriver,
+    is_path_component,
+    join,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+MiB: Final = 1 << 20
+#: S3's smallest part (but the last), and distribution's smallest ``chunksize``.
+MIN_CHUNK_SIZE: Final = 5 * MiB
+#: distribution's default ``chunksize``.
+DEFAULT_CHUNK_SIZE: Final = 10 * MiB
+#: S3's largest part, and the most parts an upload can have.
+MAX_CHUNK_SIZE: Final = 5 * 1024 * MiB
+MAX_PARTS: Final = 10_000
+#: Largest object one ``CopyObject`` can copy; larger ones are copied part by part.
+MAX_COPY_SIZE: Final = 5 * 1024 * MiB
+#: How long a redirect URL stays valid (distribution: 20 minutes).
+REDIRECT_EXPIRY: Final = 20 * 60
+#: The key suffix of a pending file's multipart state.
+PENDING_SUFFIX: Final = "#multipart"
+#: Parts one writer may have in flight while it buffers the next.
+PARTS_IN_FLIGHT: Final = 2
+
+_T = TypeVar("_T")
+
+_session_lock = threading.Lock()
+_shared_session: Any = None
+
+
+def _session() -> Any:
+    """One boto3 session for every driver: a session loads S3's service model once (about a
+    second), after which making a client is cheap."""
+    global _shared_session
+    with _session_lock:
+        if _shared_session is None:
+            import boto3
+
+            _shared_session = boto3.session.Session()
+        return _shared_session
+
+
+class S3ParameterError(StorageDriverError, ValueError):
+    """A ``storage.s3`` parameter that cannot be used; ``key`` names it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _client_error_code(error: BaseException) -> str:
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    code = response.get("Error", {}).get("Code", "")
+    return str(code)
+
+
+_NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The multipart state of a pending file, as stored in ``<key>#multipart``."""
+
+    upload_id: str | None
+    parts: builtins.list[tuple[int, str, int]]  # (number, etag, size)
+    tail: bytes
+    mod_time: float
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, _, size in self.parts) + len(self.tail)
+
+    def encode(self) -> bytes:
+        header = {
+            "version": 1,
+            "uploadid": self.upload_id,
+            "parts": [list(part) for part in self.parts],
+            "tail": len(self.tail),
+            "modtime": self.mod_time,
+        }
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.tail
+
+    @classmethod
+    def decode(cls, raw: bytes, key: str) -> _Pending:
+        head, _, tail = raw.partition(b"\n")
+        try:
+            header = json.loads(head)
+            parts = [(int(n), str(etag), int(size)) for n, etag, size in header["parts"]]
+            upload_id = header["uploadid"]
+            if header["version"] != 1 or header["tail"] != len(tail):
+                raise ValueError("bad version or tail length")
+            if upload_id is not None and not isinstance(upload_id, str):
+                raise ValueError("bad upload id")
+            return cls(upload_id, parts, tail, float(header["modtime"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise StorageDriverError(f"unreadable multipart state {key}: {error}") from None
+
+
+class S3Driver(StorageDriver):
+    """Stores under ``rootdirectory`` in an S3 bucket; thread-safe."""
+
+    name = "s3"
+    keeps_empty_directories = False
+    checks_tree = False
+    visible_on_close = False
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        region: str = "us-east-1",
+        accesskey: str | None = None,
+        secretkey: str | None = None,
+        sessiontoken: str | None = None,
+        regionendpoint: str | None = None,
+        rootdirectory: str = "",
+        chunksize: int = DEFAULT_CHUNK_SIZE,
+        forcepathstyle: bool = False,
+        secure: bool = True,
+        skipverify: bool = False,
+        encrypt: bool = False,
+        keyid: str | None = None,
+        storageclass: str | None = "STANDARD",
+        objectacl: str | None = None,
+        max_connections: int = 32,
+    ) -> None:
+        from botocore.config import Config
+
+        if not bucket:
+            raise S3ParameterError("bucket", "a bucket is required")
+        if not MIN_CHUNK_SIZE <= chunksize <= MAX_CHUNK_SIZE:
+            raise S3ParameterError(
+                "chunksize", f"{chunksize} is not within {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"
+            )
+        self.bucket = bucket
+        self.chunk_size = chunksize
+        self._prefix = rootdirectory.strip("/")
+        endpoint = regionendpoint or None
+        if endpoint is not None and "://" not in endpoint:
+            endpoint = f"{'https' if secure else 'http'}://{endpoint}"
+        self.endpoint = endpoint
+        config = Config(
+            region_name=region,
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if forcepathstyle else "auto"},
+            max_pool_connections=max_connections,
+            retries={"mode": "standard", "max_attempts": 3},
+            # Checksums only where S3 requires them: the blob's own digest guards the bytes,
+            # and not every S3-compatible server reads trailing checksums.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._client: Any = _session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=accesskey or None,
+            aws_secret_access_key=secretkey or None,
+            aws_session_token=sessiontoken or None,
+            use_ssl=secure,
+            verify=not skipverify,
+            config=config,
+        )
+        self._put_args: dict[str, str] = {}
+        if encrypt:
+            self._put_args["ServerSideEncryption"] = "aws:kms" if keyid else "AES256"
+            if keyid:
+                self._put_args["SSEKMSKeyId"] = keyid
+        if storageclass and storageclass.upper() != "NOSPACE":
+            self._put_args["StorageClass"] = storageclass
+        if objectacl:
+            self._put_args["ACL"] = objectacl
+        self._pool = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="s3")
+        self._part_copy = True  # cleared when the server refuses UploadPartCopy
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, object]) -> S3Driver:
+        """A driver from distribution's ``storage.s3`` parameters.
+
+        Raises :class:`S3ParameterError` naming the parameter for an unknown key or a bad value.
+        """
+        options: dict[str, Any] = {}
+        for key, value in parameters.items():
+            kind = _PARAMETERS.get(key)
+            if kind is None:
+                raise S3ParameterError(key, "unknown parameter")
+            options[key] = kind(key, value)
+        options.pop("v4auth", None)
+        if "bucket" not in options:
+            raise S3ParameterError("bucket", "a bucket is required")
+        if "region" not in options:
+            if not options.get("regionendpoint"):
+                raise S3ParameterError("region", "a region is required")
+            options["region"] = "us-east-1"
+        bucket = options.pop("bucket")
+        return cls(bucket, **options)
+
+    def __repr__(self) -> str:
+        where = f"{self.endpoint}/" if self.endpoint else ""
+        return f"S3Driver({where}{self.bucket}/{self._prefix})"
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        if path == "/":
+            return self._prefix
+        return f"{self._prefix}{path}" if self._prefix else path[1:]
+
+    def _dir_prefix(self, path: str) -> str:
+        key = self._key(path)
+        return f"{key}/" if key else ""
+
+    # -- client calls, with S3's errors turned into the driver's ----------------------------
+
+    def _call(self, path: str, operation: Callable[..., _T], **kwargs: Any) -> _T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return operation(Bucket=self.bucket, **kwargs)
+        except ClientError as error:
+            code = _client_error_code(error)
+            if code in _NOT_FOUND:
+                raise PathNotFoundError(path) from None
+            raise StorageDriverError(f"s3: {path}: {code or error}") from error
+        except BotoCoreError as error:
+            # The connection to the object store failed: a failure of the medium.
+            raise ConnectionError(f"s3: {path}: {error}") from error
+
+    def _head(self, path: str, key: str | None = None) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call(
+                path, self._client.head_object, Key=key or self._key(path)
+            )
+        except PathNotFoundError:
+            return None
+        return result
+
+    def _get(self, path: str, key: str, **kwargs: Any) -> Any:
+        return self._call(path, self._client.get_object, Key=key, **kwargs)
+
+    def _put(self, path: str, key: str, data: ReadableBuffer) -> None:
+        body = data if isinstance(data, bytes) else bytes(data)
+        self._call(path, self._client.put_object, Key=key, Body=body, **self._put_args)
+        if not body:
+            # rclone serve s3 (1.75) leaves an empty PUT unfinished until the object is read
+            # back, and stalls the next PUT meanwhile; one HEAD settles it, and costs S3 little.
+            self._head(path, key)
+
+    def _pending(self, path: str, key: str | None = None) -> _Pending | None:
+        key = (key or self._key(path)) + PENDING_SUFFIX
+        try:
+            raw = self._get(path, key)["Body"].read()
+        except PathNotFoundError:
+            return None
+        return _Pending.decode(raw, key)
+
+    def _keys_below(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every object under the directory ``path`` (its ``Key``, ``Size``, ...)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        prefix = self._dir_prefix(path)
+        pages = self._call(path, paginator.paginate, Prefix=prefix)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            for page in pages:
+                yield from page.get("Contents", [])
+        except ClientError as error:
+            raise StorageDriverError(f"s3: {path}: {_client_error_code(error)}") from error
+        except BotoCoreError as error:
+            raise ConnectionError(f"s3: {path}: {error}") from error
+
+    def _is_dir(self, path: str) -> bool:
+        if path == "/":
+            return True
+        result = self._call(
+            path, self._client.list_objects_v2, Prefix=self._dir_prefix(path), MaxKeys=1
+        )
+        return bool(result.get("KeyCount", 0) or result.get("Contents"))
+
+    def _abort(self, path: str, key: str, pending: _Pending) -> None:
+        if pending.upload_id is None:
+            return
+        with contextlib.suppress(PathNotFoundError, StorageDriverError):
+            self._call(
+                path, self._client.abort_multipart_upload, Key=key, UploadId=pending.upload_id
+            )
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    def _get_content(self, path: str) -> bytes:
+        data: bytes = self._get(path, self._key(path))["Body"].read()
+        return data
+
+    def _put_content(self, path: str, data: ReadableBuffer, *, fsync: bool) -> None:
+        self._put(path, self._key(path), data)  # S3 stores a whole object atomically
+
+    def _reader(self, path: str, offset: int) -> BinaryIO:
+        head = self._head(path)
+        if head is None:
+            raise PathNotFoundError(path)
+        size = int(head["ContentLength"])
+        if offset > size:
+            raise InvalidOffsetError(path, offset)
+        raw = _S3RawReader(self, path, self._key(path), size)
+        reader = io.BufferedReader(raw, buffer_size=MiB)
+        reader.seek(offset)
+        return reader
+
+    def _writer(self, path: str, *, append: bool) -> FileWriter:
+        return S3FileWriter(self, path, append=append)
+
+    def _stat(self, path: str) -> FileInfo:
+        if path != "/":
+            head = self._head(path)
+            if head is not None:
+                return FileInfo(path, int(head["ContentLength"]), _mtime(head), False)
+            pending = self._pending(path)
+            if pending is not None:
+                return FileInfo(path, pending.size, pending.mod_time, False)
+        if self._is_dir(path):
+            return FileInfo(path, 0, 0.0, True)
+        raise PathNotFoundError(path)
+
+    def _list(self, path: str) -> builtins.list[str]:
+        prefix = self._dir_prefix(path)
+        paginator = self._client.get_paginator("list_objects_v2")
+        names: set[str] = set()
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for entry in page.get("Contents", []):
+                    names.add(entry["Key"][len(prefix) :].removesuffix(PENDING_SUFFIX))
+                for common in page.get("CommonPrefixes", []):
+                    names.add(common["Prefix"][len(prefix) :].rstrip("/"))
+        except ClientError as error:
+            raise StorageDriverError(f"s3: {path}: {_client_error_code(error)}") from error
+        except BotoCoreError as error:
+            raise ConnectionError(f"s3: {path}: {error}") from error
+        if not names and path != "/":
+            raise PathNotFoundError(path)
+        return [join(path, name) for name in sorted(names) if is_path_component(name)]
+
+    def _move(self, src: str, dst: str, *, fsync: bool) -> None:
+        if src == dst:
+            if self._head(src) is None and not self._is_dir(src):
+                raise PathNotFoundError(src)
+            return
+        head = self._head(src)
+        if head is None:
+            if not self._is_dir(src):
+                raise PathNotFoundError(src)
+            if self._head(dst) is not None:
+                raise StorageDriverError(
+                    f"cannot move the directory {src} to {dst}: the destination is a file"
+                )
+            self._move_directory(src, dst)
+            return
+        if self._is_dir(dst):
+            raise StorageDriverError(f"cannot move {src} to {dst}: the destination is a directory")
+        self._copy(src, self._key(src), self._key(dst), int(head["ContentLength"]))
+        self._call(src, self._client.delete_object, Key=self._key(src))
+
+    def _move_directory(self, src: str, dst: str) -> None:
+        src_prefix, dst_prefix = self._dir_prefix(src), self._dir_prefix(dst)
+        entries = list(self._keys_below(src))
+        for entry in entries:
+            key: str = entry["Key"]
+            self._copy(src, key, dst_prefix + key[len(src_prefix) :], int(entry["Size"]))
+        self._delete_keys(src, [entry["Key"] for entry in entries])
+
+    def _copy(self, path: str, src_key: str, dst_key: str, size: int) -> None:
+        source = {"Bucket": self.bucket, "Key": src_key}
+        if size <= MAX_COPY_SIZE:
+            self._call(
+                path, self._client.copy_object, Key=dst_key, CopySource=source, **self._put_args
+            )
+            return
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=MAX_COPY_SIZE, multipart_chunksize=MAX_COPY_SIZE
+        )
+        self._client.copy(source, self.bucket, dst_key, ExtraArgs=self._put_args, Config=config)
+
+    def _delete(self, path: str) -> None:
+        key = self._key(path)
+        keys = [key] if self._head(path) is not None else []
+        pending = self._pending(path)
+        if pending is not None:
+            self._abort(path, key, pending)
+            keys.append(key + PENDING_SUFFIX)
+        below = list(self._keys_below(path))
+        for entry in below:
+            name: str = entry["Key"]
+            if name.endswith(PENDING_SUFFIX):
+                inner = self._pending(path, name.removesuffix(PENDING_SUFFIX))
+                if inner is not None:
+                    self._abort(path, name.removesuffix(PENDING_SUFFIX), inner)
+            keys.append(name)
+        if not keys:
+            raise PathNotFoundError(path)
+        self._delete_keys(path, keys)
+
+    def _delete_keys(self, path: str, keys: builtins.list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            result = self._call(
+                path, self._client.delete_objects, Delete={"Objects": batch, "Quiet": True}
+            )
+            errors = [e for e in result.get("Errors", []) if e.get("Code") not in _NOT_FOUND]
+            if errors:
+                raise StorageDriverError(f"s3: deleting {path}: {errors[0]}")
+
+    def _walk(self, path: str) -> Iterator[FileInfo]:
+        prefix = self._dir_prefix(path)
+        root: dict[str, Any] = {}
+        for entry in self._keys_below(path):
+            relative: str = entry["Key"][len(prefix) :]
+            pending = relative.endswith(PENDING_SUFFIX)
+            components = relative.removesuffix(PENDING_SUFFIX).split("/")
+            if not all(is_path_component(c) for c in components):
+                continue
+            node = root
+            for component in components[:-1]:
+                child = node.setdefault(component, {})
+                if not isinstance(child, dict):
+                    break  # a file and a directory share a name: keep the file
+                node = child
+            else:
+                name = components[-1]
+                if isinstance(node.get(name), dict):
+                    continue
+                if pending:
+                    if name in node:
+                        continue  # the object is there too: it is what readers see
+                    state = self._pending(path, entry["Key"].removesuffix(PENDING_SUFFIX))
+                    if state is None:
+                        continue
+                    node[name] = FileInfo("", state.size, state.mod_time, False)
+                else:
+                    node[name] = FileInfo("", int(entry["Size"]), _mtime(entry), False)
+        if not root and path != "/" and not self._is_dir(path):
+            raise PathNotFoundError(path)
+        entries: builtins.list[FileInfo] = []
+
+        def visit(node: dict[str, Any], at: str) -> None:
+            for name in sorted(node):
+                child = node[name]
+                child_path = join(at, name)
+                if isinstance(child, dict):
+                    entries.append(FileInfo(child_path, 0, 0.0, True))
+                    visit(child, child_path)
+                else:
+                    entries.append(FileInfo(child_path, child.size, child.mod_time, False))
+
+        visit(root, path)
+        return iter(entries)
+
+    def _sync(self) -> None:
+        pass  # every completed request is durable in the object store
+
+    def _redirect_url(self, path: str, method: str) -> str | None:
+        operation = "head_object" if method.upper() == "HEAD" else "get_object"
+        url: str = self._client.generate_presigned_url(
+            operation,
+            Params={"Bucket": self.bucket, "Key": self._key(path)},
+            ExpiresIn=REDIRECT_EXPIRY,
+        )
+        return url
+
+    # -- multipart uploads, for the writer ---------------------------------------------------
+
+    def _create_multipart(self, path: str, key: str) -> str:
+        result = self._call(path, self._client.create_multipart_upload, Key=key, **self._put_args)
+        upload_id: str = result["UploadId"]
+        return upload_id
+
+    def _upload_part(self, path: str, key: str, upload_id: str, number: int, data: bytes) -> str:
+        result = self._call(
+            path,
+            self._client.upload_part,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        etag: str = result["ETag"]
+        return etag
+
+    def _copy_part(self, path: str, key: str, upload_id: str, number: int) -> str | None:
+        """Copy the object at ``key`` as part ``number``; ``None`` if the server cannot."""
+        if not self._part_copy:
+            return None
+        try:
+            result = self._call(
+                path,
+                self._client.upload_part_copy,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": key},
+            )
+        except StorageDriverError:
+            self._part_copy = False  # the server refuses it: copy through this process instead
+            return None
+        etag = result.get("CopyPartResult", {}).get("ETag")
+        if not etag:
+            # rclone answers 200 with an empty body and stores an empty part: never trust the
+            # call again (the part is overwritten by the copy that follows).
+            self._part_copy = False
+            return None
+        return str(etag)
+
+    def _complete(
+        self, path: str, key: str, upload_id: str, parts: builtins.list[tuple[int, str, int]]
+    ) -> None:
+        self._call(
+            path,
+            self._client.complete_multipart_upload,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _ in parts]},
+        )
+
+
+def _mtime(entry: Mapping[str, Any]) -> float:
+    """Whole seconds: listings give milliseconds but ``HEAD`` an HTTP date, and both must agree."""
+    when = entry.get("LastModified")
+    return float(int(when.timestamp() if when is not None else time.time()))
+
+
+class _S3RawReader(io.RawIOBase):
+    """A seekable reader of one object: each read continues a ranged GET, a seek starts anew."""
+
+    def __init__(self, driver: S3Driver, path: str, key: str, size: int) -> None:
+        self._driver = driver
+        self._path = path
+        self._key = key
+        self._size = size
+        self._position = 0
+        self._body: Any = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        target = base + offset
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        if target != self._position:
+            self._drop()
+            self._position = target
+        return target
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self._size or not view.nbytes:
+            return 0
+        if self._body is None:
+            response = self._driver._get(self._path, self._key, Range=f"bytes={self._position}-")
+            self._body = response["Body"]
+        chunk = self._body.read(min(view.nbytes, self._size - self._position))
+        n = len(chunk)
+        if not n:
+            raise StorageDriverError(f"s3: {self._path}: the object ended early")
+        view[:n] = chunk
+        self._position += n
+        return n
+
+    def _drop(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            with contextlib.suppress(Exception):
+                body.close()
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+class S3FileWriter(FileWriter):
+    """Writes one key through a multipart upload; see the module's docs for when bytes show."""
+
+    def __init__(self, driver: S3Driver, path: str, *, append: bool) -> None:
+        self._driver = driver
+        self._path = path
+        self._key = driver._key(path)
+        self._lock = threading.Lock()
+        self._buffer = bytearray()
+        self._parts: builtins.list[tuple[int, str, int]] = []
+        self._in_flight: builtins.list[tuple[Future[str], int, int]] = []
+        self._upload_id: str | None = None
+        self._had_pending = False
+        self._dirty = False  # something to save on close
+        self._base = 0  # bytes of an existing object this writer appends to, not yet included
+        if append:
+            pending = driver._pending(path, self._key)
+            if pending is not None:
+                self._upload_id = pending.upload_id
+                self._parts = list(pending.parts)
+                self._buffer += pending.tail
+                self._had_pending = True
+            else:
+                head = driver._head(path, self._key)
+                if head is None:
+                    if driver._is_dir(path):
+                        raise StorageDriverError(f"cannot append to {path}: it is a directory")
+                    raise PathNotFoundError(path)
+                self._base = int(head["ContentLength"])
+        else:
+            if path != "/" and driver._is_dir(path):
+                raise StorageDriverError(f"cannot write {path}: it is a directory")
+            self._dirty = True  # even an empty file must come to exist
+            existing = driver._pending(path, self._key)
+            if existing is not None:
+                driver._abort(path, self._key, existing)
+                self._had_pending = True
+
+    # -- sizes and state ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        sent = sum(size for _, _, size in self._parts)
+        flying = sum(size for _, _, size in self._in_flight)
+        return self._base + sent + flying + len(self._buffer)
+
+    def _take_base(self) -> None:
+        """Bring the existing object's bytes into this upload, before any new byte."""
+        if not self._base:
+            return
+        base, self._base = self._base, 0
+        if self._driver._part_copy and MIN_CHUNK_SIZE <= base <= MAX_CHUNK_SIZE:
+            upload_id = self._ensure_upload()
+            etag = self._driver._copy_part(self._path, self._key, upload_id, 1)
+            if etag is not None:
+                self._parts.append((1, etag, base))
+                return
+            # Start over on a clean upload: some servers keep a part they failed to copy.
+            self._driver._abort(self._path, self._key, _Pending(upload_id, [], b"", 0.0))
+            self._upload_id = None
+        # No server-side part copy: read the object back through this writer.
+        existing = self._driver._get(self._path, self._key)["Body"]
+        pending = bytes(self._buffer)
+        self._buffer.clear()
+        while chunk := existing.read(self._driver.chunk_size):
+            self._append(chunk)
+        self._append(pending)
+
+    def _ensure_upload(self) -> str:
+        if self._upload_id is None:
+            self._upload_id = self._driver._create_multipart(self._path, self._key)
+        return self._upload_id
+
+    def _next_number(self) -> int:
+        return len(self._parts) + len(self._in_flight) + 1
+
+    def _send(self, data: bytes) -> None:
+        """Send ``data`` as the next part, in the background."""
+        upload_id = self._ensure_upload()
+        number = self._next_number()
+        if number > MAX_PARTS:
+            raise StorageDriverError(
+                f"cannot write {self._path}: more than {MAX_PARTS} parts of "
+                f"{self._driver.chunk_size} bytes (raise storage.s3.chunksize)"
+            )
+        future = self._driver._pool.submit(
+            self._driver._upload_part, self._path, self._key, upload_id, number, data
+        )
+        self._in_flight.append((future, number, len(data)))
+        while len(self._in_flight) > PARTS_IN_FLIGHT:
+            self._settle_one()
+
+    def _settle_one(self) -> None:
+        future, number, size = self._in_flight.pop(0)
+        try:
+            etag = future.result()
+        except BaseException:
+            self._drain_quietly()
+            raise
+        self._parts.append((number, etag, size))
+
+    def _drain_quietly(self) -> None:
+        for future, _, _ in self._in_flight:
+            with contextlib.suppress(BaseException):
+                future.result()
+        self._in_flight.clear()
+
+    def _settle(self) -> None:
+        while self._in_flight:
+            self._settle_one()
+
+    def _append(self, view: Any) -> None:
+        chunk = self._driver.chunk_size
+        self._buffer += view
+        if len(self._buffer) >= chunk:
+            whole = len(self._buffer) - len(self._buffer) % chunk
+            for start in range(0, whole, chunk):
+                self._send(bytes(self._buffer[start : start + chunk]))
+            del self._buffer[:whole]
+
+    # -- FileWriter --------------------------------------------------------------------------
+
+    def write(self, data: ReadableBuffer) -> int:
+        self._check_writable()
+        view = memoryview(data).cast("B")
+        if not view.nbytes:
+            return 0
+        with self._lock:
+            self._take_base()
+            self._append(view)
+            self._dirty = True
+        return view.nbytes
+
+    def _materialize(self) -> None:
+        """Make the key hold every byte written: complete the upload (or put the object)."""
+        self._settle()
+        if self._base and not self._dirty:
+            return  # appending writer that wrote nothing: the object is as it was
+        self._take_base()
+        if self._upload_id is None:
+            self._driver._put(self._path, self._key, self._buffer)
+        else:
+            if self._buffer or not self._parts:
+                self._send(bytes(self._buffer))
+                self._settle()
+            try:
+                self._driver._complete(self._path, self._key, self._upload_id, self._parts)
+            except PathNotFoundError:
+                # NoSuchUpload: a crash after completing and before removing the state; the
+                # object is there if its size is ours.
+                head = self._driver._head(self._path, self._key)
+                if head is None or int(head["ContentLength"]) != self.size:
+                    raise
+        size = self.size
+        self._buffer.clear()
+        self._parts = []
+        self._upload_id = None
+        if self._had_pending:
+            with contextlib.suppress(PathNotFoundError):
+                self._driver._call(
+                    self._path, self._driver._client.delete_object, Key=self._key + PENDING_SUFFIX
+                )
+            self._had_pending = False
+        self._base = size  # further writes append to the object now stored
+        self._dirty = False
+
+    def _save_pending(self) -> None:
+        """Keep what was written pending: parts sent, the rest in the state object."""
+        self._settle()
+        if len(self._buffer) >= MIN_CHUNK_SIZE:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+            self._settle()
+        state = _Pending(self._upload_id, self._parts, bytes(self._buffer), time.time())
+        self._driver._put(self._path, self._key + PENDING_SUFFIX, state.encode())
+        self._had_pending = True
+        self._dirty = False
+
+    def flush(self) -> None:
+        if self._closed:
+            raise ValueError(f"the writer of {self._path} is closed")
+        if self._cancelled or self._committed:
+            return
+        with self._lock:
+            self._materialize()
+
+    def commit(self, *, fsync: bool = False) -> None:
+        self._check_writable()
+        with self._lock:
+            self._materialize()
+        self._committed = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._cancelled or self._committed or not self._dirty:
+            self._drain_quietly()
+            return
+        with self._lock:
+            try:
+                self._take_base()
+                self._save_pending()
+            except BaseException:
+                self._drain_quietly()
+                raise
+
+    def cancel(self) -> None:
+        if self._cancelled:
+            return
+        if self._closed:
+            raise ValueError(f"the writer of {self._path} is closed and can no longer cancel")
+        self._cancelled = self._closed = True
+        self._drain_quietly()
+        if self._upload_id is not None:
+            state = _Pending(self._upload_id, [], b"", 0.0)
+            self._driver._abort(self._path, self._key, state)
+        with contextlib.suppress(PathNotFoundError):
+            self._driver._delete(self._path)
+
+
+def _text(key: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise S3ParameterError(key, f"expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _boolean(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    raise S3ParameterError(key, f"expected true or false, got {value!r}")
+
+
+def _size(key: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise S3ParameterError(key, f"expected a number of bytes, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise S3ParameterError(key, f"expected a number of bytes, got {value!r}")
+
+
+def _v4auth(key: str, value: object) -> bool:
+    if not _boolean(key, value):
+        raise S3ParameterError(key, "only signature v4 is supported")
+    return True
+
+
+def _chunk(key: str, value: object) -> int:
+    size = _size(key, value)
+    if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+        raise S3ParameterError(key, f"{size} is not within {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+    return size
+
+
+_PARAMETERS: Final[dict[str, Callable[[str, object], object]]] = {
+    "accesskey": _text,
+    "secretkey": _text,
+    "sessiontoken": _text,
+    "region": _text,
+    "regionendpoint": _text,
+    "bucket": _text,
+    "rootdirectory": _text,
+    "chunksize": _chunk,
+    "forcepathstyle": _boolean,
+    "secure": _boolean,
+    "skipverify": _boolean,
+    "v4auth": _v4auth,
+    "encrypt": _boolean,
+    "keyid": _text,
+    "storageclass": _text,
+    "objectacl": _text,
+}
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "MIN_CHUNK_SIZE", "S3Driver", "S3FileWriter", "S3ParameterError"]
