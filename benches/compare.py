@@ -14,7 +14,7 @@ import platform
 import sys
 from typing import Any
 
-from benches import hashing, proxy, server, store
+from benches import hashing, proxy, s3, server, store
 from benches.timing import Comparison, Result, print_table
 
 
@@ -48,13 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the pull-through cache scenarios (distblob proxy against the Go proxy)",
     )
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="only the S3 scenarios (distblob serve on rclone serve s3 against the filesystem "
+        "and the Go registry; boto3 against obstore)",
+    )
     args = parser.parse_args(argv)
 
     total, rounds = (8, 1) if args.quick else (256, 5)
     print(f"machine: {machine()}")
     results: list[Result] = []
     comparisons: list[Comparison] = []
-    only = args.server or args.proxy
+    only = args.server or args.proxy or args.s3
     if not only:
         results, comparisons = hashing.run(total_mib=total, rounds=rounds)
     if not args.hashing_only and not only:
@@ -63,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         results += more_results
         comparisons += more_comparisons
-    if not args.hashing_only and not args.proxy:
+    if not args.hashing_only and not args.proxy and not args.s3:
         more_results, more_comparisons = server.run(args.quick)
         results += more_results
         comparisons += more_comparisons
-    if not args.hashing_only and not args.server:
+    if not args.hashing_only and not args.server and not args.s3:
         more_results, more_comparisons = proxy.run(args.quick)
+        results += more_results
+        comparisons += more_comparisons
+    if not args.hashing_only and (args.s3 or not only):
+        more_results, more_comparisons = s3.run(args.quick)
         results += more_results
         comparisons += more_comparisons
     print_table(results, comparisons)
