@@ -9,12 +9,16 @@
 //! The file's layout and the saving of states are the Python layer's business; this module only
 //! knows a path, an algorithm and an optional state to resume from.
 
+mod copy;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
+pub use self::copy::COPY_CHUNK;
+use self::copy::{copy_hashed, CopyError, HashFrom};
 use crate::error::{Error, Result};
 use crate::hash::any::{Algorithm, AnyHasher};
 
@@ -228,34 +232,63 @@ impl UploadFile {
         Ok(data.len())
     }
 
-    /// Reads `fd` to its end (or `limit` bytes) and writes what it reads. Returns the bytes
-    /// copied.
+    /// Copies `fd` from its position to its end (or `limit` bytes) into the file at the write
+    /// position, and returns the bytes copied.
+    ///
+    /// The kernel copies (`copy_file_range`, see `upload/copy.rs`) and each chunk is hashed as
+    /// read back from this file, so the running hash covers exactly the bytes stored whatever
+    /// the source does meanwhile. The file is named, so another process could cut it short:
+    /// it is read back with `pread` rather than mapped, which would turn that into a `SIGBUS`.
+    /// Chunks copied before an error stay written and hashed, as separate writes would.
     pub fn read_from_fd(&mut self, fd: i32, limit: Option<u64>) -> Result<u64> {
-        let mut buffer = vec![0u8; READ_CHUNK];
-        let mut copied = 0u64;
-        loop {
-            let want = match limit {
-                Some(limit) if limit - copied < READ_CHUNK as u64 => (limit - copied) as usize,
-                _ => READ_CHUNK,
-            };
-            if want == 0 {
-                return Ok(copied);
-            }
-            // SAFETY: `buffer` has at least `want` writable bytes and outlives the call; `fd`
-            // is only read from, and a bad descriptor makes read fail with EBADF.
-            let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), want) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == ErrorKind::Interrupted {
-                    continue;
+        if self.in_order && self.pos > self.hasher.len() {
+            // Resumed from an older state: hash the gap first so the new bytes follow it.
+            self.hash_range(self.hasher.len(), self.pos)?;
+        }
+        let UploadFile {
+            file,
+            path,
+            size,
+            pos,
+            hasher,
+            in_order,
+            writeback,
+        } = self;
+        // Bytes landing below the hashed length replace hashed data: the running hash is then
+        // dropped (recomputed from the file at the end), as for `write`.
+        let hashing = *in_order && *pos == hasher.len();
+        let result = copy_hashed(
+            fd,
+            file,
+            *pos,
+            limit,
+            HashFrom::ReadBack,
+            hashing.then_some(&mut *hasher),
+            |n| {
+                if !hashing {
+                    *in_order = false;
                 }
-                return Err(Error::io(format!("<fd {fd}>"), err));
+                *pos += n as u64;
+                *size = (*size).max(*pos);
+                if let Some(writeback) = writeback {
+                    writeback.advance(file, *pos);
+                }
+            },
+        );
+        match result {
+            Ok(copied) => Ok(copied),
+            Err(CopyError { source_side, error }) => {
+                // Whatever the failed call left past the data we account for goes.
+                if file.metadata().is_ok_and(|m| m.len() > *size) {
+                    let _ = file.set_len(*size);
+                }
+                let at = if source_side {
+                    format!("<fd {fd}>")
+                } else {
+                    path.clone()
+                };
+                Err(Error::io(at, error))
             }
-            if n == 0 {
-                return Ok(copied);
-            }
-            self.write(&buffer[..n as usize])?;
-            copied += n as u64;
         }
     }
 
@@ -484,31 +517,32 @@ pub fn write_new_file(path: &str, data: &[u8], durable: bool) -> Result<bool> {
 /// How often [`write_new_file`] retries when a concurrent delete removes its directory.
 const RACE_RETRIES: u32 = 5;
 
-/// Writes `data` as an unnamed file in `dir` and links it at `path`. `Some(false)` when `path`
-/// exists already, `None` when the filesystem has no `O_TMPFILE`.
-fn link_new_file(dir: &Path, path: &str, data: &[u8], durable: bool) -> io::Result<Option<bool>> {
+/// Opens a new unnamed file (`O_TMPFILE`) in `dir`, readable and writable; `None` when the
+/// filesystem has no `O_TMPFILE`.
+fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = match OpenOptions::new()
+    match OpenOptions::new()
+        .read(true)
         .write(true)
         .mode(0o644)
         .custom_flags(libc::O_TMPFILE)
         .open(dir)
     {
-        Ok(file) => file,
+        Ok(file) => Ok(Some(file)),
         Err(e)
             if matches!(
                 e.raw_os_error(),
                 Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
             ) =>
         {
-            return Ok(None)
+            Ok(None)
         }
-        Err(e) => return Err(e),
-    };
-    file.write_all_at(data, 0)?;
-    if durable {
-        file.sync_data()?;
+        Err(e) => Err(e),
     }
+}
+
+/// Gives the unnamed `file` the name `path`: `false` when `path` exists already.
+fn link_unnamed(file: &File, path: &str) -> io::Result<bool> {
     // Linking by the descriptor's /proc entry needs no privilege, unlike AT_EMPTY_PATH.
     let source = format!("/proc/self/fd/{}\0", file.as_raw_fd());
     let dest = std::ffi::CString::new(path)
@@ -525,14 +559,27 @@ fn link_new_file(dir: &Path, path: &str, data: &[u8], durable: bool) -> io::Resu
         )
     };
     if rc == 0 {
-        return Ok(Some(true));
+        return Ok(true);
     }
     let err = io::Error::last_os_error();
     if err.kind() == ErrorKind::AlreadyExists {
-        Ok(Some(false))
+        Ok(false)
     } else {
         Err(err)
     }
+}
+
+/// Writes `data` as an unnamed file in `dir` and links it at `path`. `Some(false)` when `path`
+/// exists already, `None` when the filesystem has no `O_TMPFILE`.
+fn link_new_file(dir: &Path, path: &str, data: &[u8], durable: bool) -> io::Result<Option<bool>> {
+    let Some(file) = open_unnamed(dir)? else {
+        return Ok(None);
+    };
+    file.write_all_at(data, 0)?;
+    if durable {
+        file.sync_data()?;
+    }
+    link_unnamed(&file, path).map(Some)
 }
 
 /// What [`put_blob`] did.
@@ -570,7 +617,14 @@ pub fn put_blob(
     } else {
         write_new_file(&blob, data, durable)?
     };
-    let link = fill(link_template, &hex);
+    write_link(link_template, algorithm, &hex, durable)?;
+    Ok(PutOutcome { hex, stored })
+}
+
+/// Writes the repository link naming blob `hex` (`<algorithm>:<hex>`), replacing a link there
+/// that names anything else.
+fn write_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool) -> Result<()> {
+    let link = fill(link_template, hex);
     let content = format!("{}:{hex}", algorithm.name());
     if !write_new_file(&link, content.as_bytes(), durable)? {
         // A link is there already: keep it if it names this blob, else replace it.
@@ -578,7 +632,117 @@ pub fn put_blob(
             write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
         }
     }
-    Ok(PutOutcome { hex, stored })
+    Ok(())
+}
+
+/// Stores the rest of the file `src` (from its position to its end) as a blob in one call, and
+/// links it like [`put_blob`]; returns what was done and the blob's size, or `None`, having read
+/// nothing, when the filesystem has no `O_TMPFILE` (the caller then reads the file itself).
+///
+/// The bytes go in the kernel (`copy_file_range`) into an unnamed file beside the blobs, hashed
+/// as stored (through a memory map: no one else can open the unnamed file); only then does the
+/// blob get a name, by `linkat`. So per byte there is one kernel copy and one hash pass, and an
+/// interrupted call leaves nothing behind. With `expected`, the size the caller saw when it
+/// opened the source, a source that grew or shrank while it was copied is refused (an `Io`
+/// error with no path) and nothing is stored; a source rewritten in place at the same size is
+/// stored as it was read, and its digest describes the bytes stored whatever happened.
+pub fn put_blob_fd(
+    src: RawFd,
+    expected: Option<u64>,
+    algorithm: Algorithm,
+    blob_template: &str,
+    link_template: &str,
+    durable: bool,
+) -> Result<Option<(PutOutcome, u64)>> {
+    let staging = Path::new(blob_template.split("/{").next().unwrap_or(blob_template));
+    if staging.as_os_str().len() == blob_template.len() {
+        return Err(Error::State(format!(
+            "the blob template {blob_template:?} has no {{hex}} part"
+        )));
+    }
+    let staging_name = || staging.to_string_lossy();
+    // Directories made here and below are synced with the blob's, when durable: the blob's path
+    // must survive a crash, not just its data.
+    let mut created = Vec::new();
+    let file = match open_unnamed(staging) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            created = create_dirs(staging).map_err(|e| Error::io(staging_name(), e))?;
+            open_unnamed(staging)
+        }
+        other => other,
+    }
+    .map_err(|e| Error::io(staging_name(), e))?;
+    let Some(file) = file else {
+        return Ok(None);
+    };
+
+    let mut hasher = AnyHasher::new(algorithm);
+    let mut writeback = durable.then(Writeback::default);
+    let mut end = 0u64;
+    let copied = copy_hashed(
+        src,
+        &file,
+        0,
+        None,
+        HashFrom::Mapped,
+        Some(&mut hasher),
+        |n| {
+            end += n as u64;
+            if let Some(writeback) = &mut writeback {
+                writeback.advance(&file, end);
+            }
+        },
+    )
+    .map_err(|CopyError { source_side, error }| {
+        let at = if source_side {
+            format!("<fd {src}>")
+        } else {
+            staging_name().into_owned()
+        };
+        Error::io(at, error)
+    })?;
+    if let Some(expected) = expected.filter(|&expected| expected != copied) {
+        return Err(Error::io(
+            "",
+            io::Error::other(format!(
+                "the file changed size while it was read ({expected} bytes when opened, \
+                 {copied} read); nothing stored"
+            )),
+        ));
+    }
+    if durable {
+        file.sync_data().map_err(|e| Error::io(staging_name(), e))?;
+    }
+
+    let hex = hasher.hex();
+    let blob = fill(blob_template, &hex);
+    let target = Path::new(&blob);
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let stored = if fs::metadata(&blob).is_ok() {
+        false
+    } else {
+        // A concurrent delete of the directory makes the link fail with ENOENT: make it again
+        // and retry, as `write_new_file` does.
+        let mut attempt = 0;
+        loop {
+            created.extend(make_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?);
+            match link_unnamed(&file, &blob) {
+                Err(e) if e.kind() == ErrorKind::NotFound && attempt < RACE_RETRIES => attempt += 1,
+                Err(e) => return Err(Error::io(&blob, e)),
+                Ok(stored) => break stored,
+            }
+        }
+    };
+    if durable && stored {
+        fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
+        for made in &created {
+            if let Some(parent) = made.parent() {
+                fsync_dir(parent).map_err(|e| Error::io(parent.to_string_lossy(), e))?;
+            }
+        }
+    }
+    write_link(link_template, algorithm, &hex, durable)?;
+    Ok(Some((PutOutcome { hex, stored }, copied)))
 }
 
 /// Flushes the whole filesystem holding `path` (`syncfs`): one call that makes every write made
@@ -713,5 +877,90 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(leftovers, 1);
+    }
+
+    #[test]
+    fn read_from_fd_copies_and_keeps_the_hash_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        let bytes = data(COPY_CHUNK + 5_000);
+        fs::write(&src_path, &bytes).unwrap();
+        let path = dir.path().join("up/data");
+        let path = path.to_str().unwrap();
+        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, true).unwrap();
+        up.write(&bytes[..10]).unwrap();
+        let src = File::open(&src_path).unwrap();
+        // SAFETY: lseek on a descriptor `src` owns.
+        unsafe { libc::lseek(src.as_raw_fd(), 10, libc::SEEK_SET) };
+        assert_eq!(up.read_from_fd(src.as_raw_fd(), Some(100)).unwrap(), 100);
+        assert_eq!(up.hashed(), 110);
+        let rest = up.read_from_fd(src.as_raw_fd(), None).unwrap();
+        assert_eq!(rest, bytes.len() as u64 - 110);
+        assert_eq!(
+            (up.size(), up.position()),
+            (bytes.len() as u64, bytes.len() as u64)
+        );
+        assert_eq!(up.marshal_state().unwrap().0, bytes.len() as u64);
+        assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes));
+        assert_eq!(fs::read(path).unwrap(), bytes);
+
+        // Below the hashed length the running hash is dropped and recomputed from the file.
+        up.seek(0).unwrap();
+        let patch = dir.path().join("patch");
+        fs::write(&patch, b"XYZ").unwrap();
+        let patch = File::open(&patch).unwrap();
+        assert_eq!(up.read_from_fd(patch.as_raw_fd(), None).unwrap(), 3);
+        assert!(up.marshal_state().is_none());
+        let mut want = bytes.clone();
+        want[..3].copy_from_slice(b"XYZ");
+        assert_eq!(up.hexdigest().unwrap(), sha256_hex(&want));
+        assert_eq!(up.size(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn put_blob_fd_stores_once_links_and_refuses_a_changed_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let root = root.to_str().unwrap();
+        let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
+        let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
+        let src_path = dir.path().join("src");
+        let bytes = data(2 * COPY_CHUNK + 1);
+        fs::write(&src_path, &bytes).unwrap();
+        let put = |expected: Option<u64>, durable: bool| {
+            let src = File::open(&src_path).unwrap();
+            put_blob_fd(
+                src.as_raw_fd(),
+                expected,
+                Algorithm::Sha256,
+                &blob,
+                &link,
+                durable,
+            )
+        };
+        let (first, size) = put(Some(bytes.len() as u64), true).unwrap().unwrap();
+        assert_eq!((first.stored, size), (true, bytes.len() as u64));
+        assert_eq!(first.hex, sha256_hex(&bytes));
+        let hex = &first.hex;
+        let stored = format!("{root}/blobs/sha256/{}/{hex}/data", &hex[..2]);
+        assert_eq!(fs::read(&stored).unwrap(), bytes);
+        let linked = fs::read(format!("{root}/repo/_layers/sha256/{hex}/link")).unwrap();
+        assert_eq!(linked, format!("sha256:{hex}").as_bytes());
+        let (again, _) = put(None, false).unwrap().unwrap();
+        assert!(!again.stored);
+
+        // The source is not the size the caller saw: an error, and nothing new stored.
+        fs::write(&src_path, b"grown or shrunk").unwrap();
+        let err = put(Some(bytes.len() as u64), false).unwrap_err();
+        assert!(err.to_string().contains("changed size"), "{err}");
+        let blobs = fs::read_dir(format!("{root}/blobs/sha256"))
+            .unwrap()
+            .count();
+        assert_eq!(blobs, 1);
+
+        // An empty file is a blob too.
+        fs::write(&src_path, b"").unwrap();
+        let (empty, size) = put(Some(0), false).unwrap().unwrap();
+        assert_eq!((empty.hex.as_str(), size), (sha256_hex(b"").as_str(), 0));
     }
 }

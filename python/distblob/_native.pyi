@@ -12,6 +12,7 @@ __all__ = [
     "UploadFile",
     "hash_file",
     "put_blob",
+    "put_blob_fd",
     "sync_filesystem",
     "write_file_atomic",
 ]
@@ -126,7 +127,12 @@ class UploadFile:
     def write(self, data: ReadableBuffer, /) -> int:
         """Write all of ``data`` at the position and hash it; all or nothing."""
     def read_from_fd(self, fd: int, limit: int | None = None) -> int:
-        """Copy from a file descriptor to its end (or ``limit`` bytes); returns the count."""
+        """Copy from a descriptor's position to its end (or ``limit`` bytes); returns the count.
+
+        The kernel copies (``copy_file_range``; ``sendfile`` or ``read``/``pwrite`` where it
+        cannot) and the running hash reads the bytes back from the upload file, so it covers
+        what was stored even if the source changes meanwhile.
+        """
     def catch_up(self) -> None:
         """Hash whatever part of the file the running hash does not cover yet."""
     def hexdigest(self) -> str:
@@ -157,4 +163,22 @@ def put_blob(
     """Hash ``data``, store it at ``blob_template`` unless there, write the link; ``(hex, stored)``.
 
     Templates are OS paths with ``{hex}`` and ``{hex2}`` (its first two characters).
+    """
+
+def put_blob_fd(
+    fd: int,
+    algorithm: str,
+    blob_template: str,
+    link_template: str,
+    durable: bool,
+    *,
+    expected_size: int | None = None,
+) -> tuple[str, int, bool] | None:
+    """Store the rest of file ``fd`` (from its position) as a blob and link it, like ``put_blob``.
+
+    The kernel copies the file into an unnamed file beside the blobs, which is hashed as stored
+    and then linked into place: an interrupted call leaves nothing. Returns ``(hex, size,
+    stored)``, or ``None``, having read nothing, when the filesystem has no ``O_TMPFILE``.
+    With ``expected_size``, a source whose size changed while it was read raises ``OSError``
+    and nothing is stored.
     """

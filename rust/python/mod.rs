@@ -22,6 +22,9 @@ impl From<Error> for PyErr {
             // (FileNotFoundError, PermissionError, ...) from the errno.
             Error::Io { path, source } => match source.raw_os_error() {
                 Some(errno) => PyOSError::new_err((errno, source.to_string(), path)),
+                // No path: the error is about what the caller passed (a source that changed
+                // while it was read), which the caller names better.
+                None if path.is_empty() => PyOSError::new_err(source.to_string()),
                 None => PyOSError::new_err(format!("{path}: {source}")),
             },
             Error::State(why) => PyValueError::new_err(why),
@@ -39,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(upload::write_file_atomic, m)?)?;
     m.add_function(wrap_pyfunction!(upload::sync_filesystem, m)?)?;
     m.add_function(wrap_pyfunction!(upload::put_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(upload::put_blob_fd, m)?)?;
     m.add("GIL_RELEASE_THRESHOLD", buffer::GIL_RELEASE_THRESHOLD)?;
     Ok(())
 }

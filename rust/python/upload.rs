@@ -182,3 +182,31 @@ pub fn put_blob(
     })?;
     Ok((outcome.hex, outcome.stored))
 }
+
+/// Stores the rest of the file `fd` as a blob and links it, in one call: the kernel copies it
+/// into an unnamed file that is hashed as stored, then named. `(hex, size, stored)`, or `None`
+/// (nothing read) when the filesystem has no `O_TMPFILE`.
+#[pyfunction]
+#[pyo3(signature = (fd, algorithm, blob_template, link_template, durable, *, expected_size = None))]
+pub fn put_blob_fd(
+    py: Python<'_>,
+    fd: i32,
+    algorithm: &str,
+    blob_template: &str,
+    link_template: &str,
+    durable: bool,
+    expected_size: Option<u64>,
+) -> PyResult<Option<(String, u64, bool)>> {
+    let algorithm = self::algorithm(algorithm)?;
+    let outcome = py.detach(|| {
+        upload::put_blob_fd(
+            fd,
+            expected_size,
+            algorithm,
+            blob_template,
+            link_template,
+            durable,
+        )
+    })?;
+    Ok(outcome.map(|(outcome, size)| (outcome.hex, size, outcome.stored)))
+}
