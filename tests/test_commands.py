@@ -190,6 +190,8 @@ def test_ingest_permission_denied_and_bad_sources(
 def test_ingest_failed_commit_leaves_nothing(
     tree: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Through an upload (the python engine's way; the native engine stores a local file in one
+    call, whose failures tests/test_ingest_fast.py covers)."""
     root = tmp_path / "reg"
 
     def broken(self: BlobWriter, provisional: Any) -> Any:
@@ -197,7 +199,7 @@ def test_ingest_failed_commit_leaves_nothing(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(BlobWriter, "commit", broken)
-        status = main(ingest_args(root, tree / "big.bin"))
+        status = main(ingest_args(root, tree / "big.bin", engine="python"))
     assert status == 1
     assert "No space left on device" in capsys.readouterr().err
     assert stored_blobs(root) == set()
