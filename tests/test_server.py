@@ -35,6 +35,7 @@ from distblob.server.config import (
 )
 from distblob.storage.cache import InMemoryBlobDescriptorCache, RedisBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver
+from distblob.storage.driver.s3 import S3Driver
 from support.goregistry import (
     OCI_CONFIG,
     OCI_LAYER_TAR,
@@ -44,6 +45,7 @@ from support.goregistry import (
     sha256_digest,
     upload_location,
 )
+from support.s3server import RcloneS3
 from support.server import DistblobServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -610,6 +612,38 @@ def test_config_storage_cache_and_redis(tmp_path: Path) -> None:
     registry = build_registry(config)
     assert isinstance(registry.descriptor_cache, InMemoryBlobDescriptorCache)
     assert isinstance(registry.driver, FilesystemDriver) and registry.redirect
+
+
+@pytest.mark.parametrize(
+    ("s3", "key"),
+    [
+        ({"bucket": "b", "region": "r", "chunksize": "big"}, "storage.s3.chunksize"),
+        ({"bucket": "b", "region": "r", "secure": "maybe"}, "storage.s3.secure"),
+        ({"bucket": "b", "regoin": "r"}, "storage.s3.regoin"),
+        ({"region": "r"}, "storage.s3.bucket"),
+        ("bucket", "storage.s3"),
+    ],
+)
+def test_config_s3_errors_name_the_parameter(s3: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"storage": {"s3": s3}})
+    assert info.value.key == key
+
+
+def test_config_builds_a_registry_over_s3(s3_server: RcloneS3) -> None:
+    parameters = s3_server.parameters(s3_server.new_bucket(), rootdirectory="/registry")
+    registry = build_registry(parse_config({"storage": {"s3": parameters}}))
+    assert isinstance(registry.driver, S3Driver) and registry.redirect
+    repo = registry.repository("config/s3")
+    descriptor = repo.blobs.put(b"stored through the config", "application/x-test")
+    assert repo.blobs.get(str(descriptor.digest)) == b"stored through the config"
+    assert repo.blobs.serve_blob(str(descriptor.digest)).status == 307  # a presigned URL
+    # storage.redirect.disable: the registry serves the bytes itself.
+    config = parse_config({"storage": {"s3": parameters, "redirect": {"disable": True}}})
+    registry = build_registry(config)
+    assert isinstance(registry.driver, S3Driver) and not registry.redirect
+    plan = registry.repository("config/s3").blobs.serve_blob(str(descriptor.digest))
+    assert plan.status == 200 and plan.headers["Content-Type"] == "application/octet-stream"
 
 
 def test_cli_rejects_bad_config(tmp_path: Path) -> None:
