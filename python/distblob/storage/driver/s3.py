@@ -299,20 +299,24 @@ class S3Driver(StorageDriver):
             return None
         return _Pending.decode(raw, key)
 
-    def _keys_below(self, path: str) -> Iterator[dict[str, Any]]:
-        """Every object under the directory ``path`` (its ``Key``, ``Size``, ...)."""
-        paginator = self._client.get_paginator("list_objects_v2")
-        prefix = self._dir_prefix(path)
-        pages = self._call(path, paginator.paginate, Prefix=prefix)
+    def _pages(self, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The ``ListObjectsV2`` pages for the directory ``path``, S3's errors mapped."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        paginator = self._client.get_paginator("list_objects_v2")
         try:
-            for page in pages:
-                yield from page.get("Contents", [])
+            yield from paginator.paginate(
+                Bucket=self.bucket, Prefix=self._dir_prefix(path), **kwargs
+            )
         except ClientError as error:
             raise StorageDriverError(f"s3: {path}: {_client_error_code(error)}") from error
         except BotoCoreError as error:
             raise ConnectionError(f"s3: {path}: {error}") from error
+
+    def _keys_below(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every object under the directory ``path`` (its ``Key``, ``Size``, ...)."""
+        for page in self._pages(path):
+            yield from page.get("Contents", [])
 
     def _is_dir(self, path: str) -> bool:
         if path == "/":
@@ -322,13 +326,12 @@ class S3Driver(StorageDriver):
         )
         return bool(result.get("KeyCount", 0) or result.get("Contents"))
 
-    def _abort(self, path: str, key: str, pending: _Pending) -> None:
-        if pending.upload_id is None:
+    def _abort(self, path: str, key: str, upload_id: str | None) -> None:
+        """Abort a multipart upload (gone already is fine)."""
+        if upload_id is None:
             return
         with contextlib.suppress(PathNotFoundError, StorageDriverError):
-            self._call(
-                path, self._client.abort_multipart_upload, Key=key, UploadId=pending.upload_id
-            )
+            self._call(path, self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
 
     # -- the driver ---------------------------------------------------------------------------
 
@@ -368,20 +371,12 @@ class S3Driver(StorageDriver):
 
     def _list(self, path: str) -> builtins.list[str]:
         prefix = self._dir_prefix(path)
-        paginator = self._client.get_paginator("list_objects_v2")
         names: set[str] = set()
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-                for entry in page.get("Contents", []):
-                    names.add(entry["Key"][len(prefix) :].removesuffix(PENDING_SUFFIX))
-                for common in page.get("CommonPrefixes", []):
-                    names.add(common["Prefix"][len(prefix) :].rstrip("/"))
-        except ClientError as error:
-            raise StorageDriverError(f"s3: {path}: {_client_error_code(error)}") from error
-        except BotoCoreError as error:
-            raise ConnectionError(f"s3: {path}: {error}") from error
+        for page in self._pages(path, Delimiter="/"):
+            for entry in page.get("Contents", []):
+                names.add(entry["Key"][len(prefix) :].removesuffix(PENDING_SUFFIX))
+            for common in page.get("CommonPrefixes", []):
+                names.add(common["Prefix"][len(prefix) :].rstrip("/"))
         if not names and path != "/":
             raise PathNotFoundError(path)
         return [join(path, name) for name in sorted(names) if is_path_component(name)]
@@ -433,7 +428,7 @@ class S3Driver(StorageDriver):
         keys = [key] if self._head(path) is not None else []
         pending = self._pending(path)
         if pending is not None:
-            self._abort(path, key, pending)
+            self._abort(path, key, pending.upload_id)
             keys.append(key + PENDING_SUFFIX)
         below = list(self._keys_below(path))
         for entry in below:
@@ -441,7 +436,7 @@ class S3Driver(StorageDriver):
             if name.endswith(PENDING_SUFFIX):
                 inner = self._pending(path, name.removesuffix(PENDING_SUFFIX))
                 if inner is not None:
-                    self._abort(path, name.removesuffix(PENDING_SUFFIX), inner)
+                    self._abort(path, name.removesuffix(PENDING_SUFFIX), inner.upload_id)
             keys.append(name)
         if not keys:
             raise PathNotFoundError(path)
@@ -666,7 +661,7 @@ class S3FileWriter(FileWriter):
             self._dirty = True  # even an empty file must come to exist
             existing = driver._pending(path, self._key)
             if existing is not None:
-                driver._abort(path, self._key, existing)
+                driver._abort(path, self._key, existing.upload_id)
                 self._had_pending = True
 
     # -- sizes and state ---------------------------------------------------------------------
@@ -689,7 +684,7 @@ class S3FileWriter(FileWriter):
                 self._parts.append((1, etag, base))
                 return
             # Start over on a clean upload: some servers keep a part they failed to copy.
-            self._driver._abort(self._path, self._key, _Pending(upload_id, [], b"", 0.0))
+            self._driver._abort(self._path, self._key, upload_id)
             self._upload_id = None
         # No server-side part copy: read the object back through this writer.
         existing = self._driver._get(self._path, self._key)["Body"]
@@ -845,9 +840,7 @@ class S3FileWriter(FileWriter):
             raise ValueError(f"the writer of {self._path} is closed and can no longer cancel")
         self._cancelled = self._closed = True
         self._drain_quietly()
-        if self._upload_id is not None:
-            state = _Pending(self._upload_id, [], b"", 0.0)
-            self._driver._abort(self._path, self._key, state)
+        self._driver._abort(self._path, self._key, self._upload_id)
         with contextlib.suppress(PathNotFoundError):
             self._driver._delete(self._path)
 
