@@ -16,6 +16,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import threading
 import time
 import urllib.parse
@@ -388,6 +389,89 @@ def test_broken_upstream_transfer_caches_nothing(fault: str, tmp_path: Path) -> 
         assert (status, complete) == (200, True) and body == data
         assert upstream.gets == 3
         assert stored_blobs(root) == {digest}
+
+
+def test_blob_redirect_is_followed_and_credentials_stay_on_the_upstream(tmp_path: Path) -> None:
+    """Upstream asks for Basic auth and sends the blob body from another host (a CDN, a
+    bucket): the cache follows the redirect, and the credentials go to the upstream only."""
+    data = os.urandom(2 << 20)
+    digest = sha256_digest(data)
+    expected = "Basic " + base64.b64encode(b"puller:s3cret").decode()
+    seen: dict[str, list[str | None]] = {"upstream": [], "cdn": []}
+
+    def cdn(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        seen["cdn"].append(handler.headers.get("Authorization"))
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    with FakeUpstream(cdn) as other_host:
+        # "localhost" is another host than the upstream's 127.0.0.1, on another port too.
+        target = f"http://localhost:{other_host.server.server_address[1]}/cdn/blobs/{digest}"
+
+        def upstream_answer(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+            authorization = handler.headers.get("Authorization")
+            seen["upstream"].append(authorization)
+            if authorization != expected:
+                handler.send_response(401)
+                handler.send_header("WWW-Authenticate", 'Basic realm="test"')
+                handler.send_header("Content-Length", "0")
+            else:
+                handler.send_response(307)
+                handler.send_header("Location", target)
+                handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        root = tmp_path / "cache"
+        with (
+            FakeUpstream(upstream_answer) as upstream,
+            proxy_server(root, upstream.url, username="puller", password="s3cret") as cache,
+        ):
+            status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
+            assert (status, complete) == (200, True) and body == data
+            assert stored_blobs(root) == {digest}
+            assert "s3cret" not in cache.log_text()
+    assert seen["upstream"] == [None, expected]  # challenged, then answered with credentials
+    assert seen["cdn"] == [None]  # the other host never saw them
+
+
+def test_shutdown_stops_a_stalled_fetch_and_keeps_nothing(tmp_path: Path) -> None:
+    """A client that gave up on a cold blob whose upstream then stalls: stopping the server
+    interrupts the fetch at once (not after the upstream's read timeout) and keeps no upload."""
+    data = os.urandom(4 << 20)
+    digest = sha256_digest(data)
+    release = threading.Event()
+
+    def stall(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data[: 1 << 20])
+        handler.wfile.flush()
+        release.wait(60)  # never sends the rest while the test runs
+
+    root = tmp_path / "cache"
+    try:
+        with FakeUpstream(stall) as upstream:
+            cache = proxy_server(root, upstream.url)
+            with cache:
+                conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=30)
+                conn.request("GET", f"/v2/x/y/blobs/{digest}")
+                response = conn.getresponse()
+                assert response.status == 200
+                assert len(response.read(512 << 10)) == 512 << 10  # the bytes that arrived
+                conn.close()  # the client gives up; the fetch goes on in the background
+                assert len(uploads_left(root)) == 1
+                started = time.monotonic()
+            stopped = time.monotonic() - started
+            # uvicorn ends by re-raising the SIGTERM it handled; -9 would mean it had to be killed.
+            assert cache.returncode in (0, -signal.SIGTERM), cache.log_text()
+            assert "Traceback" not in cache.log_text()
+            assert stopped < 8, f"the server took {stopped:.1f}s to stop"
+            assert uploads_left(root) == [] and stored_blobs(root) == set()
+    finally:
+        release.set()
 
 
 # -- authenticated upstreams --------------------------------------------------------------------

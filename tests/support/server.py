@@ -48,6 +48,8 @@ class DistblobServer:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.log = ""
+        #: The exit status of the last stop (-9: it had to be killed).
+        self.returncode: int | None = None
 
     @property
     def url(self) -> str:
@@ -153,4 +155,5 @@ class DistblobServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.returncode = proc.returncode
         self.log = self.log_text()

@@ -2,8 +2,10 @@
 
 - A blob the repository links is served locally (Range, If-None-Match and all).
 - A cold blob is fetched by one background task per ``(repository, digest)``: one upstream GET,
-  written into one local :class:`~distblob.storage.writer.BlobWriter` (no resumable states) and
-  committed with its digest and size verified, then scheduled for expiry. Every client asking
+  whose body one worker thread reads into a reused buffer and writes into one local
+  :class:`~distblob.storage.writer.BlobWriter` (no resumable states; the bytes go to disk and
+  into the hash in one native call), then commits with its digest and size verified; the blob
+  is then scheduled for expiry. The event loop only hears of the progress. Every client asking
   for it meanwhile (the first one included) streams from the growing upload file as the bytes
   land, so ten concurrent cold GETs cost one upstream GET and one local write
   (distribution #1334).
@@ -20,10 +22,13 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Final
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import httpx
+import urllib3
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -33,6 +38,7 @@ from distblob.errors import BlobUnknownError, DistblobError
 from distblob.interfaces import ServePlan
 from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError
 from distblob.storage import paths
+from distblob.storage.writer import BlobWriter
 
 if TYPE_CHECKING:
     from distblob.proxy.scheduler import TTLScheduler
@@ -63,10 +69,27 @@ class Fetch:
         self.written = 0
         self.error: BaseException | None = None
         self._changed = asyncio.Event()
+        #: Set (from the loop) to make the receiving thread stop; with the response, which
+        #: ``shutdown()`` interrupts mid-read.
+        self.stop = threading.Event()
+        self.response: urllib3.BaseHTTPResponse | None = None
 
     def notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def progress(self, written: int) -> None:
+        """``written`` bytes are in the upload file (called on the loop by the receiver)."""
+        self.written = written
+        self.notify()
+
+    def interrupt(self) -> None:
+        """Make the receiving thread stop at once (shutdown: the upload is cancelled)."""
+        self.stop.set()
+        response = self.response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.shutdown()
 
     @property
     def changed(self) -> asyncio.Event:
@@ -163,18 +186,18 @@ def _descriptor_headers(digest: str, size: int | None, media_type: str) -> dict[
     return headers
 
 
-def _upstream_status(response: httpx.Response, digest: Digest) -> None:
-    if response.status_code == 404:
+def _upstream_status(status: int, digest: Digest) -> None:
+    if status == 404:
         raise BlobUnknownError(digest)
-    if response.status_code == 403:
+    if status == 403:
         raise UpstreamAuthError("upstream denied access", 403)
-    if response.status_code != 200:
-        raise UpstreamError(f"upstream answered {response.status_code}", 502)
+    if status != 200:
+        raise UpstreamError(f"upstream answered {status}", 502)
 
 
-def _content_length(response: httpx.Response) -> int | None:
-    raw = response.headers.get("content-length")
-    if raw is None or not raw.isdigit():
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None or not raw.isdigit() or len(raw) > 19:
         return None
     return int(raw)
 
@@ -193,6 +216,8 @@ class ProxyBlobStore:
 
     async def aclose(self) -> None:
         """Cancel fetches still running (at shutdown): their uploads are cancelled."""
+        for fetch in list(self._inflight.values()):
+            fetch.interrupt()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -228,7 +253,7 @@ class ProxyBlobStore:
                 response = await self.upstream.head(
                     f"/v2/{repo.name}/blobs/{digest}", name=repo.name
                 )
-                _upstream_status(response, digest)
+                _upstream_status(response.status_code, digest)
                 await anyio.to_thread.run_sync(repo.blobs.link, digest)
                 self.scheduler.add_blob(repo.name, digest)
                 return await anyio.to_thread.run_sync(local)
@@ -247,9 +272,9 @@ class ProxyBlobStore:
 
     async def _head(self, repo: Repository, digest: Digest) -> Response:
         response = await self.upstream.head(f"/v2/{repo.name}/blobs/{digest}", name=repo.name)
-        _upstream_status(response, digest)
+        _upstream_status(response.status_code, digest)
         media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
-        headers = _descriptor_headers(str(digest), _content_length(response), media_type)
+        headers = _descriptor_headers(str(digest), _content_length(response.headers), media_type)
         return Response(status_code=200, headers=headers)
 
     def _start(self, repo: Repository, digest: Digest) -> Fetch:
@@ -271,21 +296,23 @@ class ProxyBlobStore:
         digest = fetch.digest
         try:
             self.upstream_fetches += 1
-            response = await self.upstream.send(
-                "GET", f"/v2/{repo.name}/blobs/{digest}", name=repo.name
-            )
+            response = await self.upstream.stream(f"/v2/{repo.name}/blobs/{digest}", name=repo.name)
+            fetch.response = response
             try:
-                _upstream_status(response, digest)
+                _upstream_status(response.status, digest)
                 await self._receive(repo, fetch, response)
             finally:
-                await response.aclose()
+                fetch.response = None
+                response.close()
+                response.release_conn()
             self.scheduler.add_blob(repo.name, digest)
         except BaseException as exc:
             fetch.error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                logger.info("fetching %s@%s cancelled: nothing kept", repo.name, digest)
+                raise
             if not isinstance(exc, (DistblobError, httpx.HTTPError)):
                 logger.exception("fetching %s@%s failed", repo.name, digest)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
         finally:
             if self._inflight.get((repo.name, str(digest))) is fetch:
                 del self._inflight[(repo.name, str(digest))]
@@ -293,9 +320,11 @@ class ProxyBlobStore:
             fetch.ready.set()
             fetch.notify()
 
-    async def _receive(self, repo: Repository, fetch: Fetch, response: httpx.Response) -> None:
+    async def _receive(
+        self, repo: Repository, fetch: Fetch, response: urllib3.BaseHTTPResponse
+    ) -> None:
         digest = fetch.digest
-        fetch.size = _content_length(response)
+        fetch.size = _content_length(response.headers)
         fetch.media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
         writer = await anyio.to_thread.run_sync(
             lambda: repo.blobs.create(algorithm=digest.algorithm)
@@ -304,38 +333,52 @@ class ProxyBlobStore:
         fetch.upload_path = driver.local_path(paths.upload_data_path(repo.name, writer.id))
         fetch.ready.set()
         fetch.notify()
+        loop = asyncio.get_running_loop()
+
+        def progress(written: int) -> None:
+            loop.call_soon_threadsafe(fetch.progress, written)
+
         try:
-            pending: asyncio.Future[Any] | None = None
-            try:
-                async for piece in response.aiter_raw(CHUNK):
-                    # Write one buffer while the next one arrives.
-                    if pending is not None:
-                        fetch.written += await pending
-                        fetch.notify()
-                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(writer.write, piece))
-                if pending is not None:
-                    fetch.written += await pending
-                    pending = None
-                    fetch.notify()
-            except httpx.HTTPError as exc:
-                raise TransferError(
-                    f"upstream transfer of {digest} broke after {fetch.written} bytes: "
-                    f"{type(exc).__name__}"
-                ) from None
-            finally:
-                if pending is not None:
-                    with contextlib.suppress(BaseException):
-                        await pending
-            if fetch.size is not None and fetch.written != fetch.size:
-                raise TransferError(
-                    f"upstream sent {fetch.written} of {fetch.size} bytes of {digest}"
-                )
-            provisional = Descriptor(media_type=fetch.media_type, size=fetch.written, digest=digest)
-            await anyio.to_thread.run_sync(writer.commit, provisional)
+            # Not cancellable while the thread runs: shutdown interrupts it (Fetch.interrupt).
+            await anyio.to_thread.run_sync(_receive_and_commit, fetch, response, writer, progress)
         except BaseException:
             await anyio.to_thread.run_sync(writer.cancel)
             raise
         fetch.blob_path = driver.local_path(paths.blob_data_path(digest))
+
+
+def _receive_and_commit(
+    fetch: Fetch,
+    response: urllib3.BaseHTTPResponse,
+    writer: BlobWriter,
+    progress: Callable[[int], None],
+) -> None:
+    """Read the upstream body into ``writer`` (in a worker thread) and commit it, verified."""
+    digest = fetch.digest
+    view = memoryview(bytearray(CHUNK))
+    written = 0
+    while True:
+        if fetch.stop.is_set():
+            raise TransferError(f"upstream transfer of {digest} stopped (shutting down)")
+        try:
+            count = response.readinto(view)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if fetch.stop.is_set():
+                raise TransferError(
+                    f"upstream transfer of {digest} stopped (shutting down)"
+                ) from None
+            raise TransferError(
+                f"upstream transfer of {digest} broke after {written} bytes: {type(exc).__name__}"
+            ) from None
+        if not count:
+            break
+        written += writer.write(view[:count])
+        progress(written)
+        if fetch.size is not None and written > fetch.size:
+            break
+    if fetch.size is not None and written != fetch.size:
+        raise TransferError(f"upstream sent {written} of {fetch.size} bytes of {digest}")
+    writer.commit(Descriptor(media_type=fetch.media_type, size=written, digest=digest))
 
 
 __all__ = ["Fetch", "FetchResponse", "ProxyBlobStore", "TransferError"]

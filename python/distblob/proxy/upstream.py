@@ -1,4 +1,5 @@
-"""The upstream registry of a pull-through cache, over ``httpx`` (async).
+"""The upstream registry of a pull-through cache: ``httpx`` (async) for requests, ``urllib3`` for
+blob bodies.
 
 Authentication follows distribution's ``registry/client/auth``: a request answered ``401`` carries
 a ``WWW-Authenticate`` challenge; ``Bearer realm=…,service=…`` is answered by fetching
@@ -7,9 +8,14 @@ auth, or anonymously without them) and sending the token as ``Authorization: Bea
 is reused for its scope until its ``expires_in`` runs out (60 s when the server names none).
 ``Basic`` challenges are answered with the credentials themselves.
 
+Blob bodies (:meth:`Upstream.stream`) are read by a worker thread with ``urllib3``'s ``readinto``
+into a reused buffer: on this path httpx's async reader cost 1.2 to 1.7 CPU-seconds per GiB on the
+event loop (0.6 to 0.9 GB/s), ``readinto`` 0.3 in a thread (2 GB/s), so a cold pull no longer
+competes with the responses the loop is sending. Both clients trust the system's CA store.
+
 Credentials are sent only to the upstream's own host: a token realm on another host gets an
-anonymous token request (distribution 3.1 refuses such realms for the same reason), and httpx
-drops ``Authorization`` on redirects to another origin. Nothing here logs a header or a
+anonymous token request (distribution 3.1 refuses such realms for the same reason), and both
+clients drop ``Authorization`` on redirects to another host. Nothing here logs a header or a
 credential.
 """
 
@@ -18,12 +24,15 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, TypeVar
 
+import anyio
 import httpx
+import urllib3
 
 from distblob.errors import DistblobError
 
@@ -41,7 +50,12 @@ DEFAULT_TOKEN_LIFETIME: Final = 60.0
 #: Tokens are renewed this many seconds before they expire.
 TOKEN_MARGIN: Final = 5.0
 
+#: Redirects followed on the way to a blob body (registries send blobs to a CDN or a bucket).
+MAX_REDIRECTS: Final = 10
+
 logger = logging.getLogger("distblob.proxy")
+
+R = TypeVar("R")
 
 _PARAM: Final = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -93,10 +107,19 @@ class Upstream:
         self.host = (urllib.parse.urlsplit(self.base).hostname or "").lower()
         self._credentials = (username or "", password or "") if username or password else None
         self._clock = clock
+        trust = ssl.create_default_context()
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=True,
+            verify=trust,
+        )
+        self._pool = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+            retries=urllib3.Retry(
+                total=MAX_REDIRECTS, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS
+            ),
+            ssl_context=trust,
         )
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
         self._basic = False  # the upstream asked for Basic: send it up front from now on
@@ -106,6 +129,7 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._pool.clear()
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -177,6 +201,33 @@ class Upstream:
 
     # -- requests ----------------------------------------------------------------------------
 
+    async def _authenticated(
+        self,
+        name: str,
+        headers: Mapping[str, str] | None,
+        open_: Callable[[dict[str, str]], Awaitable[R]],
+        challenge_of: Callable[[R], Awaitable[str | None]],
+    ) -> R:
+        """``open_(headers)`` with the scope's credentials, answering up to two ``401``s.
+
+        ``challenge_of`` returns a 401's ``WWW-Authenticate`` (having closed that response), or
+        ``None`` for any other answer, which is returned.
+        """
+        scope = repository_scope(name)
+        for attempt in range(3):
+            request_headers = dict(headers or {})
+            authorization = self._authorization(scope)
+            if authorization is not None:
+                request_headers["Authorization"] = authorization
+            response = await open_(request_headers)
+            challenge = await challenge_of(response)
+            if challenge is None:
+                return response
+            self._tokens.pop(scope, None)
+            if attempt == 2 or not await self._answer(challenge, scope):
+                break
+        raise UpstreamAuthError("upstream refused the credentials", 401)
+
     async def send(
         self,
         method: str,
@@ -191,25 +242,50 @@ class Upstream:
         cannot be answered raises :class:`UpstreamAuthError`; a transport failure
         :class:`UpstreamError`.
         """
-        scope = repository_scope(name)
-        for attempt in range(3):
-            request_headers = dict(headers or {})
-            authorization = self._authorization(scope)
-            if authorization is not None:
-                request_headers["Authorization"] = authorization
+
+        async def open_(request_headers: dict[str, str]) -> httpx.Response:
             request = self._client.build_request(method, self.base + path, headers=request_headers)
             try:
-                response = await self._client.send(request, stream=True)
+                return await self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise UpstreamError(f"upstream unreachable: {type(exc).__name__}", 502) from None
+
+        async def challenge_of(response: httpx.Response) -> str | None:
             if response.status_code != 401:
-                return response
-            challenge = response.headers.get("www-authenticate", "")
+                return None
             await response.aclose()
-            self._tokens.pop(scope, None)
-            if attempt == 2 or not await self._answer(challenge, scope):
-                break
-        raise UpstreamAuthError("upstream refused the credentials", 401)
+            return str(response.headers.get("www-authenticate", ""))
+
+        return await self._authenticated(name, headers, open_, challenge_of)
+
+    async def stream(self, path: str, *, name: str) -> urllib3.BaseHTTPResponse:
+        """GET ``path`` for repository ``name`` with the body left to read, for a worker thread.
+
+        The caller reads the body with ``readinto`` (blocking: in a thread), may interrupt a
+        read from another thread with ``shutdown()``, and must ``release_conn()`` at the end.
+        Redirects are followed (``Authorization`` is dropped when one leaves the host); a body
+        shorter than its ``Content-Length`` raises ``urllib3.exceptions.ProtocolError``.
+        """
+        url = self.base + path
+
+        def get(request_headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+            return self._pool.request(
+                "GET", url, headers=request_headers, preload_content=False, decode_content=False
+            )
+
+        async def open_(request_headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+            try:
+                return await anyio.to_thread.run_sync(get, request_headers)
+            except urllib3.exceptions.HTTPError as exc:
+                raise UpstreamError(f"upstream unreachable: {type(exc).__name__}", 502) from None
+
+        async def challenge_of(response: urllib3.BaseHTTPResponse) -> str | None:
+            if response.status != 401:
+                return None
+            await anyio.to_thread.run_sync(_discard, response)
+            return str(response.headers.get("www-authenticate", ""))
+
+        return await self._authenticated(name, None, open_, challenge_of)
 
     async def head(
         self, path: str, *, name: str, headers: Mapping[str, str] | None = None
@@ -235,6 +311,12 @@ class Upstream:
         finally:
             await response.aclose()
         return response, bytes(body)
+
+
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Close a response without reading its body (the connection is not reused)."""
+    response.close()
+    response.release_conn()
 
 
 __all__ = [
