@@ -91,6 +91,21 @@ def _int_param(request: Request, key: str) -> int | None:
     return int(raw)
 
 
+def _small_body_length(request: Request) -> int | None:
+    """The declared body length when it is at most :data:`CHUNK` (read whole, then stored in
+    one worker-thread call); ``None`` for a larger or chunked body (streamed)."""
+    raw = request.headers.get("content-length")
+    if (
+        raw is None
+        or not raw.isdigit()
+        or len(raw) > 9
+        or "chunked" in request.headers.get("transfer-encoding", "")
+    ):
+        return None
+    length = int(raw)
+    return length if length <= CHUNK else None
+
+
 def _parse_content_range(header: str) -> tuple[int, int]:
     """``<start>-<end>`` (inclusive; ``bytes `` / ``bytes=`` prefixes tolerated)."""
     text = header.strip()
@@ -318,12 +333,32 @@ class _API:
         algorithm = params.get("digest-algorithm", "sha256")
         digest_param = params.get("digest")
         expected = parse_digest(digest_param) if digest_param is not None else None
-        writer = await _run(repo.blobs.create, algorithm=algorithm)
         if expected is None:
-            size = writer.size
-            await _run(writer.close)
+
+            def open_upload() -> tuple[BlobWriter, int]:
+                writer = repo.blobs.create(algorithm=algorithm)
+                size = writer.size
+                writer.close()
+                return writer, size
+
+            writer, size = await _run(open_upload)
             return _empty(202, self._upload_headers(repo, writer, size))
         # Monolithic upload: the whole blob is the POST body.
+        if _small_body_length(request) is not None:
+            body = await request.body()  # at most CHUNK bytes
+
+            def store_small() -> None:
+                writer = repo.blobs.create(algorithm=algorithm)
+                try:
+                    writer.write(body)
+                    writer.commit(Descriptor(digest=expected))
+                except BaseException:
+                    writer.cancel()
+                    raise
+
+            await _run(store_small)
+            return self._created(repo, expected)
+        writer = await _run(repo.blobs.create, algorithm=algorithm)
         try:
             await self._receive_into(request, writer)
             await _run(writer.commit, Descriptor(digest=expected))
@@ -377,18 +412,43 @@ class _API:
         if digest_param is None:
             raise APIError("DIGEST_INVALID", "digest missing", detail="the digest parameter")
         expected = parse_digest(digest_param)
+        if _small_body_length(request) is not None:
+            # A small (or empty) last chunk: read it, then resume, write, commit and close in
+            # one worker-thread call instead of four.
+            body = await request.body()  # at most CHUNK bytes
+            token = request.query_params.get("_state")
+            upload_id = request.path_params["upload_id"]
+            await _run(self._finish_upload, repo, upload_id, token, body, expected)
+            return self._created(repo, expected)
         writer = await self._resume(request)
         try:
             await self._receive_into(request, writer)
-            try:
-                await _run(writer.commit, Descriptor(digest=expected))
-            except (BlobInvalidDigestError, BlobInvalidLengthError, DigestUnsupportedError):
-                # distribution cancels an upload whose content does not match its digest.
-                await _run(writer.cancel)
-                raise
+            await _run(self._commit_or_cancel, writer, expected)
         finally:
             await _run(writer.close)
         return self._created(repo, expected)
+
+    def _finish_upload(
+        self, repo: Repository, upload_id: str, token: str | None, body: bytes, expected: Digest
+    ) -> None:
+        """Resume an upload, verify its ``_state``, append ``body``, commit (worker thread)."""
+        writer = repo.blobs.resume(upload_id)
+        try:
+            state.verify(self.secret, token, name=repo.name, uuid=writer.id, size=writer.size)
+            if body:
+                writer.write(body)
+            self._commit_or_cancel(writer, expected)
+        finally:
+            writer.close()
+
+    @staticmethod
+    def _commit_or_cancel(writer: BlobWriter, expected: Digest) -> None:
+        try:
+            writer.commit(Descriptor(digest=expected))
+        except (BlobInvalidDigestError, BlobInvalidLengthError, DigestUnsupportedError):
+            # distribution cancels an upload whose content does not match its digest.
+            writer.cancel()
+            raise
 
     # -- manifests, tags, referrers ----------------------------------------------------------
 
