@@ -304,6 +304,11 @@ def test_bad_state(client: RegistryClient, server: DistblobServer) -> None:
     for bad in (tampered, "!!!", "", "QUJD", other, stale, wrong_key, "A" * 5000):
         target = f"{path}?{urllib.parse.urlencode({'_state': bad})}"
         check(client.request("PATCH", target, body=b"x"), 404, "BLOB_UPLOAD_INVALID")
+        # The same for a PUT whose last chunk is small enough to be stored in one call: the
+        # upload is neither committed nor cancelled.
+        put = f"{target}&{urllib.parse.urlencode({'digest': sha256_digest(b'x')})}"
+        check(client.request("PUT", put, body=b"x"), 404, "BLOB_UPLOAD_INVALID")
+        check(client.request("HEAD", f"/v2/lib/state/blobs/{sha256_digest(b'x')}"), 404)
     # A missing _state is accepted: the upload lives in storage.
     check(client.request("PATCH", path, body=b"ok"), 202)
     client.finish(path, sha256_digest(b"ok"))
