@@ -301,10 +301,12 @@ class ProxyBlobStore:
             try:
                 _upstream_status(response.status, digest)
                 await self._receive(repo, fetch, response)
+            except BaseException:
+                response.close()  # a connection left mid-body is never reused
+                raise
             finally:
                 fetch.response = None
-                response.close()
-                response.release_conn()
+                response.release_conn()  # read to the end: back to the pool
             self.scheduler.add_blob(repo.name, digest)
         except BaseException as exc:
             fetch.error = exc
@@ -374,8 +376,6 @@ def _receive_and_commit(
             break
         written += writer.write(view[:count])
         progress(written)
-        if fetch.size is not None and written > fetch.size:
-            break
     if fetch.size is not None and written != fetch.size:
         raise TransferError(f"upstream sent {written} of {fetch.size} bytes of {digest}")
     writer.commit(Descriptor(media_type=fetch.media_type, size=written, digest=digest))
