@@ -1,4 +1,4 @@
-"""``distblob gc --root DIR``: mark and sweep, after distribution's ``garbage-collect``.
+"""``distblob gc --root DIR | --config FILE``: mark and sweep, as distribution's garbage-collect.
 
 Mark (distribution's ``MarkAndSweep``): for every repository, every manifest revision is marked
 with what it references (``config``, ``layers``, ``blobs``, and an index's ``manifests``, which
@@ -23,16 +23,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from distblob.commands.store import add_store_arguments, open_registry
 from distblob.digest import Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.registry import Registry
 from distblob.storage import paths
+from distblob.storage.cache import forget
 from distblob.storage.driver import StorageDriver
 
 
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="delete blobs no manifest or repository link references",
         description="Mark and sweep unreferenced blobs, like distribution's garbage-collect.",
     )
-    parser.add_argument("--root", required=True, help="registry root directory")
+    add_store_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list what would go, delete none")
     parser.add_argument(
         "--delete-untagged",
@@ -194,16 +195,19 @@ def plan(
 
 def sweep(registry: Registry, result: Plan, repos: dict[str, RepositoryLinks]) -> None:
     """Delete what :func:`plan` listed."""
-    driver = registry.driver
+    driver, cache = registry.driver, registry.descriptor_cache
     for name, digest in result.manifests:
         for tag, index in repos[name].tag_index.items():
             if digest in index:
                 _delete(driver, paths.manifest_tag_index_entry_link_path(name, tag, digest))
         _delete(driver, paths.manifest_revision_link_path(name, digest))
+        forget(cache.repository_scoped(name), digest)
     for digest in result.blobs:
         _delete(driver, paths.blob_dir_path(digest))
+        forget(cache, digest)  # a shared (Redis) cache must not go on answering for it
     for name, digest in result.layer_links:
         _delete(driver, paths.layer_link_path(name, digest))
+        forget(cache.repository_scoped(name), digest)
 
 
 def _delete(driver: StorageDriver, link_or_dir: str) -> None:
@@ -215,10 +219,9 @@ def _delete(driver: StorageDriver, link_or_dir: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``distblob gc``; 0 on success, 1 if marking failed (then nothing is deleted)."""
-    if not os.path.isdir(args.root):
-        print(f"distblob gc: {args.root}: not a directory", file=sys.stderr)
+    registry = open_registry(args, "gc")
+    if registry is None:
         return 2
-    registry = Registry.filesystem(args.root)
     try:
         result = plan(
             registry, delete_untagged=args.delete_untagged, manifests_only=args.manifests_only
@@ -236,6 +239,14 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if not args.dry_run:
         sweep(registry, result, read_repositories(registry.driver))
+        unapplied = getattr(registry.descriptor_cache, "pending", 0)
+        if unapplied:
+            print(
+                f"distblob gc: the blob descriptor cache was unreachable: {unapplied} entries "
+                "of deleted blobs and links are still in it (restart the registries or flush "
+                "the cache)",
+                file=sys.stderr,
+            )
     print(
         f"distblob gc: {len(result.marked)} blobs marked, {len(result.blobs)} blobs, "
         f"{len(result.manifests)} manifests and {len(result.layer_links)} layer links "

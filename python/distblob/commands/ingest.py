@@ -1,4 +1,4 @@
-"""``distblob ingest SRC... --root DIR --repo NAME``: store files as blobs linked into a repository.
+"""``distblob ingest SRC... --root DIR --repo NAME``: store files as blobs of a repository.
 
 Files and directories (walked recursively) are stored through the blob store API by ``--jobs``
 threads; the native engine releases the GIL for every byte it moves, so threads scale.
@@ -47,10 +47,11 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from distblob import _native
+from distblob.commands.store import add_store_arguments, open_registry
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
 from distblob.errors import DistblobError, PathNotFoundError
-from distblob.registry import Registry, Repository
+from distblob.registry import Repository
 from distblob.storage import paths
 from distblob.storage.engines import NativeEngine
 
@@ -105,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Store files (directories recursively) as blobs of a repository.",
     )
     parser.add_argument("sources", nargs="+", metavar="SRC", help="files or directories")
-    parser.add_argument("--root", required=True, help="registry root directory")
+    add_store_arguments(parser)
     parser.add_argument("--repo", required=True, help="repository name, e.g. library/app")
     parser.add_argument(
         "--jobs", type=_positive, default=min(4, os.cpu_count() or 1), help="parallel writers"
@@ -323,7 +324,9 @@ def run(args: argparse.Namespace) -> int:
         progress.message(f"distblob ingest: {path}: {reason}")
 
     try:
-        registry = Registry.filesystem(args.root, engine=args.engine, fsync=args.fsync)
+        registry = open_registry(args, "ingest", create=True, engine=args.engine, fsync=args.fsync)
+        if registry is None:
+            return 2
         repo = registry.repository(args.repo)
     except (OSError, DistblobError, ValueError) as exc:
         print(f"distblob ingest: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``distblob verify --root DIR``: check a storage tree (ours or the Go registry's) for damage.
+"""``distblob verify --root DIR | --config FILE``: check a store (ours or Go's) for damage.
 
 Three kinds of findings, each printed on stdout (one JSON object per line with ``--json``):
 
@@ -24,6 +24,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from distblob.commands.store import add_store_arguments, open_registry
 from distblob.digest import Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.registry import Registry
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="rehash every blob and check links and uploads",
         description="Rehash every blob; report corrupt blobs, broken links, orphan uploads.",
     )
-    parser.add_argument("--root", required=True, help="registry root directory")
+    add_store_arguments(parser)
     parser.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true", help="one JSON object per finding")
     parser.set_defaults(run=run)
@@ -160,10 +161,9 @@ def check_repositories(registry: Registry) -> list[Finding]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``distblob verify``; 1 on any finding, 0 when clean, 2 if the root is unusable."""
-    if not os.path.isdir(args.root):
-        print(f"distblob verify: {args.root}: not a directory", file=sys.stderr)
+    registry = open_registry(args, "verify")
+    if registry is None:
         return 2
-    registry = Registry.filesystem(args.root)
     progress = Progress(0, 0, label="verify")
     with progress:
         findings = check_blobs(registry, args.jobs, progress)
