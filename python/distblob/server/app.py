@@ -41,6 +41,7 @@ from distblob.errors import (
     DigestInvalidError,
     DigestUnsupportedError,
     NameInvalidError,
+    PathNotFoundError,
 )
 from distblob.interfaces import FileRegion, ServePlan
 from distblob.proxy import Proxy, TransferError, UpstreamAuthError, UpstreamError
@@ -122,7 +123,9 @@ class RegionResponse(Response):
     """Streams a :class:`FileRegion` of a blob in :data:`CHUNK` reads done in worker threads.
 
     A local file is read with ``os.pread`` on one descriptor (no seeks, no Python buffering);
-    other drivers through their ``reader``.
+    other drivers through their ``reader``. The blob is opened before anything is sent, so a
+    blob deleted since it was found (a ``gc`` or a DELETE in between) answers ``404
+    BLOB_UNKNOWN`` instead of a ``200`` with no body.
     """
 
     def __init__(
@@ -132,54 +135,54 @@ class RegionResponse(Response):
         self.region = region
         self.driver = driver
 
+    def _open(self) -> Callable[[int, int], bytes]:
+        """A ``read(size, offset)`` over the region's object, and remember how to close it."""
+        region = self.region
+        if region.local_path is not None:
+            fd = os.open(region.local_path, os.O_RDONLY)
+            self._close: Callable[[], None] = lambda: os.close(fd)
+            return lambda size, offset: os.pread(fd, size, offset)
+        reader = self.driver.reader(region.path, region.offset)
+        self._close = reader.close
+        return lambda size, _offset: reader.read(size)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # uvicorn drops what is sent after a disconnect without telling the sender, so watch
-        # for it and stop reading the blob instead of reading it to the end for nobody.
-        async with anyio.create_task_group() as group:
+        try:
+            read = await _run(self._open)
+        except (FileNotFoundError, PathNotFoundError):
+            gone = error_response(APIError("BLOB_UNKNOWN", detail="the blob was deleted"))
+            await gone(scope, receive, send)
+            return
+        try:
+            # uvicorn drops what is sent after a disconnect without telling the sender, so
+            # watch for it and stop reading the blob instead of reading it to the end for
+            # nobody.
+            async with anyio.create_task_group() as group:
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch_disconnect)
+                await self._stream(send, read)
                 group.cancel_scope.cancel()
+        finally:
+            await _run(self._close)
 
-            group.start_soon(watch_disconnect)
-            await self._stream(send)
-            group.cancel_scope.cancel()
-
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, read: Callable[[int, int], bytes]) -> None:
         region = self.region
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        remaining = region.length
-        if region.local_path is not None:
-            fd = await _run(os.open, region.local_path, os.O_RDONLY)
-            try:
-                offset = region.offset
-                while remaining > 0:
-                    chunk = await _run(os.pread, fd, min(CHUNK, remaining), offset)
-                    if not chunk:
-                        break  # the file shrank: end the body short, the client sees it
-                    offset += len(chunk)
-                    remaining -= len(chunk)
-                    await send(
-                        {"type": "http.response.body", "body": chunk, "more_body": remaining > 0}
-                    )
-            finally:
-                os.close(fd)
-        else:
-            reader = await _run(self.driver.reader, region.path, region.offset)
-            try:
-                while remaining > 0:
-                    chunk = await _run(reader.read, min(CHUNK, remaining))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    await send(
-                        {"type": "http.response.body", "body": chunk, "more_body": remaining > 0}
-                    )
-            finally:
-                reader.close()
+        remaining, offset = region.length, region.offset
+        while remaining > 0:
+            chunk = await _run(read, min(CHUNK, remaining), offset)
+            if not chunk:
+                break  # the object shrank: end the body short, the client sees it
+            offset += len(chunk)
+            remaining -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
         if remaining > 0 or region.length == 0:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
