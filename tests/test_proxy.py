@@ -28,9 +28,12 @@ from typing import Any
 import httpx
 import pytest
 
+from distblob.errors import BlobUnknownError
 from distblob.proxy.scheduler import TTLScheduler, format_expiry, parse_expiry
 from distblob.proxy.upstream import Upstream, UpstreamAuthError, parse_challenge
 from distblob.registry import Registry
+from distblob.storage.cache import InMemoryBlobDescriptorCache
+from distblob.storage.driver import FilesystemDriver
 from support.goregistry import (
     LOOPBACK,
     REGISTRY_BIN,
@@ -200,6 +203,22 @@ def test_scheduler_persists_caps_and_keeps_shared_blobs(tmp_path: Path) -> None:
     now[0] = 1_000_151.0
     assert restarted.expire_due() == [f"b@{shared.digest}"]
     assert not registry.blobs.exists(str(shared.digest))  # nobody links it: the data went
+
+
+def test_expiry_of_the_last_link_clears_the_blob_descriptor_cache(tmp_path: Path) -> None:
+    """Once expiry removes a blob's data, the registry's descriptor cache (which a Redis cache
+    shares between replicas) stops answering for it too."""
+    now = [1_000_000.0]
+    registry = Registry(FilesystemDriver(tmp_path), descriptor_cache=InMemoryBlobDescriptorCache())
+    digest = registry.repository("a").blobs.put(b"cached layer").digest
+    assert digest is not None
+    assert registry.blobs.stat(digest).size == len(b"cached layer")  # now in the cache
+    scheduler = TTLScheduler(registry, 10.0, clock=lambda: now[0])
+    scheduler.add_blob("a", str(digest))
+    now[0] += 11
+    assert scheduler.expire_due() == [f"a@{digest}"]
+    with pytest.raises(BlobUnknownError):
+        registry.blobs.stat(digest)
 
 
 # -- the Go registry as upstream ----------------------------------------------------------------

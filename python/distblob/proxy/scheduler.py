@@ -37,6 +37,7 @@ import anyio
 from distblob.digest import Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
+from distblob.storage.cache import forget
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -238,6 +239,7 @@ class TTLScheduler:
         )
         if not self._linked_anywhere(digest):
             self._delete(paths.blob_dir_path(digest))
+            forget(self.registry.descriptor_cache, digest)  # a shared (Redis) cache too
 
     def _linked_anywhere(self, digest: Digest) -> bool:
         """Whether any repository still links ``digest`` (as a layer or a manifest)."""
