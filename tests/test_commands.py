@@ -296,6 +296,44 @@ def test_gc_keeps_image_and_links_removes_stray(
     assert main(["verify", "--root", str(root)]) == 0
 
 
+def test_gc_follows_an_index_into_a_child_another_repository_marked_first(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Two repositories tag one index over one untagged child manifest; the first repository
+    no longer has the child as a revision (deleted there). Its walk marks the child without
+    following it; the second repository must still follow it to its layer and config."""
+    registry = Registry.filesystem(tmp_path / "root")
+    child_body = b""
+    for name in ("x/a", "x/b"):
+        blobs = registry.repository(name).blobs
+        config = blobs.put(b'{"architecture":"amd64","os":"linux"}', "application/json")
+        layer = blobs.put(b"the only layer", "application/vnd.oci.image.layer.v1.tar")
+        child_body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": json.loads(config.to_json()),
+                "layers": [json.loads(layer.to_json())],
+            }
+        ).encode()
+        manifests = registry.repository(name).manifests
+        child = manifests.put(str(Digest.from_bytes(child_body, "sha256")), child_body)
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [json.loads(child.to_json())],
+            }
+        ).encode()
+        manifests.put("multi", index)
+    child_digest = Digest.from_bytes(child_body, "sha256")
+    revision = paths.manifest_revision_link_path("x/a", child_digest)
+    shutil.rmtree(local(tmp_path / "root", revision).parent)
+    for layer_links in (True, False):
+        found = gc.plan(registry, delete_untagged=True, manifests_only=not layer_links)
+        assert found.blobs == [] and found.manifests == [] and found.layer_links == []
+
+
 def test_gc_delete_untagged_and_manifests_only(
     tmp_path: pathlib.Path, go_fixtures: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,6 +12,11 @@ and the layer links to it. Blobs that ``distblob ingest`` stored are linked into
 without any manifest, so by default every blob linked in a repository's ``_layers`` is a root
 too, and layer links stay. ``--manifests-only`` gives distribution's exact behaviour.
 
+One fix: distribution skips a reference already marked, even one marked by another repository's
+walk, where it was not a revision and so was not followed. With ``--delete-untagged`` that
+deletes the layers of a multi-arch image whose child manifest is untagged in the repository that
+tags the index. Here each repository follows its own revisions whatever is already marked.
+
 Sweep: every blob not marked is deleted (its ``blobs/<alg>/<hh>/<hex>`` directory). A dry run
 lists what would go and deletes nothing. A manifest that cannot be read stops the collection
 before anything is deleted, since whatever it references cannot be marked. As with distribution,
@@ -151,19 +156,25 @@ def plan(
     result = Plan()
     marked = result.marked
     untagged: list[tuple[str, Digest]] = []
+    # Manifests whose references were marked, per repository. Kept apart from ``marked``: a
+    # child marked by another repository's walk (where it is no revision, so it was not walked
+    # there) must still be walked here. distribution's garbage-collect skips it, which with
+    # --delete-untagged deletes the layers of a tagged multi-arch image.
+    walked: set[tuple[str, Digest]] = set()
 
     def mark_manifest(repo: RepositoryLinks, digest: Digest) -> None:
         pending = [digest]
         while pending:
             current = pending.pop()
+            if (repo.name, current) in walked:
+                continue
+            walked.add((repo.name, current))
             try:
                 raw = driver.get_content(paths.blob_data_path(current))
                 manifest = json.loads(raw)
             except (PathNotFoundError, ValueError) as exc:
                 raise GCError(f"{repo.name}@{current}: cannot read the manifest: {exc}") from None
             for child in references(manifest):
-                if child in marked:
-                    continue  # do not visit references already marked
                 marked.add(child)
                 if child in repo.revisions:
                     pending.append(child)
