@@ -8,6 +8,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -266,6 +267,45 @@ def test_verify_finds_damage(
         ("orphan-upload", paths.upload_dir_path("test/app", "0f0e")),
     }
     assert main(["verify", "--root", str(tmp_path / "absent")]) == 2
+
+
+def test_verify_reports_stale_uploads(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upload left behind (a killed ingest, an abandoned push) is reported once older than
+    --upload-age; a fresh one (a push in progress) is not."""
+    root = tmp_path / "reg"
+    registry = Registry.filesystem(root)
+    fresh = registry.repository("up/app").blobs.create()
+    fresh.write(b"in progress")
+    fresh.close()
+    old = registry.repository("up/app").blobs.create()
+    old.close()
+    started = local(root, paths.upload_started_at_path("up/app", old.id))
+    started.write_text("2020-01-01T00:00:00Z")
+    garbled = registry.repository("up/app").blobs.create()
+    garbled.close()
+    local(root, paths.upload_started_at_path("up/app", garbled.id)).write_text("yesterday")
+
+    assert main(["verify", "--root", str(root), "--json"]) == 1
+    findings = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {(f["kind"], f["path"]) for f in findings} == {
+        ("stale-upload", paths.upload_dir_path("up/app", old.id)),
+        ("orphan-upload", paths.upload_dir_path("up/app", garbled.id)),
+    }
+    assert "2020-01-01T00:00:00Z" in findings[0]["detail"] + findings[1]["detail"]
+    # Age checks off: only the unreadable one is left.
+    assert main(["verify", "--root", str(root), "--upload-age", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "stale-upload" not in out and "orphan-upload" in out
+    # A short age makes the fresh upload stale too.
+    time.sleep(1.1)
+    assert main(["verify", "--root", str(root), "--upload-age", "1s", "--json"]) == 1
+    kinds = [json.loads(x)["kind"] for x in capsys.readouterr().out.splitlines()]
+    assert kinds.count("stale-upload") == 2
+    with pytest.raises(SystemExit) as bad:
+        main(["verify", "--root", str(root), "--upload-age", "a week"])
+    assert bad.value.code == 2
 
 
 # -- gc ----------------------------------------------------------------------------------------

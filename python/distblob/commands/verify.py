@@ -8,7 +8,10 @@ Three kinds of findings, each printed on stdout (one JSON object per line with `
 - ``invalid-link``: a link file under ``_layers``, ``_manifests/revisions`` or
   ``_manifests/tags`` that does not hold a valid digest; ``dangling-link``: a link whose target
   blob is not stored;
-- ``orphan-upload``: an upload directory without its ``data`` or ``startedat`` file.
+- ``orphan-upload``: an upload directory without its ``data`` or ``startedat`` file, or whose
+  ``startedat`` is unreadable; ``stale-upload``: an upload started more than ``--upload-age``
+  ago (168h by default, distribution's upload purging age; ``0`` turns this off), such as one a
+  killed ``ingest`` left behind. ``distblob serve``'s upload purging removes those.
 
 Blobs are rehashed by ``--jobs`` threads through the engine's ``hash_object`` (the native
 ``hash_file`` releases the GIL), with a progress bar on a terminal. Exit status 1 on any finding,
@@ -18,11 +21,13 @@ Blobs are rehashed by ``--jobs`` threads through the engine's ``hash_object`` (t
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Final
 
 from distblob.commands.store import add_store_arguments, open_registry
 from distblob.digest import Digest
@@ -30,9 +35,13 @@ from distblob.errors import DistblobError, PathNotFoundError
 from distblob.registry import Registry
 from distblob.storage import paths
 from distblob.storage.driver import StorageDriver
+from distblob.storage.writer import parse_started_at
 
 from .ingest import _positive
 from .progress import Progress
+
+#: Uploads older than this are reported (distribution's default upload purging age).
+DEFAULT_UPLOAD_AGE: Final = 168 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +69,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Rehash every blob; report corrupt blobs, broken links, orphan uploads.",
     )
     add_store_arguments(parser)
-    parser.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--jobs", type=_positive, default=os.cpu_count() or 1, help="parallel rehashing threads"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per finding")
+    parser.add_argument(
+        "--upload-age",
+        type=_duration,
+        default=DEFAULT_UPLOAD_AGE,
+        metavar="DURATION",
+        help="report uploads started longer ago than this (default 168h; 0: never)",
+    )
     parser.set_defaults(run=run)
+
+
+def _duration(text: str) -> float:
+    from distblob.server.config import ConfigError, parse_duration
+
+    try:
+        return parse_duration(text, "--upload-age")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def _read_link(driver: StorageDriver, path: str) -> Digest | None:
@@ -118,8 +145,11 @@ def check_blobs(registry: Registry, jobs: int, progress: Progress | None = None)
     return findings
 
 
-def check_repositories(registry: Registry) -> list[Finding]:
-    """Check every link and upload directory under ``repositories/``."""
+def check_repositories(
+    registry: Registry, upload_age: float = 0.0, now: dt.datetime | None = None
+) -> list[Finding]:
+    """Check every link and upload directory under ``repositories/``; uploads started more
+    than ``upload_age`` seconds before ``now`` are reported too (``0``: never)."""
     driver = registry.driver
     root = paths.repositories_root()
     try:
@@ -152,11 +182,37 @@ def check_repositories(registry: Registry) -> list[Finding]:
             stored[target] = registry.blobs.exists(target)
         if not stored[target]:
             findings.append(Finding("dangling-link", entry.path, f"{target} is not stored"))
+    now = now or dt.datetime.now(dt.UTC)
     for directory, names in sorted(uploads.items()):
         missing = [name for name in ("data", "startedat") if name not in names]
         if missing:
             findings.append(Finding("orphan-upload", directory, f"no {' and no '.join(missing)}"))
+        else:
+            findings.extend(_check_upload_age(driver, directory, upload_age, now))
     return findings
+
+
+def _check_upload_age(
+    driver: StorageDriver, directory: str, upload_age: float, now: dt.datetime
+) -> list[Finding]:
+    try:
+        started = parse_started_at(driver.get_content(f"{directory}/startedat").decode("ascii"))
+    except PathNotFoundError:
+        return []  # finished or purged meanwhile
+    except (UnicodeDecodeError, ValueError):
+        return [Finding("orphan-upload", directory, "unreadable startedat")]
+    age = (now - started).total_seconds()
+    if upload_age <= 0 or age <= upload_age:
+        return []
+    hours = age / 3600
+    return [
+        Finding(
+            "stale-upload",
+            directory,
+            f"started {started:%Y-%m-%dT%H:%M:%SZ}, "
+            f"{hours:.1f}h ago (more than {upload_age / 3600:g}h)",
+        )
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(0, 0, label="verify")
     with progress:
         findings = check_blobs(registry, args.jobs, progress)
-    findings.extend(check_repositories(registry))
+    findings.extend(check_repositories(registry, args.upload_age))
     for finding in findings:
         print(finding.to_json() if args.json else str(finding))
     sys.stdout.flush()
