@@ -188,11 +188,11 @@ def check_repositories(
         if missing:
             findings.append(Finding("orphan-upload", directory, f"no {' and no '.join(missing)}"))
         else:
-            findings.extend(_check_upload_age(driver, directory, upload_age, now))
+            findings.extend(_check_upload(driver, directory, upload_age, now))
     return findings
 
 
-def _check_upload_age(
+def _check_upload(
     driver: StorageDriver, directory: str, upload_age: float, now: dt.datetime
 ) -> list[Finding]:
     try:
