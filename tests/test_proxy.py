@@ -493,6 +493,121 @@ def test_shutdown_stops_a_stalled_fetch_and_keeps_nothing(tmp_path: Path) -> Non
         release.set()
 
 
+def _chunked(handler: http.server.BaseHTTPRequestHandler, data: bytes, *, end: bool) -> None:
+    """A 200 whose body is ``data`` in chunks: no Content-Length (``end``: the last chunk is
+    sent; without it the connection closes mid-body)."""
+    handler.send_response(200)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    for start in range(0, len(data), 256 << 10):
+        piece = data[start : start + (256 << 10)]
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+    if end:
+        handler.wfile.write(b"0\r\n\r\n")
+    else:
+        handler.close_connection = True
+
+
+def test_an_upstream_body_without_length_is_streamed_and_verified(tmp_path: Path) -> None:
+    """No Content-Length upstream: the client gets the blob chunked, its end held back until
+    the digest is verified; a body cut short is aborted, never a complete (or empty) 200."""
+    data = os.urandom((3 << 20) + 5)
+    digest = sha256_digest(data)
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        _chunked(handler, data if count > 1 else data[: len(data) // 2], end=count > 1)
+
+    root = tmp_path / "cache"
+    with FakeUpstream(respond) as upstream, proxy_server(root, upstream.url) as cache:
+        conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=30)
+        conn.request("GET", f"/v2/x/y/blobs/{digest}")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Length") is None
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+        conn.close()
+        assert stored_blobs(root) == set()
+        status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
+        assert (status, complete) == (200, True) and body == data
+        assert stored_blobs(root) == {digest}
+        assert "Traceback" not in cache.log_text()
+
+
+def test_stalled_upstreams_do_not_starve_other_requests(tmp_path: Path) -> None:
+    """More cold fetches stalled upstream than the server has worker threads: cached blobs,
+    uploads and everything else are still served at once."""
+    release = threading.Event()
+
+    def stall(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        release.wait(60)
+        handler.send_response(500)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    root = tmp_path / "cache"
+    warm = os.urandom(100_000)
+    Registry.filesystem(root).repository("x/warm").blobs.put(warm)
+    try:
+        with FakeUpstream(stall) as upstream, proxy_server(root, upstream.url) as cache:
+            clients = []
+            for n in range(45):
+                conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=30)
+                conn.request("GET", f"/v2/x/cold/blobs/{sha256_digest(b'%d' % n)}")
+                clients.append(conn)
+            wait_until(lambda: upstream.gets >= 45, 20)
+            # Starved, this GET would wait for the stalls (60 s): the client gives up after 10.
+            conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=10)
+            conn.request("GET", f"/v2/x/warm/blobs/{sha256_digest(warm)}")
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, warm)
+            conn.close()
+            release.set()
+            for conn in clients:
+                assert conn.getresponse().status == 502
+                conn.close()
+    finally:
+        release.set()
+
+
+def test_stop_with_a_client_on_a_stalled_fetch_drains_then_cleans_up(tmp_path: Path) -> None:
+    """A client still receiving a cold blob whose upstream stalls: the stop waits
+    ``http.draintimeout``, then cuts the response and removes the upload."""
+    data = os.urandom(4 << 20)
+    digest = sha256_digest(data)
+    release = threading.Event()
+
+    def stall(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data[: 1 << 20])
+        handler.wfile.flush()
+        release.wait(60)
+
+    root = tmp_path / "cache"
+    try:
+        with FakeUpstream(stall) as upstream:
+            cache = DistblobServer(
+                root,
+                extra_config={"proxy": {"remoteurl": upstream.url}, "http": {"draintimeout": "1s"}},
+            )
+            with cache:
+                conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=30)
+                conn.request("GET", f"/v2/x/y/blobs/{digest}")
+                response = conn.getresponse()
+                assert len(response.read(256 << 10)) == 256 << 10
+                wait_until(lambda: len(uploads_left(root)) == 1, 10)
+            conn.close()
+            # Stopped by SIGTERM, not killed (the harness kills after 10 s; the fetch's read
+            # timeout is 60 s, so only the drain timeout and the interrupt make it in time).
+            assert cache.returncode in (0, -signal.SIGTERM), cache.log_text()
+            assert uploads_left(root) == [] and stored_blobs(root) == set()
+            assert "Traceback" not in cache.log_text()
+    finally:
+        release.set()
+
+
 # -- authenticated upstreams --------------------------------------------------------------------
 
 

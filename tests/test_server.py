@@ -487,11 +487,12 @@ def test_config_defaults_and_values() -> None:
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"age": "1h30m", "interval": "30m"}},
             },
-            "http": {"addr": ":5001", "secret": "s"},
+            "http": {"addr": ":5001", "secret": "s", "draintimeout": "1m"},
             "proxy": {"remoteurl": "https://example.com", "ttl": "0"},
         }
     )
     assert config.delete_enabled and config.root == "/srv" and config.secret == "s"
+    assert config.drain_timeout == 60 and parse_config(None).drain_timeout == 5
     assert config.upload_purging.age == 5400 and config.upload_purging.interval == 1800
     assert config.host_port == ("0.0.0.0", 5001)
     assert config.proxy is not None and config.proxy.ttl == 0
@@ -535,6 +536,9 @@ def test_config_defaults_and_values() -> None:
         ({"http": {"addr": "nowhere"}}, "http.addr"),
         ({"http": {"addr": "h:99999"}}, "http.addr"),
         ({"http": {"secret": 5}}, "http.secret"),
+        ({"http": {"draintimeout": "soon"}}, "http.draintimeout"),
+        ({"http": {"draintimeout": 10}}, "http.draintimeout"),
+        ({"http": {"tls": {}}}, "http.tls"),
         ({"log": {"level": "loud"}}, "log.level"),
         ({"log": {"formatter": "json"}}, "log.formatter"),
         ({"proxy": {"username": "u"}}, "proxy.remoteurl"),

@@ -15,6 +15,7 @@ blobs, check a store's integrity and collect its garbage.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -109,6 +110,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             log_config=None,  # keep the logging set up above
             access_log=False,  # the app logs one logfmt line per request itself
             server_header=False,
+            timeout_graceful_shutdown=math.ceil(config.drain_timeout),
         )
     finally:
         registry.descriptor_cache.close()

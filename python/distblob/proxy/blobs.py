@@ -36,7 +36,7 @@ from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
 from distblob.errors import BlobUnknownError, DistblobError
 from distblob.interfaces import ServePlan
-from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError
+from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError, in_own_thread
 from distblob.storage import paths
 from distblob.storage.writer import BlobWriter
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 #: Bytes per local write and per client read.
 CHUNK: Final = 1 << 20
+#: Seconds a shutdown waits for an interrupted fetch to remove its upload.
+INTERRUPT_WAIT: Final = 5.0
 
 logger = logging.getLogger("distblob.proxy")
 
@@ -105,19 +107,31 @@ class FetchResponse(Response):
 
     def __init__(self, fetch: Fetch, headers: dict[str, str]) -> None:
         super().__init__(status_code=200, headers=headers)
+        _no_invented_length(self, headers)
         self.fetch = fetch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
+        try:
+            async with anyio.create_task_group() as group:
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch_disconnect)
+                await self._stream(send)
                 group.cancel_scope.cancel()
-
-            group.start_soon(watch_disconnect)
-            await self._stream(send)
-            group.cancel_scope.cancel()
+        except* TransferError as failed:
+            # Returning without the end of the body makes the server close the connection: the
+            # client sees a short body, never a complete one. One line says why (the fetch
+            # itself logged its failure), instead of a traceback per client.
+            logger.warning(
+                "aborted a response of %s@%s: %s",
+                self.fetch.name,
+                self.fetch.digest,
+                failed.exceptions[0],
+            )
 
     def _limit(self) -> int:
         """How far the client may be sent now: everything once committed, else all but one
@@ -171,6 +185,14 @@ class FetchResponse(Response):
                 await event.wait()
         finally:
             os.close(fd)
+
+
+def _no_invented_length(response: Response, headers: dict[str, str]) -> None:
+    """Drop the ``content-length: 0`` Starlette adds to a response made without a body: when
+    upstream named no length, none is sent (the body is streamed chunked, its end held back
+    until the digest is verified), never a length of 0 that would end the body at once."""
+    if "Content-Length" not in headers:
+        response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
 
 
 def _descriptor_headers(digest: str, size: int | None, media_type: str) -> dict[str, str]:
@@ -275,7 +297,9 @@ class ProxyBlobStore:
         _upstream_status(response.status_code, digest)
         media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
         headers = _descriptor_headers(str(digest), _content_length(response.headers), media_type)
-        return Response(status_code=200, headers=headers)
+        head = Response(status_code=200, headers=headers)
+        _no_invented_length(head, headers)
+        return head
 
     def _start(self, repo: Repository, digest: Digest) -> Fetch:
         fetch = Fetch(repo.name, digest)
@@ -340,22 +364,30 @@ class ProxyBlobStore:
         def progress(written: int) -> None:
             loop.call_soon_threadsafe(fetch.progress, written)
 
+        # The thread owns the writer from here: it commits, or cancels on any failure.
+        done = in_own_thread(_receive_and_commit, fetch, response, writer, progress)
         try:
-            # Not cancellable while the thread runs: shutdown interrupts it (Fetch.interrupt).
-            await anyio.to_thread.run_sync(_receive_and_commit, fetch, response, writer, progress)
-        except BaseException:
-            await anyio.to_thread.run_sync(writer.cancel)
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # Shutdown: stop the thread (its read is interrupted) and let it remove the upload.
+            fetch.interrupt()
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(INTERRUPT_WAIT),
+                contextlib.suppress(BaseException),
+            ):
+                await done
             raise
         fetch.blob_path = driver.local_path(paths.blob_data_path(digest))
 
 
-def _receive_and_commit(
+def _receive_body(
     fetch: Fetch,
     response: urllib3.BaseHTTPResponse,
     writer: BlobWriter,
     progress: Callable[[int], None],
 ) -> None:
-    """Read the upstream body into ``writer`` (in a worker thread) and commit it, verified."""
+    """Read the upstream body into ``writer`` and commit it, verified."""
     digest = fetch.digest
     view = memoryview(bytearray(CHUNK))
     written = 0
@@ -379,6 +411,21 @@ def _receive_and_commit(
     if fetch.size is not None and written != fetch.size:
         raise TransferError(f"upstream sent {written} of {fetch.size} bytes of {digest}")
     writer.commit(Descriptor(media_type=fetch.media_type, size=written, digest=digest))
+
+
+def _receive_and_commit(
+    fetch: Fetch,
+    response: urllib3.BaseHTTPResponse,
+    writer: BlobWriter,
+    progress: Callable[[int], None],
+) -> None:
+    """Read the upstream body into ``writer`` and commit it, verified; on any failure the
+    upload is cancelled (nothing half-written is kept). Runs in a thread of its own."""
+    try:
+        _receive_body(fetch, response, writer, progress)
+    except BaseException:
+        writer.cancel()
+        raise
 
 
 __all__ = ["Fetch", "FetchResponse", "ProxyBlobStore", "TransferError"]

@@ -14,6 +14,7 @@ into the upload in buffers of at most :data:`CHUNK` bytes, never held whole.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -596,6 +597,16 @@ class Envelope:
 
         try:
             await self.app(scope, receive, send_with_header)
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: a stop whose drain timeout ran out
+            # (``http.draintimeout``). The response, if begun, is cut short; the server closes
+            # the connection. One line says so, instead of the server's traceback per request.
+            status = status or 503
+            logging.getLogger("distblob.serve").warning(
+                "request cancelled as the server stops: %s %s",
+                scope.get("method", "-"),
+                json.dumps(scope.get("path", "")),
+            )
         finally:
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("-", 0)

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ROOT: Final = "./distblob-data"
 DEFAULT_ADDR: Final = "127.0.0.1:5000"
+#: ``http.draintimeout`` when unset (distribution has no drain by default and stops at once).
+DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 LOG_LEVELS: Final = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
 STORAGE_DRIVERS: Final = ("filesystem", "inmemory", "s3")
 BLOB_DESCRIPTOR_CACHES: Final = ("inmemory", "redis")
@@ -135,6 +137,9 @@ class Config:
     redirect: bool = True
     blob_descriptor_cache: str = "inmemory"
     redis: RedisConfig | None = None
+    #: ``http.draintimeout``: seconds a stopping server waits for open requests before it
+    #: cancels them (0: at once); then cold fetches are stopped and their uploads removed.
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -303,10 +308,15 @@ def parse_config(doc: object) -> Config:
         dryrun=_bool(purging, "dryrun", key, False),
     )
 
-    http = _section(top.get("http"), "http", {"addr", "secret"})
+    http = _section(top.get("http"), "http", {"addr", "secret", "draintimeout"})
     addr = _str(http, "addr", "http") or DEFAULT_ADDR
     parse_addr(addr)
     secret = _str(http, "secret", "http")
+    drain_timeout = (
+        parse_duration(http["draintimeout"], "http.draintimeout")
+        if http.get("draintimeout") is not None
+        else DEFAULT_DRAIN_TIMEOUT
+    )
 
     log = _section(top.get("log"), "log", {"level"})
     level = log.get("level", "info")
@@ -339,6 +349,7 @@ def parse_config(doc: object) -> Config:
         redirect=not redirect_disabled,
         blob_descriptor_cache=str(blob_descriptor_cache),
         redis=redis,
+        drain_timeout=drain_timeout,
     )
 
 
