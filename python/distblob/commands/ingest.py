@@ -37,6 +37,7 @@ A killed run leaves at most ``_uploads/<id>`` directories (python engine), which
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import stat
@@ -229,6 +230,7 @@ class Ingester:
         self._sizes: set[int] | None = None
         self._sizes_lock = threading.Lock()
         self._put_file = _native_put(repo, algorithm)
+        self._in_hand: dict[int, int] = {}  # worker thread -> descriptor of its source
 
     def _stored_sizes(self) -> set[int]:
         """The sizes of every stored blob of the algorithm, from one walk (done once)."""
@@ -253,6 +255,8 @@ class Ingester:
             flags |= os.O_NOFOLLOW  # the entry was no symlink when listed: it must not be now
         # O_NONBLOCK: a FIFO put in place of a file must not block the open.
         fd = os.open(source.path, flags)
+        me = threading.get_ident()
+        self._in_hand[me] = fd
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -270,7 +274,17 @@ class Ingester:
             os.lseek(fd, 0, os.SEEK_SET)
             return self._ingest_large(fd, buffer, size)
         finally:
+            del self._in_hand[me]
             os.close(fd)
+
+    def bytes_in_hand(self) -> int:
+        """How far the workers have read the files in hand (each source's file position, which
+        the copy and the reads advance): for the progress bar while big files are stored."""
+        total = 0
+        for fd in list(self._in_hand.values()):
+            with contextlib.suppress(OSError):  # finished (closed) since the snapshot
+                total += os.lseek(fd, 0, os.SEEK_CUR)
+        return total
 
     def _ingest_large(self, fd: int, buffer: memoryview, size: int) -> Descriptor:
         if size in self._stored_sizes():
@@ -333,7 +347,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     files = list(collect(args.sources, report))
-    progress.start(sum(f.size for f in files), len(files))
+    # Sources refused while listing (missing, not a file) count as failed files of the run.
+    progress.start(sum(f.size for f in files), len(files) + failures)
+    for _ in range(failures):
+        progress.fail(0)
     ingester = Ingester(repo, algorithm=args.algorithm, media_type=args.media_type)
     stop = threading.Event()
     next_index = 0
@@ -353,11 +370,11 @@ def run(args: argparse.Namespace) -> int:
                 descriptor = ingester.ingest(source, buffer)
             except OSError as exc:
                 report(source.path, exc.strerror or str(exc))
-                progress.advance(0)
+                progress.fail(source.size)
                 continue
             except DistblobError as exc:
                 report(source.path, str(exc))
-                progress.advance(0)
+                progress.fail(source.size)
                 continue
             if args.json:
                 line = json.dumps(
@@ -383,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)
+                progress.in_flight(ingester.bytes_in_hand())
     except KeyboardInterrupt:
         # Workers finish (or cancel) the file in hand and take no other one.
         stop.set()

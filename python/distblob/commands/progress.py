@@ -63,6 +63,9 @@ class Progress:
         self.label = label
         self.done_bytes = 0
         self.done_files = 0
+        self.failed_files = 0
+        #: Bytes of the files being stored right now (counted done only when each is).
+        self.in_flight_bytes = 0
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._last_draw = 0.0
@@ -88,6 +91,22 @@ class Progress:
                 if now - self._last_draw >= MIN_INTERVAL:
                     self._draw(now)
 
+    def fail(self, nbytes: int) -> None:
+        """A file of ``nbytes`` failed: it counts as handled, and its bytes leave the total."""
+        with self._lock:
+            self.total_bytes = max(0, self.total_bytes - nbytes)
+            self.done_files += 1
+            self.failed_files += 1
+
+    def in_flight(self, nbytes: int) -> None:
+        """``nbytes`` of the files in hand are done so far; redraw if the last draw is old."""
+        with self._lock:
+            self.in_flight_bytes = nbytes
+            if self.enabled and self._started and not self._closed:
+                now = time.monotonic()
+                if now - self._last_draw >= MIN_INTERVAL:
+                    self._draw(now)
+
     def message(self, text: str) -> None:
         """Print ``text`` on its own line on the stream, the bar redrawn below it."""
         with self._lock:
@@ -102,16 +121,22 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         """The bar's text for the current counts."""
         elapsed = (now if now is not None else time.monotonic()) - self._start
-        rate = self.done_bytes / elapsed if elapsed > 0 else 0.0
+        done = self.done_bytes
+        if not self._closed:
+            done = min(done + self.in_flight_bytes, self.total_bytes)
+        rate = done / elapsed if elapsed > 0 else 0.0
         parts = [self.label] if self.label else []
-        parts.append(f"{format_bytes(self.done_bytes)} / {format_bytes(self.total_bytes)}")
+        parts.append(f"{format_bytes(done)} / {format_bytes(self.total_bytes)}")
         parts.append(f"{format_bytes(rate)}/s")
-        remaining = self.total_bytes - self.done_bytes
-        if rate > 0 and remaining > 0:
-            parts.append(f"ETA {format_duration(remaining / rate)}")
-        elif remaining <= 0:
+        remaining = self.total_bytes - done
+        if self._closed or remaining <= 0:
             parts.append(f"in {format_duration(elapsed)}")
-        parts.append(f"files {self.done_files}/{self.total_files}")
+        elif rate > 0:
+            parts.append(f"ETA {format_duration(remaining / rate)}")
+        files = f"files {self.done_files}/{self.total_files}"
+        if self.failed_files:
+            files += f" ({self.failed_files} failed)"
+        parts.append(files)
         return "  ".join(parts)
 
     def _draw(self, now: float) -> None:
