@@ -32,6 +32,7 @@ import urllib3
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
 from distblob.errors import BlobUnknownError, DistblobError
@@ -219,7 +220,7 @@ def _upstream_status(status: int, digest: Digest) -> None:
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
     raw = headers.get("content-length")
-    if raw is None or not raw.isdigit() or len(raw) > 19:
+    if raw is None or not is_ascii_digits(raw) or len(raw) > 19:
         return None
     return int(raw)
 

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from distblob._numbers import is_ascii_digits
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest
 from distblob.errors import (
@@ -53,6 +54,7 @@ from distblob.server.errors import API_VERSION_HEADER, APIError, error_body, err
 from distblob.storage.blobs import parse_digest
 from distblob.storage.driver import StorageDriver
 from distblob.storage.purge import UploadPurger
+from distblob.storage.serve import etag_matches
 from distblob.storage.writer import BlobWriter
 
 #: Bytes handed to the storage layer (or read from it) per call.
@@ -88,7 +90,7 @@ def _int_param(request: Request, key: str) -> int | None:
     raw = request.query_params.get(key)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 9:
+    if not is_ascii_digits(raw) or len(raw) > 9:
         raise APIError("PAGINATION_NUMBER_INVALID", detail={key: raw[:64]})
     return int(raw)
 
@@ -99,7 +101,7 @@ def _small_body_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
     if (
         raw is None
-        or not raw.isdigit()
+        or not is_ascii_digits(raw)
         or len(raw) > 9
         or "chunked" in request.headers.get("transfer-encoding", "")
     ):
@@ -115,7 +117,8 @@ def _parse_content_range(header: str) -> tuple[int, int]:
         if text.startswith(prefix):
             text = text[len(prefix) :].split("/", 1)[0].strip()
     first, dash, last = text.partition("-")
-    if not dash or not first.isdigit() or not last.isdigit() or len(first) + len(last) > 36:
+    numbers = is_ascii_digits(first) and is_ascii_digits(last)
+    if not dash or not numbers or len(first) + len(last) > 36:
         raise APIError("RANGE_INVALID", detail=f"malformed Content-Range {header[:64]!r}")
     return int(first), int(last)
 
@@ -402,7 +405,8 @@ class _API:
                         detail={"range": content_range[:64], "size": writer.size},
                     )
                 length = request.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) != end - start + 1:
+                declared = int(length) if length and is_ascii_digits(length) else None
+                if declared is not None and declared != end - start + 1:
                     raise APIError("RANGE_INVALID", detail="Content-Range and length disagree")
             await self._receive_into(request, writer)
             size = writer.size
@@ -477,12 +481,17 @@ class _API:
             body = b""
         else:
             body, descriptor = await _run(repo.manifests.get, reference)
+        etag = f'"{descriptor.digest}"'
         headers = {
             "Content-Type": descriptor.media_type or "application/octet-stream",
             "Content-Length": str(descriptor.size),
             "Docker-Content-Digest": str(descriptor.digest),
-            "ETag": f'"{descriptor.digest}"',
+            "ETag": etag,
         }
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and etag_matches(if_none_match, etag):
+            del headers["Content-Length"]
+            return Response(status_code=304, headers=headers)
         return Response(body, 200, headers=headers)
 
     async def _put_manifest(self, request: Request, repo: Repository, reference: str) -> Response:
@@ -493,7 +502,7 @@ class _API:
             status=413,
         )
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_manifest_size:
+        if is_ascii_digits(length) and int(length) > self.max_manifest_size:
             raise too_large
         body = bytearray()
         async for piece in request.stream():
@@ -568,6 +577,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(body, 404, media_type="application/json")
 
 
+def _unsupported_transfer_coding(scope: Scope) -> Response | None:
+    """``501`` for a body sent with a transfer coding other than ``chunked`` (``gzip,
+    chunked``, say): the server would store the still-encoded bytes (Go's net/http answers 501
+    too)."""
+    for key, value in scope.get("headers", []):
+        if key != b"transfer-encoding":
+            continue
+        codings = [c.strip().lower() for c in value.decode("latin-1").split(",") if c.strip()]
+        if any(coding not in ("chunked", "identity") for coding in codings):
+            detail = {"Transfer-Encoding": value.decode("latin-1")[:64]}
+            return error_response(APIError("UNSUPPORTED", detail=detail, status=501))
+    return None
+
+
 class Envelope:
     """ASGI middleware: the API version header on every response, and one access-log line per
     request (``logfmt`` on the ``distblob.access`` logger)."""
@@ -596,7 +619,11 @@ class Envelope:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_header)
+            unsupported = _unsupported_transfer_coding(scope)
+            if unsupported is not None:
+                await unsupported(scope, receive, send_with_header)
+            else:
+                await self.app(scope, receive, send_with_header)
         except asyncio.CancelledError:
             # Only the server cancels a request's task: a stop whose drain timeout ran out
             # (``http.draintimeout``). The response, if begun, is cut short; the server closes

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
+from distblob._numbers import is_ascii_digits
 from distblob.errors import DistblobError
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def parse_duration(text: object, key: str = "") -> float:
 def parse_addr(addr: str, key: str = "http.addr") -> tuple[str, int]:
     """``host:port`` (``[v6]:port``; an empty host listens on every interface, as in Go)."""
     host, sep, port_text = addr.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not is_ascii_digits(port_text) or int(port_text) > 65535:
         raise ConfigError(key, f"expected host:port, not {addr!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import ALGORITHMS, CANONICAL, Digest
 from distblob.errors import (
@@ -328,7 +329,7 @@ class LinkedBlobStore(Statter):
         except PathNotFoundError:
             return
         offsets = sorted(
-            (int(tail) for tail in (n.rsplit("/", 1)[-1] for n in names) if tail.isdigit()),
+            (int(tail) for tail in (n.rsplit("/", 1)[-1] for n in names) if is_ascii_digits(tail)),
             reverse=True,
         )
         for offset in offsets:

@@ -381,6 +381,8 @@ def _parse(body: bytes) -> dict[str, Any]:
         manifest = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalidError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestInvalidError("not JSON a manifest can be: nested too deeply") from None
     if not isinstance(manifest, dict):
         raise ManifestInvalidError("a manifest is a JSON object")
     schema_version = manifest.get("schemaVersion")

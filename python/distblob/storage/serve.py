@@ -8,6 +8,7 @@ HTTP layer only executes it. Headers follow distribution's ``ServeBlob``: ``ETag
 
 from __future__ import annotations
 
+from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.interfaces import FileRegion, ServePlan
 
@@ -27,9 +28,9 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
         return None
     first_text, dash, last_text = spec.strip().partition("-")
     first_text, last_text = first_text.strip(), last_text.strip()
-    if not dash or not (first_text.isdigit() or first_text == ""):
+    if not dash or not (is_ascii_digits(first_text) or first_text == ""):
         return None
-    if last_text and not last_text.isdigit():
+    if last_text and not is_ascii_digits(last_text):
         return None
     if first_text == "":
         if not last_text:
@@ -49,7 +50,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     return first, min(last, size - 1)
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or ``*``; weak tags compare too)."""
     for candidate in header.split(","):
         tag = candidate.strip()
         if tag.startswith("W/"):
@@ -82,7 +84,7 @@ def plan(
     }
     if redirect is not None:
         return ServePlan(307, {"Location": redirect}, redirect=redirect, descriptor=descriptor)
-    if if_none_match and _etag_matches(if_none_match, etag):
+    if if_none_match and etag_matches(if_none_match, etag):
         return ServePlan(304, headers, descriptor=descriptor)
     size = descriptor.size
     head = method.upper() == "HEAD"

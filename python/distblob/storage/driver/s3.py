@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
+from distblob._numbers import is_ascii_digits
 from distblob.errors import InvalidOffsetError, PathNotFoundError, StorageDriverError
 from distblob.storage.driver.base import (
     FileInfo,
@@ -864,7 +865,7 @@ def _size(key: str, value: object) -> int:
         raise S3ParameterError(key, f"expected a number of bytes, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_ascii_digits(value.strip()):
         return int(value)
     raise S3ParameterError(key, f"expected a number of bytes, got {value!r}")
 
