@@ -252,6 +252,12 @@ def test_digest_algorithm(client: RegistryClient) -> None:
     assert client.get_blob("lib/algo", digest).body == data
     bad = client.request("POST", "/v2/lib/algo/blobs/uploads/?digest-algorithm=md5")
     check(bad, 400, "DIGEST_INVALID")
+    # An empty parameter is no choice: the default, SHA-256 (as the Go registry, which ignores it).
+    location = start(client, "lib/algo", "?digest-algorithm=").headers["Location"]
+    location = client.patch(location, data, 0)
+    assert client.finish(location, sha256_digest(data))["Docker-Content-Digest"] == sha256_digest(
+        data
+    )
 
 
 def test_delete_disabled(client: RegistryClient) -> None:
@@ -410,7 +416,8 @@ def test_referrers(client: RegistryClient) -> None:
             "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
         }
     ).encode()
-    client.put_manifest("img/ref", sha256_digest(artifact), artifact, OCI_MANIFEST)
+    put = client.put_manifest("img/ref", sha256_digest(artifact), artifact, OCI_MANIFEST)
+    assert put["OCI-Subject"] == subject  # OCI 1.1: the subject was processed
     resp = check(client.request("GET", f"/v2/img/ref/referrers/{subject}"), 200)
     assert resp.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
     index = json.loads(resp.body)

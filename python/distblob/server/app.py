@@ -337,7 +337,7 @@ class _API:
                 pass  # distribution opens a new upload session when it cannot mount
             else:
                 return self._created(repo, requested)
-        algorithm = params.get("digest-algorithm", "sha256")
+        algorithm = params.get("digest-algorithm") or "sha256"  # empty: the default, as in Go
         digest_param = params.get("digest")
         expected = parse_digest(digest_param) if digest_param is not None else None
         if expected is None:
@@ -512,10 +512,14 @@ class _API:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip() or None
         descriptor: Descriptor = await _run(repo.manifests.put, reference, bytes(body), media_type)
         digest = str(descriptor.digest)
-        return _empty(
-            201,
-            {"Location": f"/v2/{repo.name}/manifests/{digest}", "Docker-Content-Digest": digest},
-        )
+        location = f"/v2/{repo.name}/manifests/{digest}"
+        headers = {"Location": location, "Docker-Content-Digest": digest}
+        if b'"subject"' in body:
+            # OCI 1.1: a registry with the referrers API says it processed the subject.
+            subject = json.loads(body).get("subject")
+            if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
+                headers["OCI-Subject"] = subject["digest"]
+        return _empty(201, headers)
 
     async def tags(self, request: Request) -> Response:
         repo = self._repo(request)
