@@ -455,12 +455,11 @@ def test_blob_redirect_is_followed_and_credentials_stay_on_the_upstream(tmp_path
     assert seen["cdn"] == [None]  # the other host never saw them
 
 
-def test_shutdown_stops_a_stalled_fetch_and_keeps_nothing(tmp_path: Path) -> None:
-    """A client that gave up on a cold blob whose upstream then stalls: stopping the server
-    interrupts the fetch at once (not after the upstream's read timeout) and keeps no upload."""
-    data = os.urandom(4 << 20)
-    digest = sha256_digest(data)
-    release = threading.Event()
+def _stalling_after_1_mib(
+    data: bytes, release: threading.Event
+) -> Callable[[http.server.BaseHTTPRequestHandler, int], None]:
+    """An upstream answer that sends ``data``'s headers and first MiB, then waits for
+    ``release`` (never sending the rest while a test runs)."""
 
     def stall(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
         handler.send_response(200)
@@ -468,7 +467,18 @@ def test_shutdown_stops_a_stalled_fetch_and_keeps_nothing(tmp_path: Path) -> Non
         handler.end_headers()
         handler.wfile.write(data[: 1 << 20])
         handler.wfile.flush()
-        release.wait(60)  # never sends the rest while the test runs
+        release.wait(60)
+
+    return stall
+
+
+def test_shutdown_stops_a_stalled_fetch_and_keeps_nothing(tmp_path: Path) -> None:
+    """A client that gave up on a cold blob whose upstream then stalls: stopping the server
+    interrupts the fetch at once (not after the upstream's read timeout) and keeps no upload."""
+    data = os.urandom(4 << 20)
+    digest = sha256_digest(data)
+    release = threading.Event()
+    stall = _stalling_after_1_mib(data, release)
 
     root = tmp_path / "cache"
     try:
@@ -576,14 +586,7 @@ def test_stop_with_a_client_on_a_stalled_fetch_drains_then_cleans_up(tmp_path: P
     data = os.urandom(4 << 20)
     digest = sha256_digest(data)
     release = threading.Event()
-
-    def stall(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data[: 1 << 20])
-        handler.wfile.flush()
-        release.wait(60)
+    stall = _stalling_after_1_mib(data, release)
 
     root = tmp_path / "cache"
     try:

@@ -32,6 +32,7 @@ import urllib3
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from distblob._asgi import until_disconnect
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
@@ -113,16 +114,7 @@ class FetchResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                await self._stream(send)
-                group.cancel_scope.cancel()
+            await until_disconnect(receive, lambda: self._stream(send))
         except* TransferError as failed:
             # Returning without the end of the body makes the server close the connection: the
             # client sees a short body, never a complete one. One line says why (the fetch

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from distblob._asgi import until_disconnect
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest
@@ -158,19 +159,7 @@ class RegionResponse(Response):
             await gone(scope, receive, send)
             return
         try:
-            # uvicorn drops what is sent after a disconnect without telling the sender, so
-            # watch for it and stop reading the blob instead of reading it to the end for
-            # nobody.
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                await self._stream(send, read)
-                group.cancel_scope.cancel()
+            await until_disconnect(receive, lambda: self._stream(send, read))
         finally:
             await _run(self._close)
 
