@@ -57,6 +57,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from distblob.server import ConfigError, create_app, load_config
     from distblob.server.config import build_registry, parse_addr
+    from distblob.server.direct import DirectProtocol
 
     try:
         config = load_config(args.config)
@@ -105,7 +106,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             app,
             host=host,
             port=port,
-            http="httptools",
+            http=DirectProtocol,  # httptools, plus large bodies read from the socket
             loop="uvloop",
             log_config=None,  # keep the logging set up above
             access_log=False,  # the app logs one logfmt line per request itself

@@ -358,7 +358,9 @@ class ProxyBlobStore:
             loop.call_soon_threadsafe(fetch.progress, written)
 
         # The thread owns the writer from here: it commits, or cancels on any failure.
-        done = in_own_thread(_receive_and_commit, fetch, response, writer, progress)
+        done = in_own_thread(
+            _receive_and_commit, fetch, response, writer, progress, name="distblob-upstream"
+        )
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:

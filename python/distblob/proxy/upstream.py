@@ -21,13 +21,10 @@ credential.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
 import re
 import ssl
-import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +34,7 @@ import anyio
 import httpx
 import urllib3
 
+from distblob._threads import in_own_thread
 from distblob.errors import DistblobError
 
 #: The manifest media types a cache asks upstream for (the four distblob stores).
@@ -278,7 +276,7 @@ class Upstream:
 
         async def open_(request_headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
             try:
-                return await in_own_thread(get, request_headers)
+                return await in_own_thread(get, request_headers, name="distblob-upstream")
             except urllib3.exceptions.HTTPError as exc:
                 raise UpstreamError(f"upstream unreachable: {type(exc).__name__}", 502) from None
 
@@ -314,36 +312,6 @@ class Upstream:
         finally:
             await response.aclose()
         return response, bytes(body)
-
-
-def in_own_thread(fn: Callable[..., R], *args: object) -> asyncio.Future[R]:
-    """Run ``fn(*args)`` in a daemon thread of its own; a future on the running loop.
-
-    For upstream transfers, which may take minutes or stall until a timeout: they must neither
-    hold one of the shared worker threads the rest of the server needs (a few dozen stalled
-    fetches would starve every other request), nor keep the process alive at exit. Awaiting
-    the future may be cancelled; the thread then runs on until its own call returns.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[R] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
-
-    def run() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # handed to the awaiting task
-            error = exc
-            call = lambda: settle(lambda: future.set_exception(error))  # noqa: E731
-        else:
-            call = lambda: settle(lambda: future.set_result(result))  # noqa: E731
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(call)
-
-    threading.Thread(target=run, name="distblob-upstream", daemon=True).start()
-    return future
 
 
 def _discard(response: urllib3.BaseHTTPResponse) -> None:

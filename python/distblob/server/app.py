@@ -49,7 +49,7 @@ from distblob.errors import (
 from distblob.interfaces import FileRegion, ServePlan
 from distblob.proxy import Proxy, TransferError, UpstreamAuthError, UpstreamError
 from distblob.registry import Registry, Repository
-from distblob.server import state
+from distblob.server import direct, state
 from distblob.server.config import ProxyConfig, UploadPurging
 from distblob.server.errors import API_VERSION_HEADER, APIError, error_body, error_response
 from distblob.storage.blobs import parse_digest
@@ -244,7 +244,17 @@ class _API:
 
     @staticmethod
     async def _receive_into(request: Request, writer: BlobWriter) -> int:
-        """Stream the request body into ``writer``; bounded memory (one :data:`CHUNK`)."""
+        """Stream the request body into ``writer``; bounded memory (one :data:`CHUNK`).
+
+        A body of more than :data:`CHUNK` declared bytes is read from the socket by a thread of
+        its own when the server offers that (:mod:`distblob.server.direct`); otherwise, and
+        under other ASGI servers, from the ``http.request`` messages.
+        """
+        body_tap = direct.tap(request.scope)
+        if body_tap is not None and body_tap.length > CHUNK:
+            body = body_tap.take()
+            if body is not None:
+                return await direct.receive_into(body_tap, body, writer.write)
         total = 0
         buffer = bytearray()
         async for piece in request.stream():

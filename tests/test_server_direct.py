@@ -1,0 +1,372 @@
+"""Large request bodies read from the socket by a thread (``distblob.server.direct``).
+
+The protocol is tested under a real uvicorn server on loopback with a small app that hashes
+what it receives, and the registry through ``distblob serve``: keep-alive and pipelined requests
+after a body read past the parser, ``Expect: 100-continue``, chunked bodies (no tap), a client
+that leaves mid-body, and a stop while a body stalls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+import uvicorn
+from starlette.requests import ClientDisconnect
+
+from distblob.server import direct
+from support.goregistry import LOOPBACK, sha256_digest
+from support.server import DistblobServer
+
+pytestmark = pytest.mark.timeout(120)
+
+BIG = (3 << 20) + 17  # above the 1 MiB the registry reads whole, and not a multiple of it
+
+
+# -- a small app and an in-process uvicorn -----------------------------------------------------
+
+
+class HashingApp:
+    """Hashes each request body; answers JSON with its length, its digest and how it came."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []  # one entry per request, also for cut ones
+        self.read_first = False  # receive one message before taking the rest directly
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        sha = hashlib.sha256()
+        entry: dict[str, Any] = {"length": 0, "direct": False, "cut": False}
+        self.seen.append(entry)
+
+        def write(view: memoryview) -> None:
+            if scope["path"] == "/fail" and entry["length"] >= 1 << 20:
+                raise OSError(28, "No space left on device")
+            sha.update(view)
+            entry["length"] += len(view)
+
+        more = True
+        if self.read_first:
+            message = await receive()
+            write(memoryview(message.get("body", b"")))
+            more = message.get("more_body", False)
+        tap = direct.tap(scope)
+        body = tap.take() if tap is not None and more else None
+        if body is not None:
+            entry["direct"] = True
+            try:
+                await direct.receive_into(tap, body, write)  # type: ignore[arg-type]
+            except ClientDisconnect:
+                entry["cut"] = True
+                return
+            except OSError:
+                headers = [(b"content-length", b"0")]
+                await send({"type": "http.response.start", "status": 507, "headers": headers})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            more = False
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                entry["cut"] = True
+                return
+            write(memoryview(message.get("body", b"")))
+            more = message.get("more_body", False)
+        payload = json.dumps({**entry, "sha256": sha.hexdigest()}).encode()
+        headers = [(b"content-length", b"%d" % len(payload))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class Served:
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, app: HashingApp) -> None:
+        self.server, self.thread, self.app = server, thread, app
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection((LOOPBACK, self.port), timeout=30)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    app = HashingApp()
+    config = uvicorn.Config(
+        app,
+        host=LOOPBACK,
+        port=0,
+        http=direct.DirectProtocol,
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield Served(server, thread, app)
+    server.should_exit = True
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def read_response(stream: BinaryIO) -> tuple[int, dict[str, str], bytes]:
+    """One response (status line, headers, a Content-Length body) from a buffered stream."""
+    status_line = stream.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    headers: dict[str, str] = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = stream.read(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+def answer(stream: BinaryIO) -> dict[str, Any]:
+    status, _, body = read_response(stream)
+    assert status == 200, body
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+
+def test_a_body_with_a_length_is_read_directly_and_whole(served: Served) -> None:
+    data = os.urandom(BIG)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        sock.sendall(post("/", data))
+        got = answer(stream)
+    assert got == {
+        "length": len(data),
+        "direct": True,
+        "cut": False,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def test_keep_alive_and_pipelined_requests_follow_a_direct_body(served: Served) -> None:
+    """Three requests in one send: the parser resumes exactly where each body ends."""
+    first, second, third = os.urandom(BIG), os.urandom(BIG + 1), b"tail"
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        sock.sendall(post("/", first) + post("/", second) + post("/", third))
+        answers = [answer(stream) for _ in range(3)]
+        # The connection is still usable afterwards.
+        sock.sendall(post("/", first))
+        answers.append(answer(stream))
+    for got, data in zip(answers, (first, second, third, first), strict=True):
+        assert (got["length"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    # The short third body came in with its headers: nothing is left to take from the socket.
+    assert [got["direct"] for got in answers] == [True, True, False, True]
+
+
+def test_the_rest_of_a_body_after_messages_already_received(served: Served) -> None:
+    served.app.read_first = True
+    data = os.urandom(BIG)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        sock.sendall(post("/", data))
+        got = answer(stream)
+    assert (got["length"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_read(served: Served) -> None:
+    data = os.urandom(BIG)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        head = f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+        sock.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")
+        assert stream.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert stream.readline() == b"\r\n"
+        sock.sendall(data)
+        got = answer(stream)
+    assert (got["length"], got["direct"]) == (len(data), True)
+    assert got["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_chunked_body_comes_as_messages(served: Served) -> None:
+    data = os.urandom(BIG)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        pieces = [data[i : i + 100_000] for i in range(0, len(data), 100_000)]
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        sock.sendall(head + chunks + post("/", data))
+        chunked, direct_after = answer(stream), answer(stream)
+    assert (chunked["length"], chunked["direct"]) == (len(data), False)
+    assert chunked["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (direct_after["length"], direct_after["direct"]) == (len(data), True)
+
+
+def test_a_client_leaving_mid_body_hands_over_what_it_sent(served: Served) -> None:
+    data = os.urandom(BIG)
+    sent = 2 << 20
+    with served.connect() as sock:
+        sock.sendall(post("/", data)[: -(len(data) - sent)])
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""  # the server closes without an answer
+    deadline = time.monotonic() + 10
+    while not (served.app.seen and served.app.seen[0]["cut"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert served.app.seen[0] == {"length": sent, "direct": True, "cut": True}
+    # The server goes on serving.
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        sock.sendall(post("/", b"after"))
+        assert answer(stream)["length"] == 5
+
+
+def test_a_body_the_store_failed_on_is_dropped_and_the_connection_goes_on(
+    served: Served,
+) -> None:
+    data = os.urandom(BIG)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        sock.sendall(post("/fail", data) + post("/", b"next"))
+        assert read_response(stream)[0] == 507
+        assert answer(stream)["length"] == 4
+
+
+def test_past_the_discard_limit_the_rest_is_never_parsed_as_requests(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body left unread in the socket is not taken for requests: the connection closes."""
+    monkeypatch.setattr(direct, "DISCARD_LIMIT", 64 << 10)
+    smuggled = post("/smuggled", b"x") * 20_000
+    data = os.urandom(1 << 20) + smuggled + os.urandom(BIG)
+    with served.connect() as sock:
+        try:
+            sock.sendall(post("/fail", data))
+            with sock.makefile("rb") as stream:
+                assert read_response(stream)[0] == 507
+                stream.read()
+        except ConnectionResetError:
+            pass  # closed with body bytes unread: the kernel may answer them with a reset
+    time.sleep(0.2)
+    assert len(served.app.seen) == 1  # /fail only: nothing of its body ran as a request
+
+
+def test_a_stop_interrupts_a_stalled_body(served: Served) -> None:
+    data = os.urandom(BIG)
+    with served.connect() as sock:
+        sock.sendall(post("/", data)[: 2 << 20])
+        deadline = time.monotonic() + 10
+        while not (served.app.seen and served.app.seen[0]["direct"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        served.server.should_exit = True
+        served.thread.join(15)
+        assert not served.thread.is_alive()
+        assert time.monotonic() - started < 10  # the 1 s drain, then the copy stops at once
+    assert not [t for t in threading.enumerate() if t.name == "distblob-body"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "length"),
+    [
+        ([(b"content-length", b"12")], 12),
+        ([(b"content-length", b" 12 ")], 12),
+        ([(b"content-length", b"12"), (b"content-length", b"12")], None),
+        ([(b"content-length", b"12"), (b"transfer-encoding", b"chunked")], None),
+        ([(b"transfer-encoding", b"chunked")], None),
+        ([(b"content-length", "١٢".encode())], None),
+        ([(b"content-length", b"-1")], None),
+        ([], None),
+    ],
+)
+def test_only_one_plain_content_length_offers_a_tap(
+    headers: list[tuple[bytes, bytes]], length: int | None
+) -> None:
+    assert direct._declared_length(headers) == length
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+def _upload(port: int) -> str:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+    conn.request("POST", "/v2/direct/app/blobs/uploads/")
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 202
+    location = response.getheader("Location")
+    assert location is not None
+    return location
+
+
+def test_registry_pipelined_patches_then_put(tmp_path: Path) -> None:
+    first, second = os.urandom(BIG), os.urandom(BIG)
+    with DistblobServer(tmp_path / "root") as server:
+        location = _upload(server.port)
+        with socket.create_connection((LOOPBACK, server.port)) as sock:
+            stream = sock.makefile("rb")
+            patch = (
+                f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-{BIG - 1}\r\n"
+                f"Content-Length: {BIG}\r\n\r\n"
+            )
+            sock.sendall(patch.encode() + first + b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = read_response(stream)
+            assert (status, headers["range"]) == (202, f"0-{BIG - 1}")
+            assert read_response(stream)[0] == 200
+            location = headers["location"]
+            digest = sha256_digest(first + second)
+            target = f"{location}&{urllib.parse.urlencode({'digest': digest})}"
+            put = f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {BIG}\r\n\r\n"
+            sock.sendall(put.encode() + second)
+            status, headers, body = read_response(stream)
+            assert status == 201, body
+            assert headers["docker-content-digest"] == digest
+            sock.sendall(f"GET /v2/direct/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, _, body = read_response(stream)
+            assert (status, body == first + second) == (200, True)
+            stream.close()
+
+
+def test_registry_a_patch_cut_off_keeps_its_prefix_and_resumes(tmp_path: Path) -> None:
+    data = os.urandom(BIG)
+    with DistblobServer(tmp_path / "root") as server:
+        location = _upload(server.port)
+        with socket.create_connection((LOOPBACK, server.port)) as sock:
+            head = f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+            sock.sendall(head.encode() + data[: 2 << 20])
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(1) == b""
+        conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=30)
+        conn.request("GET", urllib.parse.urlsplit(location).path)  # its _state is stale now
+        status = conn.getresponse()
+        assert status.status == 204, (status.read(), server.log_text())
+        status.read()
+        size = int((status.getheader("Range") or "0-0").split("-")[1]) + 1
+        assert size == 2 << 20  # all that was sent, though not a whole buffer
+        location = status.getheader("Location")
+        assert location is not None
+        digest = sha256_digest(data)
+        target = f"{location}&{urllib.parse.urlencode({'digest': digest})}"
+        conn.request("PUT", target, body=data[size:])
+        done = conn.getresponse()
+        done.read()
+        assert done.status == 201, done.read()
+        conn.close()
