@@ -1,10 +1,12 @@
 """HTTP server scenarios of issue 5: ``distblob serve`` against the Go registry 2.8, side by side.
 
-Both servers run as subprocesses on loopback, each on its own fresh root on the same disk, and
-are driven by the same minimal client: :mod:`http.client` for the request line and headers, and
-``socket.sendfile`` for request bodies (the kernel copies from the page cache; the client does no
-per-byte work), ``readinto`` a reused buffer for response bodies. ``client ceiling`` rows measure
-that client against a null sink in this process, so a ratio is the servers', not the client's.
+Both servers run as subprocesses on loopback, each on its own fresh root on the same disk
+(``DISTBLOB_BENCH_DIR`` chooses it: ``/dev/shm`` takes the disk out of the measurement), taking
+turns round by round, and are driven by the same minimal client: :mod:`http.client` for the
+request line and headers, ``socket.sendfile`` for request bodies (the kernel copies from the page
+cache; the client does no per-byte work), ``readinto`` a reused buffer for response bodies.
+``client ceiling`` rows measure that client against a null sink in this process, so a ratio is
+the servers', not the client's.
 
 Scenarios: one 1 GiB blob as one monolithic PUT (POST, then PUT with the body and the digest);
 the same in 16 MiB PATCHes then an empty PUT; a 1 GiB GET; and many 4 KiB blobs, each a POST and
@@ -23,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -310,45 +312,73 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure_server(
-    name: str, server: Server, work: Workload, sizes: Sizes, tag: bytes
-) -> dict[str, Result]:
-    """Every scenario against one running server: best of ``sizes.rounds`` (plus a warm-up)."""
-    port = server.port
-    best: dict[str, float] = {}
+def _one_round(
+    port: int, work: Workload, sizes: Sizes, tag: bytes, number: int
+) -> dict[str, float]:
+    """Every scenario once against one server; seconds per scenario.
 
-    def keep(key: str, seconds: float) -> None:
-        best[key] = min(best.get(key, float("inf")), seconds)
+    Before each timed upload everything written so far is synced (not timed), so no scenario
+    pays for the writeback of an earlier one.
+    """
+    digest = _prepare_round(work, 2 * number, tag)
+    os.sync()
+    times = {"put": _timed(lambda: monolithic_put(port, work.fd, work.size, digest))}
+    times["get"] = _timed(lambda: get_blob(port, work.size, digest))
+    digest = _prepare_round(work, 2 * number + 1, tag)
+    os.sync()
+    times["patch"] = _timed(lambda: chunked_patches(port, work.fd, work.size, sizes.patch, digest))
+    os.sync()
+    times["small"] = _timed(lambda: small_blobs(port, work.small[number]))
+    return times
 
+
+def _forget_big_blobs(root: Path) -> None:
+    """Delete the data of the big blobs a round stored (not timed), so that a long run fits on
+    a small disk or in a tmpfs. Only the data files go: the servers may remember the
+    directories. Every round's content is new, so no later request asks for these blobs."""
+    for data in root.glob("docker/registry/v2/blobs/*/*/*/data"):
+        with suppress(OSError):
+            if data.stat().st_size > MIB:
+                data.unlink()
+
+
+def measure_servers(
+    servers: list[tuple[str, Server, bytes, Path]], work: Workload, sizes: Sizes
+) -> dict[str, dict[str, Result]]:
+    """Every scenario against every server: best of ``sizes.rounds`` (plus a warm-up).
+
+    The servers take turns round by round, in alternating order, so a machine whose speed
+    drifts during the run (other guests on the host, a disk whose write cache fills) slows
+    both alike.
+    """
+    best: dict[str, dict[str, float]] = {name: {} for name, *_ in servers}
     for number in range(sizes.rounds + 1):  # round 0 warms up and is not counted
-        digest = _prepare_round(work, 2 * number, tag)
-        put_s = _timed(lambda: monolithic_put(port, work.fd, work.size, digest))  # noqa: B023
-        get_s = _timed(lambda: get_blob(port, work.size, digest))  # noqa: B023
-        digest = _prepare_round(work, 2 * number + 1, tag)
-        patch_s = _timed(
-            lambda: chunked_patches(port, work.fd, work.size, sizes.patch, digest)  # noqa: B023
-        )
-        small_s = _timed(lambda: small_blobs(port, work.small[number]))  # noqa: B023
-        if number:
-            keep("put", put_s)
-            keep("get", get_s)
-            keep("patch", patch_s)
-            keep("small", small_s)
+        for name, server, tag, root in servers if number % 2 else servers[::-1]:
+            times = _one_round(server.port, work, sizes, tag, number)
+            _forget_big_blobs(root)
+            if number:
+                for key, seconds in times.items():
+                    best[name][key] = min(best[name].get(key, float("inf")), seconds)
     big = sizes.big >> 20
-    results = {
-        "put": Result(f"{name}: {big} MiB monolithic PUT", sizes.big, best["put"]),
-        "patch": Result(
-            f"{name}: {big} MiB in {sizes.patch >> 20} MiB PATCHes + PUT", sizes.big, best["patch"]
-        ),
-        "get": Result(f"{name}: {big} MiB GET", sizes.big, best["get"]),
-        "small": Result(
-            f"{name}: {sizes.small_count} x 4 KiB POST+PUT, one connection",
-            sizes.small_count * sizes.small_size,
-            best["small"],
-        ),
-    }
-    results["small"].extra["blobs_per_s"] = sizes.small_count / best["small"]
-    return results
+    measured = {}
+    for name, times in best.items():
+        results = {
+            "put": Result(f"{name}: {big} MiB monolithic PUT", sizes.big, times["put"]),
+            "patch": Result(
+                f"{name}: {big} MiB in {sizes.patch >> 20} MiB PATCHes + PUT",
+                sizes.big,
+                times["patch"],
+            ),
+            "get": Result(f"{name}: {big} MiB GET", sizes.big, times["get"]),
+            "small": Result(
+                f"{name}: {sizes.small_count} x 4 KiB POST+PUT, one connection",
+                sizes.small_count * sizes.small_size,
+                times["small"],
+            ),
+        }
+        results["small"].extra["blobs_per_s"] = sizes.small_count / times["small"]
+        measured[name] = results
+    return measured
 
 
 def client_ceiling(work: Workload, sizes: Sizes) -> dict[str, Result]:
@@ -380,25 +410,27 @@ def client_ceiling(work: Workload, sizes: Sizes) -> dict[str, Result]:
     }
 
 
-def _servers(root: str) -> list[tuple[str, bytes, Callable[[], AbstractContextManager[Any]]]]:
-    ours = ("distblob serve", b"D", lambda: DistblobServer(Path(root, "distblob")))
+def _servers(root: str) -> list[tuple[str, bytes, Path, Callable[[Path], Any]]]:
+    ours = ("distblob serve", b"D", Path(root, "distblob"), DistblobServer)
     if not REGISTRY_BIN.exists():
         print(f"({REGISTRY_BIN} not found: the Go registry is skipped)")
         return [ours]
-    return [ours, ("go registry 2.8", b"G", lambda: GoRegistry(Path(root, "go")))]
+    return [ours, ("go registry 2.8", b"G", Path(root, "go"), GoRegistry)]
 
 
 def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
     sizes = Sizes.quick() if quick else Sizes()
     results: list[Result] = []
     comparisons: list[Comparison] = []
-    with scratch() as root, workload(root, sizes) as work:
+    with scratch() as root, workload(root, sizes) as work, ExitStack() as running:
         ceiling = client_ceiling(work, sizes)
         results += ceiling.values()
-        measured: dict[str, dict[str, Result]] = {}
-        for name, tag, make in _servers(root):
-            with make() as server:
-                measured[name] = measure_server(name, server, work, sizes, tag)
+        servers = [
+            (name, running.enter_context(make(path)), tag, path)
+            for name, tag, path, make in _servers(root)
+        ]
+        measured = measure_servers(servers, work, sizes)
+        for name, *_ in servers:
             results += measured[name].values()
     ours = measured["distblob serve"]
     go = measured.get("go registry 2.8")
