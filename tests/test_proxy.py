@@ -248,8 +248,8 @@ def test_skopeo_pulls_through_the_cache_cold_then_warm(
         for digest in layers:
             data = (tmp_path / "cold" / digest.split(":", 1)[1]).read_bytes()
             assert sha256_digest(data) == digest
-        assert stored_blobs(root) >= set(layers)
-        assert uploads_left(root) == []
+        # The last byte goes out once the digest is verified; the commit follows it.
+        wait_until(lambda: stored_blobs(root) >= set(layers) and not uploads_left(root), 10)
 
         skopeo_pull(cache.host, "lib/app:v1", tmp_path / "warm")
         assert upstream_blob_gets(go) - before == cold  # the warm pull read no blob upstream
@@ -314,8 +314,7 @@ def test_concurrent_cold_gets_share_one_upstream_fetch(go: GoRegistry, tmp_path:
             results = list(pool.map(fetch, range(10)))
         assert results == [digest] * 10
         assert upstream_blob_gets(go, digest) - before == 1
-        assert stored_blobs(root) == {digest}
-        assert uploads_left(root) == []
+        wait_until(lambda: stored_blobs(root) == {digest} and not uploads_left(root), 10)
         assert fetch(0) == digest  # warm
         assert upstream_blob_gets(go, digest) - before == 1
 
@@ -407,7 +406,8 @@ def test_broken_upstream_transfer_caches_nothing(fault: str, tmp_path: Path) -> 
         status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
         assert (status, complete) == (200, True) and body == data
         assert upstream.gets == 3
-        assert stored_blobs(root) == {digest}
+        # The last byte goes out once the digest is verified; the commit may still be running.
+        wait_until(lambda: stored_blobs(root) == {digest}, timeout=10)
 
 
 def test_blob_redirect_is_followed_and_credentials_stay_on_the_upstream(tmp_path: Path) -> None:
@@ -449,7 +449,7 @@ def test_blob_redirect_is_followed_and_credentials_stay_on_the_upstream(tmp_path
         ):
             status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
             assert (status, complete) == (200, True) and body == data
-            assert stored_blobs(root) == {digest}
+            wait_until(lambda: stored_blobs(root) == {digest}, timeout=10)
             assert "s3cret" not in cache.log_text()
     assert seen["upstream"] == [None, expected]  # challenged, then answered with credentials
     assert seen["cdn"] == [None]  # the other host never saw them
@@ -540,7 +540,7 @@ def test_an_upstream_body_without_length_is_streamed_and_verified(tmp_path: Path
         assert stored_blobs(root) == set()
         status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
         assert (status, complete) == (200, True) and body == data
-        assert stored_blobs(root) == {digest}
+        wait_until(lambda: stored_blobs(root) == {digest}, timeout=10)
         assert "Traceback" not in cache.log_text()
 
 

@@ -1,9 +1,11 @@
-"""Large request bodies read from the socket by a thread (``distblob.server.direct``).
+"""Large request bodies read from the socket by a thread, and files sent with ``sendfile``
+(``distblob.server.direct``).
 
 The protocol is tested under a real uvicorn server on loopback with a small app that hashes
-what it receives, and the registry through ``distblob serve``: keep-alive and pipelined requests
-after a body read past the parser, ``Expect: 100-continue``, chunked bodies (no tap), a client
-that leaves mid-body, and a stop while a body stalls.
+what it receives (and sends a file with ``http.response.zerocopysend``), and the registry
+through ``distblob serve``: keep-alive and pipelined requests after a body read past the
+parser, ``Expect: 100-continue``, chunked bodies (no tap), a client that leaves mid-body, and a
+stop while a body stalls.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class HashingApp:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
+        if scope["path"] == "/file":
+            await self.send_file(scope, send)
+            return
         sha = hashlib.sha256()
         entry: dict[str, Any] = {"length": 0, "direct": False, "cut": False}
         self.seen.append(entry)
@@ -90,6 +95,20 @@ class HashingApp:
         headers = [(b"content-length", b"%d" % len(payload))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+    file_path: Path | None = None
+
+    async def send_file(self, scope: Any, send: Any) -> None:
+        """The file from byte 10 to its end, in two ``http.response.zerocopysend`` messages."""
+        assert self.file_path is not None and direct.zerocopy(scope)
+        size = self.file_path.stat().st_size
+        headers = [(b"content-length", b"%d" % (size - 10))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        with self.file_path.open("rb") as file:
+            half = (size - 10) // 2
+            for offset, count, more in ((10, half, True), (10 + half, size - 10 - half, False)):
+                message = {"file": file, "offset": offset, "count": count, "more_body": more}
+                await send({"type": direct.ZEROCOPY_SEND, **message})
 
 
 class Served:
@@ -281,6 +300,38 @@ def test_a_stop_interrupts_a_stalled_body(served: Served) -> None:
         assert not served.thread.is_alive()
         assert time.monotonic() - started < 10  # the 1 s drain, then the copy stops at once
     assert not [t for t in threading.enumerate() if t.name == "distblob-body"]
+
+
+def test_a_file_sent_with_zerocopysend_arrives_whole_on_a_kept_connection(
+    served: Served, tmp_path: Path
+) -> None:
+    data = os.urandom(BIG)
+    served.app.file_path = tmp_path / "file"
+    served.app.file_path.write_bytes(data)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        for _ in range(2):
+            sock.sendall(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body = read_response(stream)
+            assert (status, headers["content-length"]) == (200, str(len(data) - 10))
+            assert body == data[10:]
+
+
+def test_a_client_leaving_during_a_zerocopy_send_leaves_nothing_running(
+    served: Served, tmp_path: Path
+) -> None:
+    served.app.file_path = tmp_path / "file"
+    served.app.file_path.write_bytes(os.urandom(64 << 20))
+    with served.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(1000)
+    deadline = time.monotonic() + 10
+    while [t for t in threading.enumerate() if t.name == "distblob-send"]:
+        assert time.monotonic() < deadline, "the sending thread is still running"
+        time.sleep(0.05)
+    with served.connect() as sock, sock.makefile("rb") as stream:
+        sock.sendall(post("/", b"after"))
+        assert answer(stream)["length"] == 5
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,21 @@
-"""A helper the streaming responses share (the server's blob responses, the proxy's)."""
+"""What the streaming responses share (the server's blob responses, the proxy's)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import anyio
-from starlette.types import Receive
+from starlette.types import Receive, Scope
+
+#: ASGI's zero-copy send extension, and its message type: the server sends a file region
+#: itself (``distblob serve`` with ``sendfile``, :mod:`distblob.server.direct`).
+ZEROCOPY_SEND: Final = "http.response.zerocopysend"
+
+
+def zerocopy(scope: Scope) -> bool:
+    """Whether the request's server takes ``http.response.zerocopysend`` messages."""
+    return ZEROCOPY_SEND in scope.get("extensions", {})
 
 
 async def until_disconnect(receive: Receive, body: Callable[[], Awaitable[None]]) -> None:
@@ -26,4 +36,4 @@ async def until_disconnect(receive: Receive, body: Callable[[], Awaitable[None]]
         group.cancel_scope.cancel()
 
 
-__all__ = ["until_disconnect"]
+__all__ = ["ZEROCOPY_SEND", "until_disconnect", "zerocopy"]

@@ -32,7 +32,7 @@ import urllib3
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from distblob._asgi import until_disconnect
+from distblob._asgi import ZEROCOPY_SEND, until_disconnect, zerocopy
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
@@ -71,6 +71,9 @@ class Fetch:
         self.upload_path: str | None = None  # the upload's local file while it grows
         self.blob_path: str | None = None  # the blob's local file once committed
         self.written = 0
+        #: Every byte received and its digest checked: clients may have the last byte, while
+        #: the commit (making the copy durable, moving and linking it) goes on.
+        self.verified = False
         self.error: BaseException | None = None
         self._changed = asyncio.Event()
         #: Set (from the loop) to make the receiving thread stop; with the response, which
@@ -82,9 +85,11 @@ class Fetch:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def progress(self, written: int) -> None:
-        """``written`` bytes are in the upload file (called on the loop by the receiver)."""
+    def progress(self, written: int, verified: bool = False) -> None:
+        """``written`` bytes are in the upload file, their digest checked once ``verified``
+        (called on the loop by the receiver)."""
         self.written = written
+        self.verified = self.verified or verified
         self.notify()
 
     def interrupt(self) -> None:
@@ -99,10 +104,6 @@ class Fetch:
     def changed(self) -> asyncio.Event:
         return self._changed
 
-    @property
-    def ok(self) -> bool:
-        return self.done.is_set() and self.error is None
-
 
 class FetchResponse(Response):
     """Streams a blob from a :class:`Fetch` as it lands, holding the last byte until commit."""
@@ -114,7 +115,7 @@ class FetchResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await until_disconnect(receive, lambda: self._stream(send))
+            await until_disconnect(receive, lambda: self._stream(scope, send))
         except* TransferError as failed:
             # Returning without the end of the body makes the server close the connection: the
             # client sees a short body, never a complete one. One line says why (the fetch
@@ -127,10 +128,10 @@ class FetchResponse(Response):
             )
 
     def _limit(self) -> int:
-        """How far the client may be sent now: everything once committed, else all but one
-        byte of what was written (the last byte waits for the digest check)."""
+        """How far the client may be sent now: everything once the digest is verified, else
+        all but one byte of what was written (the last byte waits for the digest check)."""
         fetch = self.fetch
-        if fetch.ok:
+        if fetch.verified and fetch.error is None:
             return fetch.written
         end = fetch.size if fetch.size is not None else fetch.written
         return max(min(fetch.written, end - 1), 0)
@@ -145,15 +146,34 @@ class FetchResponse(Response):
             raise TransferError(f"upstream transfer of {fetch.digest} failed") from fetch.error
         return await anyio.to_thread.run_sync(os.open, fetch.blob_path, os.O_RDONLY)
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, scope: Scope, send: Send) -> None:
         fetch = self.fetch
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         fd = await self._open()
+        # With a known length the server may send the file itself (sendfile, no copies).
+        file = open(fd, "rb", buffering=0, closefd=False) if zerocopy(scope) else None  # noqa: SIM115
         try:
             offset = 0
             while True:
                 event = fetch.changed
                 limit = self._limit()
+                if offset < limit and file is not None and fetch.size is not None:
+                    last = fetch.verified and fetch.error is None and limit >= fetch.written
+                    message = {
+                        "type": ZEROCOPY_SEND,
+                        "file": file,
+                        "offset": offset,
+                        "count": limit - offset,
+                        "more_body": not last,
+                    }
+                    try:
+                        await send(message)
+                    except EOFError:
+                        raise TransferError(f"{fetch.digest}: the cached copy shrank") from None
+                    offset = limit
+                    if last:
+                        return
+                    continue
                 if offset < limit:
                     chunk = await anyio.to_thread.run_sync(
                         os.pread, fd, min(CHUNK, limit - offset), offset
@@ -161,7 +181,7 @@ class FetchResponse(Response):
                     if not chunk:
                         raise TransferError(f"{fetch.digest}: the cached copy shrank")
                     offset += len(chunk)
-                    last = fetch.ok and offset >= fetch.written
+                    last = fetch.verified and fetch.error is None and offset >= fetch.written
                     await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                     if last:
                         return
@@ -345,8 +365,10 @@ class ProxyBlobStore:
         digest = fetch.digest
         fetch.size = _content_length(response.headers)
         fetch.media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
+        # Clients stream the upload file as it grows: no early writeback pacing them at the
+        # disk's speed (the commit's fsync still makes the copy durable before it is linked).
         writer = await anyio.to_thread.run_sync(
-            lambda: repo.blobs.create(algorithm=digest.algorithm)
+            lambda: repo.blobs.create(algorithm=digest.algorithm, early_writeback=False)
         )
         driver = self.registry.driver
         fetch.upload_path = driver.local_path(paths.upload_data_path(repo.name, writer.id))
@@ -354,8 +376,8 @@ class ProxyBlobStore:
         fetch.notify()
         loop = asyncio.get_running_loop()
 
-        def progress(written: int) -> None:
-            loop.call_soon_threadsafe(fetch.progress, written)
+        def progress(written: int, verified: bool = False) -> None:
+            loop.call_soon_threadsafe(fetch.progress, written, verified)
 
         # The thread owns the writer from here: it commits, or cancels on any failure.
         done = in_own_thread(
@@ -380,9 +402,13 @@ def _receive_body(
     fetch: Fetch,
     response: urllib3.BaseHTTPResponse,
     writer: BlobWriter,
-    progress: Callable[[int], None],
+    progress: Callable[[int, bool], None],
 ) -> None:
-    """Read the upstream body into ``writer`` and commit it, verified."""
+    """Read the upstream body into ``writer`` and commit it, verified.
+
+    The digest of what arrived is checked as soon as the last byte is in (from the running
+    hash, no second read): clients then have the whole blob while the commit makes the copy
+    durable, which on a slow disk takes longer than the transfer did."""
     digest = fetch.digest
     view = memoryview(bytearray(CHUNK))
     written = 0
@@ -402,9 +428,13 @@ def _receive_body(
         if not count:
             break
         written += writer.write(view[:count])
-        progress(written)
+        progress(written, False)
     if fetch.size is not None and written != fetch.size:
         raise TransferError(f"upstream sent {written} of {fetch.size} bytes of {digest}")
+    actual = writer.digest()
+    if actual != digest:
+        raise TransferError(f"upstream sent bytes whose digest is {actual}, not {digest}")
+    progress(written, True)
     writer.commit(Descriptor(media_type=fetch.media_type, size=written, digest=digest))
 
 
@@ -412,7 +442,7 @@ def _receive_and_commit(
     fetch: Fetch,
     response: urllib3.BaseHTTPResponse,
     writer: BlobWriter,
-    progress: Callable[[int], None],
+    progress: Callable[[int, bool], None],
 ) -> None:
     """Read the upstream body into ``writer`` and commit it, verified; on any failure the
     upload is cancelled (nothing half-written is kept). Runs in a thread of its own."""

@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from distblob._asgi import until_disconnect
+from distblob._asgi import ZEROCOPY_SEND, until_disconnect, zerocopy
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest
@@ -140,11 +140,13 @@ class RegionResponse(Response):
         self.region = region
         self.driver = driver
 
+    _fd: int | None = None  # the local file's descriptor, for sendfile
+
     def _open(self) -> Callable[[int, int], bytes]:
         """A ``read(size, offset)`` over the region's object, and remember how to close it."""
         region = self.region
         if region.local_path is not None:
-            fd = os.open(region.local_path, os.O_RDONLY)
+            fd = self._fd = os.open(region.local_path, os.O_RDONLY)
             self._close: Callable[[], None] = lambda: os.close(fd)
             return lambda size, offset: os.pread(fd, size, offset)
         reader = self.driver.reader(region.path, region.offset)
@@ -159,15 +161,26 @@ class RegionResponse(Response):
             await gone(scope, receive, send)
             return
         try:
-            await until_disconnect(receive, lambda: self._stream(send, read))
+            await until_disconnect(receive, lambda: self._stream(scope, send, read))
         finally:
             await _run(self._close)
 
-    async def _stream(self, send: Send, read: Callable[[int, int], bytes]) -> None:
+    async def _stream(self, scope: Scope, send: Send, read: Callable[[int, int], bytes]) -> None:
         region = self.region
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        if self._fd is not None and region.length and zerocopy(scope):
+            # The kernel sends the file: no copy into Python, no work on the event loop.
+            message = {
+                "type": ZEROCOPY_SEND,
+                "file": open(self._fd, "rb", buffering=0, closefd=False),  # noqa: SIM115
+                "offset": region.offset,
+                "count": region.length,
+                "more_body": False,
+            }
+            await send(message)
+            return
         remaining, offset = region.length, region.offset
         while remaining > 0:
             chunk = await _run(read, min(CHUNK, remaining), offset)

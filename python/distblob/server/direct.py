@@ -1,4 +1,4 @@
-"""Large request bodies read straight from the socket, past uvicorn's body messages.
+"""Large request bodies read straight from the socket, and files sent with ``sendfile``.
 
 uvicorn hands a request body to an ASGI app as ``http.request`` messages of about 250 KiB,
 copying every byte four times on the event loop (read buffer, parser slice, body buffer,
@@ -14,13 +14,19 @@ descriptor, which a thread of its own reads with ``recv_into`` into one reused b
 to the native writer (hashed and written without the GIL). The body then costs one copy out of
 the kernel and none on the event loop. When it has all been read, :meth:`BodyTap.release` gives
 the connection back to uvicorn with a fresh parser, so keep-alive and pipelined requests go on
-as before; when it has not (the client went away, the store failed, the server is stopping),
-the connection is closed after the response.
+as before. A body the store fails on is read to its end and dropped (up to 64 MiB) so the
+connection can carry the error; when the client went away, the server is stopping or more is
+left, the connection is closed after the response.
+
+Responses go the other way round: the protocol also takes ASGI's ``http.response.zerocopysend``
+extension (which uvicorn lacks). A blob GET sends its file region in one such message, and the
+pull-through cache sends each stretch of a cold blob as it lands; a thread of their own sends
+it with ``sendfile``, so the bytes never enter Python.
 
 The app works unchanged under any other ASGI server (or with a TLS transport, or a chunked
-body): there is no extension and it reads ``http.request`` messages. uvicorn's protocol and
-request cycle are not a public API, so the tap checks the attributes it relies on once and
-turns itself off, logging why, if they are missing.
+body): there are no extensions, so it reads ``http.request`` messages and sends body messages.
+uvicorn's protocol and request cycle are not a public API, so the protocol checks the
+attributes it relies on once and turns both extensions off, logging why, if they are missing.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from starlette.types import Scope
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from distblob._asgi import ZEROCOPY_SEND, zerocopy
 from distblob._numbers import is_ascii_digits
 from distblob._threads import in_own_thread
 
@@ -161,6 +168,117 @@ class DirectBody:
             log.warning("a request body's writer did not finish within %.0f s", STOP_WAIT)
 
 
+class FileSender:
+    """Sends a file region to the socket with ``sendfile`` from a thread (:meth:`send`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._sock = fd  # a duplicate, closed by :meth:`send`
+        self._wake_r, self._wake_w = os.pipe()
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLOUT)
+        self._poller.register(self._wake_r, select.POLLIN)
+        self._done = threading.Event()
+        self.sent = 0
+
+    def send(self, file_fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of ``file_fd`` from ``offset`` (blocking); returns ``count``.
+
+        Raises :class:`ConnectionError` when the client is gone, :class:`EOFError` when the file
+        holds fewer bytes, :class:`BodyStopped` after :meth:`stop`.
+        """
+        try:
+            while self.sent < count:
+                try:
+                    n = os.sendfile(self._sock, file_fd, offset + self.sent, count - self.sent)
+                except (BlockingIOError, InterruptedError):
+                    for fd, _ in self._poller.poll():
+                        if fd == self._wake_r:
+                            raise BodyStopped() from None
+                    continue
+                if n == 0:
+                    raise EOFError(f"the file ended {count - self.sent} bytes early")
+                self.sent += n
+            return count
+        finally:
+            os.close(self._sock)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._done.set()
+
+    def stop(self) -> None:
+        """Make :meth:`send` stop at once (from any thread), then wait for it to return."""
+        if not self._done.is_set():
+            with contextlib.suppress(OSError):  # the send ended and closed its pipe meanwhile
+                os.write(self._wake_w, b"x")
+        self._done.wait(STOP_WAIT)
+
+
+class _ZeroCopySend:
+    """The ``send`` of one request cycle, which also takes ASGI's ``http.response.zerocopysend``
+    messages: the bytes go from the file to the socket with ``sendfile`` in a thread of their
+    own, never through Python or the event loop."""
+
+    def __init__(self, protocol: DirectProtocol, cycle: Any, send: Callable[..., Any]) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self._send = send
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] != ZEROCOPY_SEND:
+            await self._send(message)
+            return
+        cycle, transport = self._cycle, self._protocol.transport
+        if not cycle.response_started:
+            raise RuntimeError(f"{ZEROCOPY_SEND} before http.response.start")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        offset = message.get("offset")
+        if offset is None:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        count = message.get("count")
+        if count is None:
+            count = os.fstat(fd).st_size - offset
+        more = bool(message.get("more_body", False))
+        if cycle.disconnected:
+            return
+        sock = transport.get_extra_info("socket")
+        if (
+            count <= 0
+            or sock is None
+            or cycle.chunked_encoding
+            or cycle.scope["method"] == "HEAD"
+            or count > cycle.expected_content_length
+            or transport.get_write_buffer_size()
+            or transport.is_closing()
+        ):
+            await self._through_transport(fd, offset, count, more)
+            return
+        sender = FileSender(os.dup(sock.fileno()))
+        try:
+            await in_own_thread(sender.send, fd, offset, count, name="distblob-send")
+        except asyncio.CancelledError:
+            sender.stop()
+            raise
+        except ConnectionError:
+            cycle.disconnected = True  # as uvicorn's send after a disconnect: nothing to say
+            transport.close()
+            return
+        cycle.expected_content_length -= count
+        if not more:
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _through_transport(self, fd: int, offset: int, count: int, more: bool) -> None:
+        """The ordinary way: read in worker threads, send as body messages."""
+        end = offset + max(count, 0)
+        while offset < end:
+            piece = await in_own_thread(os.pread, fd, min(BUFFER, end - offset), offset)
+            if not piece:
+                raise EOFError(f"the file ended {end - offset} bytes early")
+            offset += len(piece)
+            await self._send({"type": "http.response.body", "body": piece, "more_body": True})
+        await self._send({"type": "http.response.body", "body": b"", "more_body": more})
+
+
 class BodyTap:
     """Offered to the app for one request: the rest of its body, straight from the socket."""
 
@@ -273,9 +391,13 @@ class DirectProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope or self.scheme != "http":
             return  # an upgrade, or TLS (the socket carries records, not the body)
+        if not _compatible(cycle):
+            return
+        extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+        extensions[ZEROCOPY_SEND] = {}
+        cycle.send = _ZeroCopySend(self, cycle, cycle.send)  # type: ignore[method-assign]
         length = _declared_length(self.headers)
-        if length and _compatible(cycle):
-            extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
+        if length:
             extensions[EXTENSION] = BodyTap(self, cycle, length)
 
     def on_body(self, body: bytes) -> None:
@@ -311,10 +433,13 @@ async def receive_into(
 
 __all__ = [
     "EXTENSION",
+    "ZEROCOPY_SEND",
     "BodyStopped",
     "BodyTap",
     "DirectBody",
     "DirectProtocol",
+    "FileSender",
     "receive_into",
     "tap",
+    "zerocopy",
 ]

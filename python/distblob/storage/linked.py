@@ -245,8 +245,14 @@ class LinkedBlobStore(Statter):
         remember(self.cache, digest, descriptor)
         return descriptor
 
-    def create(self, *, algorithm: str = CANONICAL) -> BlobWriter:
-        """Start an upload hashed with ``algorithm`` (its canonical digest's algorithm)."""
+    def create(self, *, algorithm: str = CANONICAL, early_writeback: bool = True) -> BlobWriter:
+        """Start an upload hashed with ``algorithm`` (its canonical digest's algorithm).
+
+        With ``fsync`` the native engine starts writing the data to disk as it arrives, so the
+        commit's ``fsync`` finds little left to do; that paces the writer at the disk's speed.
+        ``early_writeback=False`` leaves everything to the commit, for a writer whose readers
+        wait on its progress (the pull-through cache's clients).
+        """
         _check_algorithm(algorithm)
         upload_id = str(uuid.uuid4())
         started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -264,7 +270,7 @@ class LinkedBlobStore(Statter):
             create=True,
             algorithm=algorithm,
             state=None,
-            durable=self.fsync,
+            durable=self.fsync and early_writeback,
         )
         return BlobWriter(self, upload_id, started_at, upload)
 
