@@ -10,7 +10,7 @@ a large upload the server takes the body from the socket itself.
 ``scope["extensions"]["distblob.direct_body"]`` (a :class:`BodyTap`), on requests that carry a
 ``Content-Length`` and no ``Transfer-Encoding``. :meth:`BodyTap.take` pauses the transport and
 returns a :class:`DirectBody`: the bytes the parser already holds plus a duplicate of the socket
-descriptor, which a thread of its own reads with ``recv_into`` into one reused buffer that goes
+descriptor, which a thread of its own reads (``readv``) into one reused buffer that goes
 to the native writer (hashed and written without the GIL). The body then costs one copy out of
 the kernel and none on the event loop. When it has all been read, :meth:`BodyTap.release` gives
 the connection back to uvicorn with a fresh parser, so keep-alive and pipelined requests go on
@@ -36,11 +36,11 @@ import contextlib
 import logging
 import os
 import select
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Final
 
+import anyio
 import httptools
 from starlette.requests import ClientDisconnect
 from starlette.types import Scope
@@ -78,19 +78,47 @@ class _HeldFlow(FlowControl):
             super().resume_reading()
 
 
-class DirectBody:
+class _SocketThread:
+    """A duplicate of the connection's socket descriptor, used by one thread until it is done,
+    which another thread can interrupt at once (:meth:`stop`) through a pipe it also polls."""
+
+    def __init__(self, fd: int, events: int) -> None:
+        self._fd = fd  # a duplicate: closing it leaves uvicorn's transport its own
+        self._wake_r, self._wake_w = os.pipe()
+        self._poller = select.poll()
+        self._poller.register(fd, events)
+        self._poller.register(self._wake_r, select.POLLIN)
+        self._done = threading.Event()
+
+    def _wait(self) -> None:
+        """Wait until the socket is ready again; :class:`BodyStopped` after :meth:`stop`."""
+        for fd, _ in self._poller.poll():
+            if fd == self._wake_r:
+                raise BodyStopped()
+
+    def _finish(self) -> None:
+        """Close the descriptors (the thread's last step)."""
+        os.close(self._fd)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._done.set()
+
+    def stop(self) -> None:
+        """Make the thread stop at once (from any thread), then wait for it to finish."""
+        if not self._done.is_set():
+            with contextlib.suppress(OSError):  # it finished and closed its pipe meanwhile
+                os.write(self._wake_w, b"x")
+        if not self._done.wait(STOP_WAIT):
+            log.warning("a %s did not finish within %.0f s", type(self).__name__, STOP_WAIT)
+
+
+class DirectBody(_SocketThread):
     """The rest of one request body, read from the socket by a thread (:meth:`copy_into`)."""
 
     def __init__(self, prefix: bytes, remaining: int, fd: int) -> None:
+        super().__init__(fd, select.POLLIN)
         self.prefix = prefix
         self.remaining = remaining
-        self._sock = socket.socket(fileno=fd)
-        self._sock.setblocking(False)
-        self._wake_r, self._wake_w = os.pipe()
-        self._poller = select.poll()
-        self._poller.register(self._sock.fileno(), select.POLLIN)
-        self._poller.register(self._wake_r, select.POLLIN)
-        self._done = threading.Event()
         self.read = 0  # body bytes read from the socket so far
         self.ended = False  # the client closed (or reset) the connection before the end
 
@@ -121,10 +149,7 @@ class DirectBody:
                     raise ClientDisconnect()
             return total
         finally:
-            self._sock.close()  # the duplicate only; uvicorn's transport keeps its own
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._done.set()
+            self._finish()
 
     def _discard(self, buffer: memoryview) -> None:
         """Read and drop the rest of a body the store failed on, up to :data:`DISCARD_LIMIT`
@@ -143,11 +168,9 @@ class DirectBody:
         filled = 0
         while filled < len(view):
             try:
-                n = self._sock.recv_into(view[filled:])
+                n = os.readv(self._fd, [view[filled:]])
             except (BlockingIOError, InterruptedError):
-                for fd, _ in self._poller.poll():
-                    if fd == self._wake_r:
-                        raise BodyStopped() from None
+                self._wait()
                 continue
             except OSError:  # reset by the peer: the body ends here
                 self.ended = True
@@ -159,25 +182,12 @@ class DirectBody:
             self.read += n
         return filled
 
-    def stop(self) -> None:
-        """Make :meth:`copy_into` stop at once (from any thread), then wait for its last write."""
-        if not self._done.is_set():
-            with contextlib.suppress(OSError):  # the copy ended and closed its pipe meanwhile
-                os.write(self._wake_w, b"x")
-        if not self._done.wait(STOP_WAIT):
-            log.warning("a request body's writer did not finish within %.0f s", STOP_WAIT)
 
-
-class FileSender:
+class FileSender(_SocketThread):
     """Sends a file region to the socket with ``sendfile`` from a thread (:meth:`send`)."""
 
     def __init__(self, fd: int) -> None:
-        self._sock = fd  # a duplicate, closed by :meth:`send`
-        self._wake_r, self._wake_w = os.pipe()
-        self._poller = select.poll()
-        self._poller.register(fd, select.POLLOUT)
-        self._poller.register(self._wake_r, select.POLLIN)
-        self._done = threading.Event()
+        super().__init__(fd, select.POLLOUT)
         self.sent = 0
 
     def send(self, file_fd: int, offset: int, count: int) -> int:
@@ -189,28 +199,16 @@ class FileSender:
         try:
             while self.sent < count:
                 try:
-                    n = os.sendfile(self._sock, file_fd, offset + self.sent, count - self.sent)
+                    n = os.sendfile(self._fd, file_fd, offset + self.sent, count - self.sent)
                 except (BlockingIOError, InterruptedError):
-                    for fd, _ in self._poller.poll():
-                        if fd == self._wake_r:
-                            raise BodyStopped() from None
+                    self._wait()
                     continue
                 if n == 0:
                     raise EOFError(f"the file ended {count - self.sent} bytes early")
                 self.sent += n
             return count
         finally:
-            os.close(self._sock)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._done.set()
-
-    def stop(self) -> None:
-        """Make :meth:`send` stop at once (from any thread), then wait for it to return."""
-        if not self._done.is_set():
-            with contextlib.suppress(OSError):  # the send ended and closed its pipe meanwhile
-                os.write(self._wake_w, b"x")
-        self._done.wait(STOP_WAIT)
+            self._finish()
 
 
 class _ZeroCopySend:
@@ -271,7 +269,7 @@ class _ZeroCopySend:
         """The ordinary way: read in worker threads, send as body messages."""
         end = offset + max(count, 0)
         while offset < end:
-            piece = await in_own_thread(os.pread, fd, min(BUFFER, end - offset), offset)
+            piece = await anyio.to_thread.run_sync(os.pread, fd, min(BUFFER, end - offset), offset)
             if not piece:
                 raise EOFError(f"the file ended {end - offset} bytes early")
             offset += len(piece)
