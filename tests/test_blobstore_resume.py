@@ -40,7 +40,9 @@ def test_a_state_on_every_close(
     writer = repo.blobs.create()
     writer.close()
     written = 0
-    saved = [0]  # a fresh upload has a state at 0 once closed, as in Go
+    # A fresh upload saves no state at 0 (Go does): a resume at size 0 has nothing to restore.
+    assert state_offsets(blob_driver, repo, writer.id, "sha256") == {}
+    saved: list[int] = []
     for offset in (*CLOSES, len(DATA)):
         writer = repo.blobs.resume(writer.id)
         assert writer.size == written

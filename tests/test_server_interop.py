@@ -146,6 +146,18 @@ def test_upload_started_on_ours_continues_on_go(ours: DistblobServer, go: GoRegi
         assert our_client.get_blob("handoff/ours-first", digest).body == data
 
 
+def test_empty_upload_started_on_ours_continues_on_go(ours: DistblobServer, go: GoRegistry) -> None:
+    """A POST leaves no hash state at 0 (nothing to restore); Go resumes from nothing."""
+    data = os.urandom(300_000)
+    digest = sha256_digest(data)
+    with go.client() as go_client, ours.client() as our_client:
+        location = our_client.start_upload("handoff/empty-first")
+        location = go_client.patch(location, data[:100_000], 0)
+        location = our_client.patch(location, data[100_000:200_000], 100_000)
+        go_client.finish(location, digest, data[200_000:])
+        assert our_client.get_blob("handoff/empty-first", digest).body == data
+
+
 def test_oras_push_pull(ours: DistblobServer, tmp_path: Path) -> None:
     import oras.client as oras_client
 

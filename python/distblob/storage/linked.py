@@ -272,7 +272,9 @@ class LinkedBlobStore(Statter):
             state=None,
             durable=self.fsync and early_writeback,
         )
-        return BlobWriter(self, upload_id, started_at, upload)
+        # Nothing to save at offset 0: a resume at size 0 (ours or the Go registry's) starts
+        # the hash afresh, so the first close stores no state.
+        return BlobWriter(self, upload_id, started_at, upload, saved_state_at=0)
 
     def resume(self, upload_id: str) -> BlobWriter:
         """Continue an upload, from its newest usable hash state (or by rehashing the data).
