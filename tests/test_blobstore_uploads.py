@@ -442,6 +442,30 @@ def test_committing_existing_content_keeps_the_blob(
     assert files_under(blob_driver, paths.blobs_root()) == {path}
 
 
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_commit_without_cleanup_leaves_an_upload_that_cannot_resume(
+    registry: Registry, repo: Repository, blob_driver: StorageDriver, stored_before: bool
+) -> None:
+    if stored_before:
+        registry.repository("library/other").blobs.put(DATA)
+    writer = repo.blobs.create()
+    writer.write(DATA)
+    writer.close()
+    writer = repo.blobs.resume(writer.id)  # a state is saved: the directory holds more than data
+    assert writer.commit(Descriptor(digest=DIGEST), cleanup=False).digest == DIGEST
+    assert writer.closed
+    assert repo.blobs.get(DIGEST) == DATA
+    # The directory stays, without data, whether the data moved into place or was a duplicate.
+    left = files_under(blob_driver, upload_dir(repo, writer.id))
+    assert left and not any(name.endswith("/data") for name in left)
+    with pytest.raises(BlobUploadUnknownError):
+        repo.blobs.resume(writer.id)
+    writer.cancel()
+    assert_gone(blob_driver, repo, writer.id)
+    assert repo.blobs.get(DIGEST) == DATA
+    assert files_under(blob_driver, paths.blobs_root()) == {paths.blob_data_path(DIGEST)}
+
+
 def test_concurrent_commits_of_the_same_content(
     registry: Registry, blob_driver: StorageDriver
 ) -> None:

@@ -34,6 +34,7 @@ from distblob.proxy.upstream import Upstream, UpstreamAuthError, parse_challenge
 from distblob.registry import Registry
 from distblob.storage.cache import InMemoryBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver
+from support import wait_until
 from support.goregistry import (
     LOOPBACK,
     REGISTRY_BIN,
@@ -830,11 +831,3 @@ def test_ttl_expires_and_survives_restart(go: GoRegistry, tmp_path: Path) -> Non
         revisions = root / "docker/registry/v2/repositories/ttl/b/_manifests/revisions/sha256"
         assert list(revisions.glob("*/link")) == []
         wait_until(lambda: json.loads((root / "scheduler-state.json").read_text()) == {}, 8)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.1)

@@ -36,6 +36,7 @@ from distblob.server.config import (
 from distblob.storage.cache import InMemoryBlobDescriptorCache, RedisBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver
 from distblob.storage.driver.s3 import S3Driver
+from support import wait_until
 from support.goregistry import (
     OCI_CONFIG,
     OCI_LAYER_TAR,
@@ -160,6 +161,25 @@ def test_streamed_patch_and_status(client: RegistryClient) -> None:
     digest = sha256_digest(b"abcdefgh")
     assert client.finish(location, digest, b"h")["Docker-Content-Digest"] == digest
     assert client.get_blob("lib/stream", digest).body == b"abcdefgh"
+
+
+@pytest.mark.parametrize("size", [10, 3 << 20])
+def test_committed_upload_is_gone(
+    server: DistblobServer, client: RegistryClient, size: int
+) -> None:
+    """The 201 comes before the upload's directory is removed; the upload is unknown at once
+    and its directory goes right after."""
+    data = os.urandom(size)
+    location = start(client, "lib/committed").headers["Location"]
+    location = client.patch(location, data[:5], 0)
+    client.finish(location, sha256_digest(data), data[5:])
+    check(client.request("GET", without_state(location)), 404, "BLOB_UPLOAD_UNKNOWN")
+    resp = client.request("PATCH", location, body=b"more", headers={"Content-Range": f"{size}-"})
+    check(resp, 404, "BLOB_UPLOAD_UNKNOWN")
+    upload_id = location.split("?")[0].rsplit("/", 1)[1]
+    upload = server.root / "docker/registry/v2/repositories/lib/committed/_uploads" / upload_id
+    wait_until(lambda: not upload.exists(), 5)
+    assert client.get_blob("lib/committed", sha256_digest(data)).body == data
 
 
 def test_put_with_last_chunk(client: RegistryClient) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 
 import anyio
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -76,6 +77,17 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def _remove_upload(writer: BlobWriter) -> None:
+    """Remove a committed upload's directory (worker thread, after the answer). A failure is
+    logged: the blob is stored, and upload purging retries the removal."""
+    try:
+        writer.cancel()
+    except Exception as exc:
+        logging.getLogger("distblob.serve").warning(
+            "could not remove committed upload %s of %s: %s", writer.id, writer.repository, exc
+        )
 
 
 def _empty(status: int, headers: dict[str, str] | None = None) -> Response:
@@ -232,11 +244,16 @@ class _API:
         }
 
     @staticmethod
-    def _created(repo: Repository, digest: str) -> Response:
-        return _empty(
+    def _created(repo: Repository, digest: str, *, cleanup: BlobWriter | None = None) -> Response:
+        """``201 Created``; a committed upload's directory (``cleanup``) is removed once the
+        answer is sent, so the client does not wait for it."""
+        response = _empty(
             201,
             {"Location": f"/v2/{repo.name}/blobs/{digest}", "Docker-Content-Digest": digest},
         )
+        if cleanup is not None:
+            response.background = BackgroundTask(_remove_upload, cleanup)
+        return response
 
     async def _resume(self, request: Request, *, check_offset: bool = True) -> BlobWriter:
         """The upload the request addresses, its ``_state`` verified."""
@@ -438,19 +455,19 @@ class _API:
             body = await request.body()  # at most CHUNK bytes
             token = request.query_params.get("_state")
             upload_id = request.path_params["upload_id"]
-            await _run(self._finish_upload, repo, upload_id, token, body, expected)
-            return self._created(repo, expected)
+            writer = await _run(self._finish_upload, repo, upload_id, token, body, expected)
+            return self._created(repo, expected, cleanup=writer)
         writer = await self._resume(request)
         try:
             await self._receive_into(request, writer)
             await _run(self._commit_or_cancel, writer, expected)
         finally:
             await _run(writer.close)
-        return self._created(repo, expected)
+        return self._created(repo, expected, cleanup=writer)
 
     def _finish_upload(
         self, repo: Repository, upload_id: str, token: str | None, body: bytes, expected: Digest
-    ) -> None:
+    ) -> BlobWriter:
         """Resume an upload, verify its ``_state``, append ``body``, commit (worker thread)."""
         writer = repo.blobs.resume(upload_id)
         try:
@@ -460,11 +477,13 @@ class _API:
             self._commit_or_cancel(writer, expected)
         finally:
             writer.close()
+        return writer
 
     @staticmethod
     def _commit_or_cancel(writer: BlobWriter, expected: Digest) -> None:
+        """Commit, leaving the upload's directory for after the answer (see ``_created``)."""
         try:
-            writer.commit(Descriptor(digest=expected))
+            writer.commit(Descriptor(digest=expected), cleanup=False)
         except (BlobInvalidDigestError, BlobInvalidLengthError, DigestUnsupportedError):
             # distribution cancels an upload whose content does not match its digest.
             writer.cancel()

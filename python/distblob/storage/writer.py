@@ -217,13 +217,18 @@ class BlobWriter:
         with contextlib.suppress(PathNotFoundError):
             self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
 
-    def commit(self, provisional: Descriptor) -> Descriptor:
+    def commit(self, provisional: Descriptor, *, cleanup: bool = True) -> Descriptor:
         """Verify and store the upload; returns the blob's canonical descriptor.
 
         Raises :class:`BlobInvalidDigestError` without a digest or when the content does not
         match it, and :class:`BlobInvalidLengthError` when ``provisional.size`` (if set) is not
         the uploaded size. Either way the upload is left as it was, for the caller to cancel or
         continue.
+
+        ``cleanup=False`` leaves the upload's directory (its data moved out) for the caller to
+        remove with :meth:`cancel` later: a server does that after answering, so the client
+        does not wait for it. Until then the upload cannot be resumed (it has no data), and
+        if the process dies first, upload purging removes the directory.
         """
         self._check_open()
         store = self._store
@@ -266,7 +271,15 @@ class BlobWriter:
             # was written: the upload's verified data is still here, so put it in place rather
             # than leave a link to nothing and remove the only copy.
             store.blobs.move_into_place(self._data_path(), canonical)
-        self.cancel()  # removes the upload directory and marks the writer done
+        if cleanup:
+            self.cancel()  # removes the upload directory and marks the writer done
+        else:
+            self._done = True
+            if not moved:
+                # The blob was already stored: drop the upload's copy now, so the upload left
+                # for later has no data and cannot be resumed meanwhile.
+                with contextlib.suppress(PathNotFoundError):
+                    store.driver.delete(self._data_path())
         media_type = provisional.media_type or DEFAULT_MEDIA_TYPE
         descriptor = Descriptor(media_type=media_type, size=size, digest=canonical)
         store.set_descriptor(canonical, descriptor)
