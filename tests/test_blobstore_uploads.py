@@ -466,6 +466,42 @@ def test_commit_without_cleanup_leaves_an_upload_that_cannot_resume(
     assert files_under(blob_driver, paths.blobs_root()) == {paths.blob_data_path(DIGEST)}
 
 
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_commit_syncs_the_blob_and_its_links(
+    tmp_path: pathlib.Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything a commit makes (the blob's directories, the link, its directories) is
+    synced before it returns."""
+    repo = Registry.filesystem(tmp_path, engine=engine).repository("sync/me")
+    other = sha256(b"other")
+    repo.blobs.put(b"other")  # blobs/ and the repository exist: only the new parts need syncs
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    writer = repo.blobs.create()
+    writer.write(DATA)
+    monkeypatch.setattr(os, "fsync", record)
+    writer.commit(Descriptor(digest=DIGEST))
+    v2 = tmp_path.resolve() / "docker/registry/v2"
+    blob_dir = v2 / "blobs/sha256" / DIGEST.encoded[:2] / DIGEST.encoded
+    link_dir = v2 / "repositories/sync/me/_layers/sha256" / DIGEST.encoded
+    expected = {
+        str(blob_dir),
+        str(blob_dir.parent),
+        str(link_dir / "link"),
+        str(link_dir),
+        str(link_dir.parent),
+    }
+    if DIGEST.encoded[:2] != other.encoded[:2]:
+        expected.add(str(blob_dir.parent.parent))  # a new prefix directory
+    assert expected <= set(synced)
+    assert repo.blobs.get(DIGEST) == DATA
+
+
 def test_concurrent_commits_of_the_same_content(
     registry: Registry, blob_driver: StorageDriver
 ) -> None:

@@ -822,6 +822,81 @@ def test_commit_fsyncs_what_the_writer_created(fs: FilesystemDriver, fsyncs: lis
     assert fs.get_content("/u/id/data") == b"abcdefghi"
 
 
+def test_deferred_sync_syncs_everything_in_parallel_when_the_block_ends(
+    fs: FilesystemDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def record(fd: Any) -> None:
+        number = fd if isinstance(fd, int) else fd.fileno()
+        synced.append((os.readlink(f"/proc/self/fd/{number}"), threading.current_thread().name))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    fs.put_content("/up/data", b"blob")
+    fs.put_content("/blobs/sha256/other", b"x")
+    with fs.deferred_sync():
+        fs.move("/up/data", "/blobs/sha256/ab/abc/data", fsync=True)
+        with fs.deferred_sync():  # nested: the outer block syncs
+            fs.put_content("/layers/sha256/abc/link", b"sha256:abc", fsync=True)
+        assert synced == []
+        fs.put_content("/scratch", b"not durable")  # fsync=False: never synced
+    paths = sorted(path for path, _ in synced)
+    assert paths == sorted(
+        [
+            real(fs, "/blobs/sha256"),
+            real(fs, "/blobs/sha256/ab"),
+            real(fs, "/blobs/sha256/ab/abc"),
+            real(fs, "/layers/sha256/abc/link"),  # the file itself, after its rename
+            real(fs),
+            real(fs, "/layers"),
+            real(fs, "/layers/sha256"),
+            real(fs, "/layers/sha256/abc"),
+        ]
+    )
+    assert any(name.startswith("distblob-fsync") for _, name in synced)
+    assert fs.get_content("/layers/sha256/abc/link") == b"sha256:abc"
+    files = sorted(
+        os.path.relpath(os.path.join(top, name), fs.root)
+        for top, _, names in os.walk(fs.root)
+        for name in names
+    )
+    assert files == [
+        "blobs/sha256/ab/abc/data",
+        "blobs/sha256/other",
+        "layers/sha256/abc/link",
+        "scratch",
+    ]
+    # After the block, writes sync at once again.
+    synced.clear()
+    fs.put_content("/layers/sha256/abc/link", b"sha256:abd", fsync=True)
+    assert [path for path, _ in synced][1:] == [real(fs, "/layers/sha256/abc")]
+
+
+def test_deferred_sync_still_syncs_when_the_block_fails(
+    fs: FilesystemDriver, fsyncs: list[str]
+) -> None:
+    fs.put_content("/up/data", b"blob")
+    with pytest.raises(PathNotFoundError), fs.deferred_sync():
+        fs.move("/up/data", "/b/data", fsync=True)
+        fs.move("/up/missing", "/b/other", fsync=True)
+    assert sorted(fsyncs) == [real(fs), real(fs, "/b")]
+    fsyncs.clear()
+    fs.put_content("/c/f", b"x", fsync=True)  # the failed block left no deferral behind
+    assert len(fsyncs) == 3
+
+
+def test_deferred_sync_is_per_thread(fs: FilesystemDriver, fsyncs: list[str]) -> None:
+    with fs.deferred_sync():
+        worker = threading.Thread(
+            target=fs.put_content, args=("/t/f", b"x"), kwargs={"fsync": True}
+        )
+        worker.start()
+        worker.join()
+        assert len(fsyncs) == 3  # the other thread's write was synced at once
+
+
 def test_a_failed_put_leaves_no_temporary_file(
     fs: FilesystemDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

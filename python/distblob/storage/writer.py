@@ -260,17 +260,21 @@ class BlobWriter:
             raise BlobInvalidDigestError(str(expected), "content does not match digest")
 
         if store.fsync:
-            self._upload.sync()
+            self._upload.sync()  # the data is durable before any name makes it visible
         self._upload.close()
-        moved = store.blobs.move_into_place(self._data_path(), canonical)
-        store.link(canonical)
-        if expected != canonical:
-            store.link(expected, target=canonical)
-        if not moved and not store.blobs.exists(canonical):
-            # The blob was there when checked but deleted (garbage collection) before the link
-            # was written: the upload's verified data is still here, so put it in place rather
-            # than leave a link to nothing and remove the only copy.
-            store.blobs.move_into_place(self._data_path(), canonical)
+        # The renames and the links are made durable together, once all are done: a crash
+        # before that can leave a link whose blob is not in place yet (an unknown blob, as
+        # distribution reads it), never a reported commit that is lost.
+        with store.driver.deferred_sync():
+            moved = store.blobs.move_into_place(self._data_path(), canonical)
+            store.link(canonical)
+            if expected != canonical:
+                store.link(expected, target=canonical)
+            if not moved and not store.blobs.exists(canonical):
+                # The blob was there when checked but deleted (garbage collection) before the
+                # link was written: the upload's verified data is still here, so put it in
+                # place rather than leave a link to nothing and remove the only copy.
+                store.blobs.move_into_place(self._data_path(), canonical)
         if cleanup:
             self.cancel()  # removes the upload directory and marks the writer done
         else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import re
 from dataclasses import dataclass
 from types import TracebackType
@@ -274,6 +275,18 @@ class StorageDriver(abc.ABC):
     def sync(self) -> None:
         """Make everything written so far durable at once."""
         self._sync()
+
+    def deferred_sync(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose ``fsync=True`` writes (by this thread) become durable together at its
+        end, rather than one by one.
+
+        On return from the block every such write is as durable as if synced on its own; none
+        is promised durable before that, nor in what order they reach the disk. A filesystem
+        syncs the files and directories in parallel, so a sequence of small writes waits for
+        about one device flush instead of one each. Blocks nest (the outermost one syncs). The
+        default, for drivers whose writes are durable when they return, does nothing.
+        """
+        return contextlib.nullcontext()
 
     # -- what a driver implements ------------------------------------------------------------
 

@@ -22,7 +22,9 @@ import os
 import shutil
 import stat as stat_module
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from distblob.errors import (
@@ -75,6 +77,62 @@ def _sync_dirs(directories: builtins.list[str]) -> None:
         _fsync_dir(directory)
 
 
+def _fsync_path(path: str) -> None:
+    """Sync a file or a directory by name; nothing if another thread removed it meanwhile (a
+    delete that ran after the write: what it left is what should last)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except _MISSING:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Threads syncing the paths of a deferred-sync block besides the one that ends it.
+_SYNC_THREADS: Final = 8
+_sync_pool: ThreadPoolExecutor | None = None
+_sync_pool_lock = threading.Lock()
+
+
+def _forget_sync_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there; start afresh."""
+    global _sync_pool, _sync_pool_lock
+    _sync_pool = None
+    _sync_pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_sync_pool)
+
+
+def _sync_in_parallel(paths: builtins.list[str]) -> None:
+    """Sync every path (files and directories) at once: concurrent fsyncs share the journal
+    commits and the device flushes that sequential ones would each wait for."""
+    global _sync_pool
+    if len(paths) > 1:
+        with _sync_pool_lock:
+            if _sync_pool is None:
+                _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="distblob-fsync")
+            pool = _sync_pool
+        others = [pool.submit(_fsync_path, path) for path in paths[1:]]
+    else:
+        others = []
+    error: BaseException | None = None
+    try:
+        if paths:
+            _fsync_path(paths[0])
+    except BaseException as exc:
+        error = exc
+    for future in others:  # every sync ends before this returns, even after a failure
+        try:
+            future.result()
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
 def _rmtree(path: str) -> None:
     """Remove a directory tree, ignoring entries another thread removed meanwhile."""
 
@@ -121,9 +179,41 @@ class FilesystemDriver(StorageDriver):
         self._confined_dirs: set[str] = set()
         if self._real_root == self._prefix:
             self._confined_dirs.add(self._prefix)
+        # Per thread: the paths a deferred-sync block will sync when it ends (see
+        # deferred_sync), or no attribute outside such a block.
+        self._deferred = threading.local()
 
     def __repr__(self) -> str:
         return f"FilesystemDriver({self.root!r})"
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """See :meth:`StorageDriver.deferred_sync`: the files and directories this thread's
+        ``fsync=True`` writes would sync are synced in parallel when the block ends. If the
+        block raises, they are synced all the same (errors ignored), so that what it did
+        write, and a later write finds in place, is durable as usual."""
+        if getattr(self._deferred, "pending", None) is not None:
+            yield  # nested: the outer block syncs
+            return
+        pending: dict[str, None] = {}
+        self._deferred.pending = pending
+        try:
+            yield
+        except BaseException:
+            del self._deferred.pending
+            with contextlib.suppress(OSError):
+                _sync_in_parallel(list(pending))
+            raise
+        del self._deferred.pending
+        _sync_in_parallel(list(pending))
+
+    def _sync_later(self, paths: builtins.list[str]) -> bool:
+        """Add ``paths`` to this thread's deferred-sync block; whether there is one."""
+        pending: dict[str, None] | None = getattr(self._deferred, "pending", None)
+        if pending is None:
+            return False
+        pending.update(dict.fromkeys(paths))
+        return True
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -234,6 +324,8 @@ class FilesystemDriver(StorageDriver):
         # distribution's "<path>.<uuid>.tmp", with the name cut short when the suffix would make
         # it longer than a filesystem allows.
         name = os.path.basename(os_path)[: MAX_COMPONENT_LENGTH - _TEMPORARY_SUFFIX_LENGTH]
+        # In a deferred-sync block the file is synced after the rename, with the directories.
+        deferred = fsync and getattr(self._deferred, "pending", None) is not None
         for attempt in range(_RACE_RETRIES):
             changed = self._ensure_dir(parent, path)
             temporary = os.path.join(parent, f"{name}.{uuid.uuid4()}.tmp")
@@ -241,7 +333,7 @@ class FilesystemDriver(StorageDriver):
                 # "x" is O_CREAT | O_EXCL: never write through a file someone else created.
                 with open(temporary, "xb") as file:
                     file.write(data)
-                    if fsync:
+                    if fsync and not deferred:
                         file.flush()
                         os.fsync(file.fileno())
                 os.replace(temporary, os_path)
@@ -260,7 +352,7 @@ class FilesystemDriver(StorageDriver):
                 if isinstance(error, IsADirectoryError):
                     raise StorageDriverError(f"cannot write {path}: it is a directory") from None
                 raise
-        if fsync:
+        if fsync and not self._sync_later([os_path, *changed, parent]):
             _sync_dirs([*changed, parent])
 
     def _reader(self, path: str, offset: int) -> BinaryIO:
@@ -329,9 +421,9 @@ class FilesystemDriver(StorageDriver):
         except (IsADirectoryError, NotADirectoryError) as error:
             kind = "directory" if stat_module.S_ISDIR(source.st_mode) else "file"
             raise StorageDriverError(f"cannot move the {kind} {src} to {dst}: {error}") from None
-        if fsync:
-            # The source directory is not synced: losing the removal after a crash only leaves a
-            # stale source (an upload file that purging removes), never a missing destination.
+        # The source directory is not synced: losing the removal after a crash only leaves a
+        # stale source (an upload file that purging removes), never a missing destination.
+        if fsync and not self._sync_later([*changed, parent]):
             _sync_dirs([*changed, parent])
 
     def _delete(self, path: str) -> None:
