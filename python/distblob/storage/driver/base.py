@@ -281,7 +281,9 @@ class StorageDriver(abc.ABC):
         end, rather than one by one.
 
         On return from the block every such write is as durable as if synced on its own; none
-        is promised durable before that, nor in what order they reach the disk. A filesystem
+        is promised durable before that, nor in what order they reach the disk. A crash in the
+        block leaves a replaced file with its old content or its new one, and a new file absent,
+        complete, or (on some filesystems) empty. A filesystem
         syncs the files and directories in parallel, so a sequence of small writes waits for
         about one device flush instead of one each. Blocks nest (the outermost one syncs). The
         default, for drivers whose writes are durable when they return, does nothing.

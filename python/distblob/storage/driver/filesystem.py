@@ -324,10 +324,14 @@ class FilesystemDriver(StorageDriver):
         # distribution's "<path>.<uuid>.tmp", with the name cut short when the suffix would make
         # it longer than a filesystem allows.
         name = os.path.basename(os_path)[: MAX_COMPONENT_LENGTH - _TEMPORARY_SUFFIX_LENGTH]
-        # In a deferred-sync block the file is synced after the rename, with the directories.
-        deferred = fsync and getattr(self._deferred, "pending", None) is not None
+        in_block = fsync and getattr(self._deferred, "pending", None) is not None
         for attempt in range(_RACE_RETRIES):
             changed = self._ensure_dir(parent, path)
+            # In a deferred-sync block a new file is synced after its rename, with the
+            # directories: a crash before then leaves no file or an empty one. A file that
+            # replaces another is synced before the rename, so that a crash leaves the old
+            # content or the new, never an empty file where content was.
+            deferred = in_block and not os.path.lexists(os_path)
             temporary = os.path.join(parent, f"{name}.{uuid.uuid4()}.tmp")
             try:
                 # "x" is O_CREAT | O_EXCL: never write through a file someone else created.
@@ -352,7 +356,9 @@ class FilesystemDriver(StorageDriver):
                 if isinstance(error, IsADirectoryError):
                     raise StorageDriverError(f"cannot write {path}: it is a directory") from None
                 raise
-        if fsync and not self._sync_later([os_path, *changed, parent]):
+        if fsync and not self._sync_later(
+            [os_path, *changed, parent] if deferred else [*changed, parent]
+        ):
             _sync_dirs([*changed, parent])
 
     def _reader(self, path: str, offset: int) -> BinaryIO:
