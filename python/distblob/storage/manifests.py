@@ -199,7 +199,8 @@ class ManifestStore:
             self._check_references(kind, references)
 
         self.registry.blobs.write(digest, body)
-        self._write_link(paths.manifest_revision_link_path(self.name, digest), digest)
+        with self.driver.deferred_sync():  # the link's file and new directories, together
+            self._write_link(paths.manifest_revision_link_path(self.name, digest), digest)
         descriptor = Descriptor(media_type=kind, size=len(body), digest=digest)
         self.registry.descriptors.set(self.name, digest, descriptor)
         if tag is not None:
@@ -271,9 +272,12 @@ class ManifestStore:
         self._tag(tag, dgst)
 
     def _tag(self, tag: str, digest: Digest) -> None:
-        # distribution's tagStore.Tag: the index entry first, then the current link.
-        self._write_link(paths.manifest_tag_index_entry_link_path(self.name, tag, digest), digest)
-        self._write_link(paths.manifest_tag_current_path(self.name, tag), digest)
+        # distribution's tagStore.Tag: the index entry first, then the current link; synced
+        # together, after the revision is durable.
+        with self.driver.deferred_sync():
+            index_entry = paths.manifest_tag_index_entry_link_path(self.name, tag, digest)
+            self._write_link(index_entry, digest)
+            self._write_link(paths.manifest_tag_current_path(self.name, tag), digest)
 
     def untag(self, tag: str) -> None:
         """Remove the tag (its directory, index included); ``ManifestUnknownError`` if none.
