@@ -651,3 +651,20 @@ def test_we_read_what_go_wrote(root: Path, tmp_path: Path, engine: str) -> None:
         image_store.resume(str(uuid.uuid4()))
     uploads = root / V2 / "repositories" / name / "_uploads"
     assert not uploads.exists() or not any((path / "data").exists() for path in uploads.iterdir())
+
+
+def test_catalog_matches_go(root: Path, go: tuple[GoRegistry, RegistryClient]) -> None:
+    """The same repositories in the same order, pages included: "/" sorts first, and a
+    repository holding only an upload in progress is not listed."""
+    _, client = go
+    registry = Registry.filesystem(root)
+    for name in ["z", "a-b", "a/b/c", "a", "a/b", "a.b/c"]:
+        registry.repository(name).blobs.put(name.encode())
+    registry.repository("uploading/only").blobs.create().close()
+    for query in ["", "?n=2", "?n=2&last=a/b", "?last=a/b/c", "?n=3&last=a-b"]:
+        resp = client.request("GET", f"/v2/_catalog{query}", expect=(200,))
+        go_names = json.loads(resp.body)["repositories"]
+        params = urllib.parse.parse_qs(query.lstrip("?"))
+        n = int(params["n"][0]) if "n" in params else None
+        assert registry.catalog(n=n, last=params.get("last", [None])[0]) == go_names, query
+    assert registry.catalog()[:4] == ["a", "a/b", "a/b/c", "a-b"]

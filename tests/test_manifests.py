@@ -440,22 +440,24 @@ def test_tags_listing(registry: Registry, repo: Repository) -> None:
 
 def test_catalog_with_pagination(registry: Registry) -> None:
     assert registry.catalog() == []
-    names = ["library/ubuntu", "a", "a/b/c", "a/b", "zeta", "library/alpine", "m-n.o_p"]
+    names = ["library/ubuntu", "a", "a/b/c", "a/b", "zeta", "library/alpine", "m-n.o_p", "a-b"]
     for i, name in enumerate(names):
         repository = registry.repository(name)
-        if i % 3 == 0:
+        if i % 2 == 0:
             repository.manifests.put("v1", image(repository))
-        elif i % 3 == 1:
-            repository.blobs.put(b"only a blob")
         else:
-            repository.blobs.create().close()  # Only an upload in progress.
-    expected = sorted(names)
+            repository.blobs.put(b"only a blob")
+    # Only an upload in progress: not a repository yet (distribution does not list it).
+    registry.repository("uploading/only").blobs.create().close()
+    # Component by component, as distribution walks: "a/b" before "a-b" ("/" sorts first).
+    expected = ["a", "a/b", "a/b/c", "a-b", "library/alpine", "library/ubuntu", "m-n.o_p", "zeta"]
     assert registry.catalog() == expected
     assert registry.catalog(n=3) == expected[:3]
     assert registry.catalog(n=3, last=expected[2]) == expected[3:6]
     assert registry.catalog(n=3, last=expected[5]) == expected[6:]
     assert registry.catalog(last=expected[-1]) == []
-    assert registry.catalog(last="b") == [n for n in expected if n > "b"]
+    assert registry.catalog(last="b") == expected[4:]
+    assert registry.catalog(last="a/b/c") == expected[3:]
     assert registry.catalog(n=0) == []
     with pytest.raises(ValueError):
         registry.catalog(n=-1)

@@ -72,15 +72,18 @@ class Registry:
     def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
         """Every repository name, sorted, as distribution's catalog pages them.
 
-        A repository is a directory under ``repositories/`` holding ``_manifests``, ``_layers``
-        or ``_uploads``; names nest (``a/b`` and ``a/b/c`` can both be repositories). Only names
+        A repository is a directory under ``repositories/`` holding ``_manifests`` or
+        ``_layers`` (one holding only an upload in progress is not listed, as in distribution);
+        names nest (``a/b`` and ``a/b/c`` can both be repositories). The order is
+        distribution's: component by component, so ``a/b`` comes before ``a-b``. Only names
         strictly after ``last`` are returned, at most ``n`` of them (``n=0`` returns none).
         """
         if n is not None and n < 0:
             raise ValueError(f"n cannot be negative: {n}")
-        names = sorted(self._repository_names())
+        names = sorted(self._repository_names(), key=_path_order)
         if last is not None:
-            names = [name for name in names if name > last]
+            after = _path_order(last)
+            names = [name for name in names if _path_order(name) > after]
         return names if n is None else names[:n]
 
     def _repository_names(self) -> list[str]:
@@ -114,7 +117,13 @@ class Registry:
 
 
 #: What makes a directory under ``repositories/`` a repository.
-_REPOSITORY_MARKERS = frozenset({"_manifests", "_layers", "_uploads"})
+_REPOSITORY_MARKERS = frozenset({"_manifests", "_layers"})
+
+
+def _path_order(name: str) -> str:
+    """The catalog's sort key: ``/`` before every other character, as distribution's walk
+    (sorted directory by directory) finds repositories."""
+    return name.replace("/", "\x00")
 
 
 class Repository:
