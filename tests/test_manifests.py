@@ -458,6 +458,7 @@ def test_catalog_with_pagination(registry: Registry) -> None:
     assert registry.catalog(last=expected[-1]) == []
     assert registry.catalog(last="b") == expected[4:]
     assert registry.catalog(last="a/b/c") == expected[3:]
+    assert registry.uploading_repositories() == ["uploading/only"]  # what purging visits
     assert registry.catalog(n=0) == []
     with pytest.raises(ValueError):
         registry.catalog(n=-1)

@@ -86,7 +86,13 @@ class Registry:
             names = [name for name in names if _path_order(name) > after]
         return names if n is None else names[:n]
 
-    def _repository_names(self) -> list[str]:
+    def uploading_repositories(self) -> list[str]:
+        """The repositories holding an ``_uploads`` directory (what upload purging visits),
+        listed in the catalog or not."""
+        return sorted(self._repository_names(frozenset({"_uploads"})), key=_path_order)
+
+    def _repository_names(self, markers: frozenset[str] | None = None) -> list[str]:
+        markers = _REPOSITORY_MARKERS if markers is None else markers
         root = paths.repositories_root()
         found: list[str] = []
         pending = [root]
@@ -98,7 +104,7 @@ class Registry:
                 continue  # Not there (yet), or removed while listing.
             for child in children:
                 base = child.rsplit("/", 1)[1]
-                if base in _REPOSITORY_MARKERS and directory != root:
+                if base in markers and directory != root:
                     name = directory[len(root) + 1 :]
                     try:
                         found.append(paths.validate_repository_name(name))

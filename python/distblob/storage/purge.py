@@ -31,7 +31,7 @@ def purge_uploads(
     removed (or, with ``dry_run``, that would be)."""
     driver = registry.driver
     purged: list[tuple[str, str]] = []
-    for name in registry.catalog():
+    for name in registry.uploading_repositories():
         try:
             entries = driver.list(paths.uploads_root(name))
         except PathNotFoundError:
