@@ -149,6 +149,28 @@ def test_monolithic_post(client: RegistryClient) -> None:
     check(client.get_blob("lib/mono", wrong), 404, "BLOB_UNKNOWN")
 
 
+@pytest.mark.parametrize(
+    ("query", "algorithm"),
+    [("", "sha256"), ("&digest-algorithm=sha512", "sha512"), ("", "sha512")],
+)
+def test_small_monolithic_post_leaves_no_upload(
+    server: DistblobServer, client: RegistryClient, query: str, algorithm: str
+) -> None:
+    """Stored whole, in the digest's algorithm or (another one than the upload's) as an alias."""
+    data = os.urandom(3000)
+    digest = f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
+    name = f"lib/mono-{algorithm}{'-alias' if not query and algorithm != 'sha256' else ''}"
+    target = f"/v2/{name}/blobs/uploads/?digest={digest}{query}"
+    resp = check(client.request("POST", target, body=data), 201)
+    assert resp.headers["Docker-Content-Digest"] == digest
+    assert client.get_blob(name, digest).body == data
+    uploads = server.root / "docker/registry/v2/repositories" / name / "_uploads"
+    wait_until(lambda: not uploads.exists() or not any(uploads.iterdir()), 5)
+    wrong = f"{algorithm}:" + hashlib.new(algorithm, data + b"!").hexdigest()
+    check(client.request("POST", target.replace(digest, wrong), body=data), 400, "DIGEST_INVALID")
+    check(client.get_blob(name, wrong), 404, "BLOB_UNKNOWN")
+
+
 def test_streamed_patch_and_status(client: RegistryClient) -> None:
     location = start(client, "lib/stream").headers["Location"]
     resp = check(client.request("PATCH", location, body=b"abc"), 202)  # no Content-Range

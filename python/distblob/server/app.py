@@ -382,17 +382,7 @@ class _API:
         # Monolithic upload: the whole blob is the POST body.
         if _small_body_length(request) is not None:
             body = await request.body()  # at most CHUNK bytes
-
-            def store_small() -> None:
-                writer = repo.blobs.create(algorithm=algorithm)
-                try:
-                    writer.write(body)
-                    writer.commit(Descriptor(digest=expected))
-                except BaseException:
-                    writer.cancel()
-                    raise
-
-            await _run(store_small)
+            await _run(self._store_small, repo, body, expected, algorithm)
             return self._created(repo, expected)
         writer = await _run(repo.blobs.create, algorithm=algorithm)
         try:
@@ -464,6 +454,24 @@ class _API:
         finally:
             await _run(writer.close)
         return self._created(repo, expected, cleanup=writer)
+
+    @staticmethod
+    def _store_small(repo: Repository, body: bytes, expected: Digest, algorithm: str) -> None:
+        """Store a small monolithic upload (worker thread). Checked against ``expected`` first,
+        it is then stored as a whole (no upload directory) when the digest is in the upload's
+        algorithm; otherwise through an upload, whose commit links the alias."""
+        if expected.algorithm == algorithm:
+            if Digest.from_bytes(body, algorithm) != expected:
+                raise BlobInvalidDigestError(str(expected), "content does not match digest")
+            repo.blobs.put(body, algorithm=algorithm)
+            return
+        writer = repo.blobs.create(algorithm=algorithm)
+        try:
+            writer.write(body)
+            writer.commit(Descriptor(digest=expected))
+        except BaseException:
+            writer.cancel()
+            raise
 
     def _finish_upload(
         self, repo: Repository, upload_id: str, token: str | None, body: bytes, expected: Digest
