@@ -34,6 +34,16 @@ def has_hash_states(driver: StorageDriver, repo: Repository, upload_id: str) -> 
     return any("/hashstates" in path for path in tree(driver, upload_dir(repo, upload_id)))
 
 
+def test_an_empty_upload_never_saves_a_state(repo: Repository, blob_driver: StorageDriver) -> None:
+    writer = repo.blobs.create()
+    writer.close()
+    for _ in range(2):  # a status request resumes and closes it
+        writer = repo.blobs.resume(writer.id)
+        assert writer.size == 0
+        writer.close()
+    assert state_offsets(blob_driver, repo, writer.id, "sha256") == {}
+
+
 def test_a_state_on_every_close(
     repo: Repository, blob_driver: StorageDriver, blob_combination: tuple[str, str]
 ) -> None:

@@ -315,7 +315,10 @@ class LinkedBlobStore(Statter):
             if upload.hashed == offset:
                 return BlobWriter(self, upload_id, started_at, upload, saved_state_at=offset)
             upload.close()  # the state's length disagrees with its file name
-        return BlobWriter(self, upload_id, started_at, open_upload(None))
+        # Without a state, an empty upload has nothing to save at 0 either (see create).
+        return BlobWriter(
+            self, upload_id, started_at, open_upload(None), saved_state_at=0 if size == 0 else None
+        )
 
     def _upload_algorithm(self, upload_id: str) -> str:
         try:
