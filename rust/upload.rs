@@ -416,6 +416,61 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Syncs `dir` and the parent of each directory in `created` (the entries a new file and its
+/// new directories need to survive a crash), all at once: concurrent `fsync`s share the journal
+/// commits and device flushes that one after the other would each wait for. Every sync ends
+/// before this returns; the first error is reported, with its directory.
+fn sync_dirs(dir: &Path, created: &[PathBuf]) -> Result<()> {
+    let mut dirs: Vec<&Path> = vec![dir];
+    for parent in created.iter().filter_map(|made| made.parent()) {
+        if !dirs.contains(&parent) {
+            dirs.push(parent);
+        }
+    }
+    let sync = |dir: &Path| fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e));
+    let Some((first, rest)) = dirs.split_first() else {
+        return Ok(());
+    };
+    if rest.is_empty() {
+        return sync(first);
+    }
+    std::thread::scope(|scope| {
+        let others: Vec<_> = rest
+            .iter()
+            .map(|dir| scope.spawn(move || sync(dir)))
+            .collect();
+        let mut result = sync(first);
+        for other in others {
+            let outcome = other
+                .join()
+                .unwrap_or_else(|_| Err(Error::State("a directory sync panicked".into())));
+            result = result.and(outcome);
+        }
+        result
+    })
+}
+
+/// Runs `a` here and `b` in a thread of its own, at once when `parallel`; both results.
+fn both<A, B, RA, RB>(parallel: bool, a: A, b: B) -> (RA, Result<RB>)
+where
+    A: FnOnce() -> RA,
+    B: FnOnce() -> Result<RB> + Send,
+    RB: Send,
+{
+    if !parallel {
+        let ra = a();
+        return (ra, b());
+    }
+    std::thread::scope(|scope| {
+        let other = scope.spawn(b);
+        let ra = a();
+        let rb = other
+            .join()
+            .unwrap_or_else(|_| Err(Error::State("a writer thread panicked".into())));
+        (ra, rb)
+    })
+}
+
 /// Writes `data` to `path` atomically: into `tmp` (beside it), then renamed over it. With
 /// `durable`, the file, its directory and every directory created for it are synced, so the
 /// file survives a crash once this returns.
@@ -440,12 +495,7 @@ pub fn write_file_atomic(path: &str, tmp: &str, data: &[u8], durable: bool) -> R
         return Err(Error::io(path, e));
     }
     if durable {
-        fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
-        for made in &created {
-            if let Some(parent) = made.parent() {
-                fsync_dir(parent).map_err(|e| Error::io(parent.to_string_lossy(), e))?;
-            }
-        }
+        sync_dirs(dir, &created)?;
     }
     Ok(())
 }
@@ -504,12 +554,7 @@ pub fn write_new_file(path: &str, data: &[u8], durable: bool) -> Result<bool> {
         }
     };
     if durable && stored {
-        fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
-        for made in &created {
-            if let Some(parent) = made.parent() {
-                fsync_dir(parent).map_err(|e| Error::io(parent.to_string_lossy(), e))?;
-            }
-        }
+        sync_dirs(dir, &created)?;
     }
     Ok(stored)
 }
@@ -612,25 +657,66 @@ pub fn put_blob(
     hasher.update(data);
     let hex = hasher.hex();
     let blob = fill(blob_template, &hex);
-    let stored = if fs::metadata(&blob).is_ok() {
-        false
-    } else {
-        write_new_file(&blob, data, durable)?
+    // Durable, the blob and a new link are written and synced at once, each waiting for its own
+    // device flushes only: the call returns when both are durable. Should the blob fail, a
+    // link made meanwhile is removed again, and one that names something else is replaced only
+    // once the blob is stored (a crash between the two can leave a new link to no blob, which
+    // reads as an unknown blob, as in distribution).
+    let (stored, linked) = both(
+        durable,
+        || {
+            if fs::metadata(&blob).is_ok() {
+                Ok(false)
+            } else {
+                write_new_file(&blob, data, durable)
+            }
+        },
+        || new_link(link_template, algorithm, &hex, durable),
+    );
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            if let Ok(Link::Created(link)) = linked {
+                let _ = fs::remove_file(link);
+            }
+            return Err(e);
+        }
     };
-    write_link(link_template, algorithm, &hex, durable)?;
+    if let Link::Other(link, content) = linked? {
+        write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
+    }
     Ok(PutOutcome { hex, stored })
 }
 
-/// Writes the repository link naming blob `hex` (`<algorithm>:<hex>`), replacing a link there
-/// that names anything else.
-fn write_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool) -> Result<()> {
+/// What [`new_link`] found or made.
+enum Link {
+    /// Written by this call, at this path.
+    Created(String),
+    /// Already there, naming this blob.
+    Kept,
+    /// Already there at this path, naming something else: to be replaced by this content.
+    Other(String, String),
+}
+
+/// Writes the repository link naming blob `hex` (`<algorithm>:<hex>`) if there is none; a link
+/// that is there already is left as it is (see [`Link`]).
+fn new_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool) -> Result<Link> {
     let link = fill(link_template, hex);
     let content = format!("{}:{hex}", algorithm.name());
-    if !write_new_file(&link, content.as_bytes(), durable)? {
-        // A link is there already: keep it if it names this blob, else replace it.
-        if fs::read(&link).map_err(|e| Error::io(&link, e))? != content.as_bytes() {
-            write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
-        }
+    if write_new_file(&link, content.as_bytes(), durable)? {
+        return Ok(Link::Created(link));
+    }
+    if fs::read(&link).map_err(|e| Error::io(&link, e))? == content.as_bytes() {
+        return Ok(Link::Kept);
+    }
+    Ok(Link::Other(link, content))
+}
+
+/// Writes the repository link naming blob `hex`, replacing a link there that names anything
+/// else.
+fn write_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool) -> Result<()> {
+    if let Link::Other(link, content) = new_link(link_template, algorithm, hex, durable)? {
+        write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
     }
     Ok(())
 }
@@ -733,15 +819,20 @@ pub fn put_blob_fd(
             }
         }
     };
-    if durable && stored {
-        fsync_dir(dir).map_err(|e| Error::io(dir.to_string_lossy(), e))?;
-        for made in &created {
-            if let Some(parent) = made.parent() {
-                fsync_dir(parent).map_err(|e| Error::io(parent.to_string_lossy(), e))?;
+    // The blob is in place: its directories are synced while the link is written.
+    let (synced, linked) = both(
+        durable,
+        || {
+            if durable && stored {
+                sync_dirs(dir, &created)
+            } else {
+                Ok(())
             }
-        }
-    }
-    write_link(link_template, algorithm, &hex, durable)?;
+        },
+        || write_link(link_template, algorithm, &hex, durable),
+    );
+    synced?;
+    linked?;
     Ok(Some((PutOutcome { hex, stored }, copied)))
 }
 
@@ -877,6 +968,40 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(leftovers, 1);
+    }
+
+    #[test]
+    fn a_durable_put_blob_that_fails_leaves_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        fs::write(format!("{root}/blobs"), b"a file where a directory must go").unwrap();
+        let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
+        let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
+        assert!(put_blob(b"abc", Algorithm::Sha256, &blob, &link, true).is_err());
+        let hex = sha256_hex(b"abc");
+        assert!(!Path::new(&format!("{root}/repo/_layers/sha256/{hex}/link")).exists());
+        // A link that was there before is left as it was.
+        fs::create_dir_all(format!("{root}/repo/_layers/sha256/{hex}")).unwrap();
+        fs::write(
+            format!("{root}/repo/_layers/sha256/{hex}/link"),
+            b"sha256:old",
+        )
+        .unwrap();
+        assert!(put_blob(b"abc", Algorithm::Sha256, &blob, &link, true).is_err());
+        let kept = fs::read(format!("{root}/repo/_layers/sha256/{hex}/link")).unwrap();
+        assert_eq!(kept, b"sha256:old");
+    }
+
+    #[test]
+    fn sync_dirs_syncs_each_directory_once_and_reports_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = a.join("b");
+        fs::create_dir_all(&b).unwrap();
+        sync_dirs(&b, &[a.clone(), b.clone()]).unwrap();
+        let missing = dir.path().join("gone");
+        let err = sync_dirs(&b, &[missing.join("x"), a.clone()]).unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
     }
 
     #[test]
