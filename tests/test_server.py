@@ -204,6 +204,26 @@ def test_committed_upload_is_gone(
     assert client.get_blob("lib/committed", sha256_digest(data)).body == data
 
 
+def test_access_log_lines(server: DistblobServer, client: RegistryClient) -> None:
+    """One logfmt line per request, with the bytes sent (also when sent with sendfile)."""
+    data = os.urandom(3 << 20)
+    digest = sha256_digest(data)
+    location = start(client, "lib/logged").headers["Location"]
+    client.finish(location, digest, data)
+    assert client.get_blob("lib/logged", digest).body == data
+    path = json.dumps(f"/v2/lib/logged/blobs/{digest}")
+
+    def logged() -> list[str]:
+        return [line for line in server.log_text().splitlines() if f"path={path}" in line]
+
+    wait_until(lambda: bool(logged()), 5)
+    (line,) = logged()
+    fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+    assert fields["logger"] == "distblob.access"
+    assert (fields["method"], fields["status"], fields["bytes"]) == ("GET", "200", str(len(data)))
+    assert float(fields["duration_ms"]) >= 0
+
+
 def test_put_with_last_chunk(client: RegistryClient) -> None:
     location = start(client, "lib/last").headers["Location"]
     location = client.patch(location, b"abc", 0)

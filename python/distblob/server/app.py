@@ -647,19 +647,24 @@ class Envelope:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
+        answered: float | None = None  # when the response ended (background tasks may follow)
         status = 0
         sent = 0
         name, value = API_VERSION_HEADER
 
         async def send_with_header(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [*message.get("headers", []), (name.lower().encode(), value.encode())]
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == ZEROCOPY_SEND:
+                sent += int(message.get("count") or 0)
             await send(message)
+            if message["type"] != "http.response.start" and not message.get("more_body"):
+                answered = time.monotonic()
 
         try:
             unsupported = _unsupported_transfer_coding(scope)
@@ -686,7 +691,7 @@ class Envelope:
                     json.dumps(scope.get("path", "")),
                     status,
                     sent,
-                    (time.monotonic() - started) * 1000,
+                    ((answered or time.monotonic()) - started) * 1000,
                     client[0],
                     client[1],
                 )
