@@ -115,7 +115,12 @@ def _sync_in_parallel(paths: builtins.list[str]) -> None:
             if _sync_pool is None:
                 _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="distblob-fsync")
             pool = _sync_pool
-        others = [pool.submit(_fsync_path, path) for path in paths[1:]]
+        try:
+            others = [pool.submit(_fsync_path, path) for path in paths[1:]]
+        except RuntimeError:  # the interpreter is shutting down: no new threads, sync here
+            for path in paths:
+                _fsync_path(path)
+            return
     else:
         others = []
     error: BaseException | None = None
@@ -201,7 +206,7 @@ class FilesystemDriver(StorageDriver):
             yield
         except BaseException:
             del self._deferred.pending
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):  # the block's own error is the one to report
                 _sync_in_parallel(list(pending))
             raise
         del self._deferred.pending
