@@ -60,21 +60,11 @@ _FILE_MODE: Final = 0o666
 _TEMPORARY_SUFFIX_LENGTH: Final = 1 + 36 + 4
 
 
-def _fsync_dir(directory: str) -> None:
-    """Sync a directory, making the entries created or renamed in it durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync_dirs(directories: builtins.list[str]) -> None:
     # A directory can be listed twice (as the parent of a new directory and as the file's own
     # parent); sync it once. The order does not matter: the write is reported durable only after
     # all of them are synced.
-    for directory in dict.fromkeys(directories):
-        _fsync_dir(directory)
+    _sync_in_parallel(list(dict.fromkeys(directories)))
 
 
 def _fsync_path(path: str) -> None:
