@@ -646,16 +646,23 @@ fn fill(template: &str, hex: &str) -> String {
 ///
 /// The layout stays the Python layer's: `blob_template` and `link_template` are OS paths with
 /// `{hex}` and `{hex2}` placeholders, made by `distblob.storage.paths`.
+///
+/// With `expected` (a hex digest), nothing is written unless `data` hashes to it: the outcome
+/// then names the actual digest, with `stored` false, for the caller to report the mismatch.
 pub fn put_blob(
     data: &[u8],
     algorithm: Algorithm,
     blob_template: &str,
     link_template: &str,
     durable: bool,
+    expected: Option<&str>,
 ) -> Result<PutOutcome> {
     let mut hasher = AnyHasher::new(algorithm);
     hasher.update(data);
     let hex = hasher.hex();
+    if expected.is_some_and(|expected| expected != hex) {
+        return Ok(PutOutcome { hex, stored: false });
+    }
     let blob = fill(blob_template, &hex);
     // Durable, the blob and a new link are written and synced at once, each waiting for its own
     // device flushes only: the call returns when both are durable. Should the blob fail, a
@@ -948,10 +955,10 @@ mod tests {
         let root = dir.path().to_str().unwrap();
         let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
         let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
-        let first = put_blob(b"abc", Algorithm::Sha256, &blob, &link, true).unwrap();
+        let first = put_blob(b"abc", Algorithm::Sha256, &blob, &link, true, None).unwrap();
         assert!(first.stored);
         assert_eq!(first.hex, sha256_hex(b"abc"));
-        let again = put_blob(b"abc", Algorithm::Sha256, &blob, &link, false).unwrap();
+        let again = put_blob(b"abc", Algorithm::Sha256, &blob, &link, false, None).unwrap();
         assert!(!again.stored);
         let hex = &first.hex;
         let data = fs::read(format!("{root}/blobs/sha256/{}/{hex}/data", &hex[..2])).unwrap();
@@ -971,13 +978,30 @@ mod tests {
     }
 
     #[test]
+    fn put_blob_with_a_wrong_expected_digest_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
+        let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
+        let wrong = "0".repeat(64);
+        let outcome = put_blob(b"abc", Algorithm::Sha256, &blob, &link, true, Some(&wrong));
+        let outcome = outcome.unwrap();
+        assert_eq!(outcome.hex, sha256_hex(b"abc"));
+        assert!(!outcome.stored);
+        assert_eq!(fs::read_dir(root).unwrap().count(), 0);
+        let right = sha256_hex(b"abc");
+        let outcome = put_blob(b"abc", Algorithm::Sha256, &blob, &link, true, Some(&right));
+        assert!(outcome.unwrap().stored);
+    }
+
+    #[test]
     fn a_durable_put_blob_that_fails_leaves_no_link() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap();
         fs::write(format!("{root}/blobs"), b"a file where a directory must go").unwrap();
         let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
         let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
-        assert!(put_blob(b"abc", Algorithm::Sha256, &blob, &link, true).is_err());
+        assert!(put_blob(b"abc", Algorithm::Sha256, &blob, &link, true, None).is_err());
         let hex = sha256_hex(b"abc");
         assert!(!Path::new(&format!("{root}/repo/_layers/sha256/{hex}/link")).exists());
         // A link that was there before is left as it was.
@@ -987,7 +1011,7 @@ mod tests {
             b"sha256:old",
         )
         .unwrap();
-        assert!(put_blob(b"abc", Algorithm::Sha256, &blob, &link, true).is_err());
+        assert!(put_blob(b"abc", Algorithm::Sha256, &blob, &link, true, None).is_err());
         let kept = fs::read(format!("{root}/repo/_layers/sha256/{hex}/link")).unwrap();
         assert_eq!(kept, b"sha256:old");
     }

@@ -19,6 +19,7 @@ import pytest
 from distblob import Descriptor, Digest, Registry, Repository, interfaces
 from distblob.descriptor import DEFAULT_MEDIA_TYPE
 from distblob.errors import (
+    BlobInvalidDigestError,
     BlobUnknownError,
     BlobUploadUnknownError,
     DigestInvalidError,
@@ -107,6 +108,18 @@ def test_put_twice_stores_one_blob(registry: Registry, repo: Repository) -> None
     second = repo.blobs.put(bytes(DATA))
     assert first == second
     assert list(registry.blobs.enumerate()) == [DIGEST]
+
+
+def test_put_with_an_expected_digest(registry: Registry, repo: Repository) -> None:
+    wrong = sha256(DATA + b"!")
+    with pytest.raises(BlobInvalidDigestError):
+        repo.blobs.put(DATA, expected=wrong)
+    assert list(registry.blobs.enumerate()) == []
+    assert not repo.blobs.exists(DIGEST) and not repo.blobs.exists(wrong)
+    assert repo.blobs.put(DATA, expected=DIGEST).digest == DIGEST
+    assert repo.blobs.get(DIGEST) == DATA
+    with pytest.raises(ValueError):
+        repo.blobs.put(DATA, algorithm="sha512", expected=DIGEST)
 
 
 def test_empty_blob(registry: Registry, repo: Repository) -> None:

@@ -159,10 +159,13 @@ def put_blob(
     blob_template: str,
     link_template: str,
     durable: bool,
+    *,
+    expected: str | None = None,
 ) -> tuple[str, bool]:
     """Hash ``data``, store it at ``blob_template`` unless there, write the link; ``(hex, stored)``.
 
-    Templates are OS paths with ``{hex}`` and ``{hex2}`` (its first two characters).
+    Templates are OS paths with ``{hex}`` and ``{hex2}`` (its first two characters). With
+    ``expected`` (a hex digest) nothing is written unless ``data`` hashes to it.
     """
 
 def put_blob_fd(

@@ -164,9 +164,10 @@ pub fn sync_filesystem(py: Python<'_>, path: &str) -> PyResult<()> {
     Ok(py.detach(|| upload::sync_filesystem(path))?)
 }
 
-/// Hashes and stores a small blob and its repository link in one call; `(hex, stored)`.
+/// Hashes and stores a small blob and its repository link in one call; `(hex, stored)`. With
+/// `expected` (a hex digest) nothing is written unless the data hashes to it.
 #[pyfunction]
-#[pyo3(signature = (data, algorithm, blob_template, link_template, durable))]
+#[pyo3(signature = (data, algorithm, blob_template, link_template, durable, *, expected = None))]
 pub fn put_blob(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
@@ -174,11 +175,19 @@ pub fn put_blob(
     blob_template: &str,
     link_template: &str,
     durable: bool,
+    expected: Option<&str>,
 ) -> PyResult<(String, bool)> {
     let algorithm = self::algorithm(algorithm)?;
     let data = Borrowed::new(data)?;
     let outcome = data.with_slice_detached(py, |bytes| {
-        upload::put_blob(bytes, algorithm, blob_template, link_template, durable)
+        upload::put_blob(
+            bytes,
+            algorithm,
+            blob_template,
+            link_template,
+            durable,
+            expected,
+        )
     })?;
     Ok((outcome.hex, outcome.stored))
 }

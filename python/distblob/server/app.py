@@ -461,9 +461,7 @@ class _API:
         it is then stored as a whole (no upload directory) when the digest is in the upload's
         algorithm; otherwise through an upload, whose commit links the alias."""
         if expected.algorithm == algorithm:
-            if Digest.from_bytes(body, algorithm) != expected:
-                raise BlobInvalidDigestError(str(expected), "content does not match digest")
-            repo.blobs.put(body, algorithm=algorithm)
+            repo.blobs.put(body, algorithm=algorithm, expected=expected)  # hashed once
             return
         writer = repo.blobs.create(algorithm=algorithm)
         try:

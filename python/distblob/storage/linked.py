@@ -27,6 +27,7 @@ from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import ALGORITHMS, CANONICAL, Digest
 from distblob.errors import (
     BlobDigestUnsupportedError,
+    BlobInvalidDigestError,
     BlobUnknownError,
     BlobUploadInvalidError,
     BlobUploadUnknownError,
@@ -224,21 +225,35 @@ class LinkedBlobStore(Statter):
         self.driver.put_content(path, str(target or digest).encode(), fsync=self.fsync)
 
     def put(
-        self, data: ReadableBuffer, media_type: str = "", *, algorithm: str = CANONICAL
+        self,
+        data: ReadableBuffer,
+        media_type: str = "",
+        *,
+        algorithm: str = CANONICAL,
+        expected: Digest | None = None,
     ) -> Descriptor:
         """Store a whole blob given in memory, link it, and return its descriptor.
 
         The bytes are hashed once; if the blob is already stored only the link is written.
+        With ``expected`` (a digest in ``algorithm``), content that does not hash to it raises
+        :class:`BlobInvalidDigestError` and nothing is stored.
         """
         _check_algorithm(algorithm)
+        if expected is not None and expected.algorithm != algorithm:
+            raise ValueError(f"expected {expected} is not a {algorithm} digest")
         view = memoryview(data).cast("B")
-        digest = self.engine.put_blob(self.driver, self.name, view, algorithm, durable=self.fsync)
+        digest = self.engine.put_blob(
+            self.driver, self.name, view, algorithm, durable=self.fsync, expected=expected
+        )
         if digest is None:
             hasher = self.engine.new_hasher(algorithm)
             hasher.update(view)
             digest = Digest.from_hasher(hasher)
-            self.blobs.write(digest, view)
-            self.link(digest)
+            if expected is None or digest == expected:
+                self.blobs.write(digest, view)
+                self.link(digest)
+        if expected is not None and digest != expected:
+            raise BlobInvalidDigestError(str(expected), "content does not match digest")
         descriptor = Descriptor(
             media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
         )

@@ -116,11 +116,13 @@ class Engine(ABC):
         algorithm: str,
         *,
         durable: bool,
+        expected: Digest | None = None,
     ) -> Digest | None:
         """Hash and store a whole small blob and link it, in one step if the engine can.
 
         Returns the digest, or ``None`` when the engine has no such shortcut for this driver
-        (the blob store then does the same steps one by one).
+        (the blob store then does the same steps one by one). With ``expected``, nothing is
+        stored unless the data hashes to it (the digest returned then tells).
         """
         return None
 

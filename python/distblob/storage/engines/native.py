@@ -145,6 +145,7 @@ class NativeEngine(Engine):
         algorithm: str,
         *,
         durable: bool,
+        expected: Digest | None = None,
     ) -> Digest | None:
         blob = _local_template(driver, paths.blob_data_path_template(algorithm))
         link = _local_template(driver, paths.layer_link_path_template(repository, algorithm))
@@ -152,7 +153,14 @@ class NativeEngine(Engine):
             return None
         # Hash, existence check, unnamed write linked into place, and the repository link:
         # one GIL-free call instead of a dozen Python-level steps.
-        hexdigest, _ = _native.put_blob(data, algorithm, blob, link, durable)
+        hexdigest, _ = _native.put_blob(
+            data,
+            algorithm,
+            blob,
+            link,
+            durable,
+            expected=expected.encoded if expected is not None else None,
+        )
         return Digest.from_parts(algorithm, hexdigest)
 
     def write_object(
