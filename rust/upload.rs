@@ -689,9 +689,7 @@ pub fn put_blob(
             return Err(e);
         }
     };
-    if let Link::Other(link, content) = linked? {
-        write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
-    }
+    settle_link(linked?, durable)?;
     Ok(PutOutcome { hex, stored })
 }
 
@@ -719,13 +717,18 @@ fn new_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool)
     Ok(Link::Other(link, content))
 }
 
-/// Writes the repository link naming blob `hex`, replacing a link there that names anything
-/// else.
-fn write_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool) -> Result<()> {
-    if let Link::Other(link, content) = new_link(link_template, algorithm, hex, durable)? {
+/// Replaces a link [`new_link`] found naming something else; nothing for the other outcomes.
+fn settle_link(found: Link, durable: bool) -> Result<()> {
+    if let Link::Other(link, content) = found {
         write_file_atomic(&link, &temp_name(&link), content.as_bytes(), durable)?;
     }
     Ok(())
+}
+
+/// Writes the repository link naming blob `hex`, replacing a link there that names anything
+/// else.
+fn write_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool) -> Result<()> {
+    settle_link(new_link(link_template, algorithm, hex, durable)?, durable)
 }
 
 /// Stores the rest of the file `src` (from its position to its end) as a blob in one call, and

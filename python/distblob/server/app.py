@@ -457,8 +457,8 @@ class _API:
 
     @staticmethod
     def _store_small(repo: Repository, body: bytes, expected: Digest, algorithm: str) -> None:
-        """Store a small monolithic upload (worker thread). Checked against ``expected`` first,
-        it is then stored as a whole (no upload directory) when the digest is in the upload's
+        """Store a small monolithic upload (worker thread): as a whole, checked against
+        ``expected`` as it is hashed (no upload directory), when the digest is in the upload's
         algorithm; otherwise through an upload, whose commit links the alias."""
         if expected.algorithm == algorithm:
             repo.blobs.put(body, algorithm=algorithm, expected=expected)  # hashed once
