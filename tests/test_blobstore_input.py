@@ -50,6 +50,7 @@ MALFORMED_DIGESTS = [
     "sha256:" + HEX[:-2] + "/x",
     "sha256/../..:" + HEX,
     "sha512:" + HEX,  # a sha256-long hex for sha512
+    "sha384:" + HEX,
     "blake3:" + HEX + HEX,
     "sha256:" + "é" * 64,
 ]
@@ -57,7 +58,7 @@ MALFORMED_DIGESTS = [
 UNSUPPORTED_DIGESTS = [
     "md5:" + "0" * 32,
     "sha1:" + "0" * 40,
-    "sha384:" + "0" * 96,
+    "sha224:" + "0" * 56,
     "sha256+b64:" + HEX,  # would nest as blobs/sha256/b64/
     "sha256.tar:" + HEX,
     "x:y",

@@ -316,7 +316,7 @@ def test_commit_with_the_wrong_size(
     assert (error.expected, error.actual) == (size, len(DATA))
 
 
-@pytest.mark.parametrize("algorithm", ["sha256", "sha512", "blake3"])
+@pytest.mark.parametrize("algorithm", ["sha256", "sha384", "sha512", "blake3"])
 def test_commit_with_the_wrong_digest(
     make_registry: Callable[..., Registry], blob_driver: StorageDriver, algorithm: str
 ) -> None:
@@ -342,7 +342,7 @@ def test_failed_commit_lets_the_same_writer_continue(repo: Repository) -> None:
 
 
 @pytest.mark.parametrize("fsync", [True, False])
-@pytest.mark.parametrize("algorithm", ["sha512", "blake3"])
+@pytest.mark.parametrize("algorithm", ["sha384", "sha512", "blake3"])
 def test_commit_with_a_digest_of_another_algorithm(
     make_registry: Callable[..., Registry],
     blob_driver: StorageDriver,
@@ -368,7 +368,7 @@ def test_commit_with_a_digest_of_another_algorithm(
     assert set(repo.blobs.enumerate()) == {client, DIGEST}
 
 
-@pytest.mark.parametrize("algorithm", ["blake3", "sha512"])
+@pytest.mark.parametrize("algorithm", ["blake3", "sha384", "sha512"])
 def test_create_with_another_algorithm(
     registry: Registry, repo: Repository, blob_driver: StorageDriver, algorithm: str
 ) -> None:

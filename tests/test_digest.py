@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distblob import Digest, digester, errors
-from distblob.hashing import Blake3, Sha256, Sha512
+from distblob.hashing import Blake3, Sha256, Sha384, Sha512
 
 EMPTY256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -65,7 +65,7 @@ def test_invalid_digests(value: str, reason: str) -> None:
     assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize("value", ["md5:" + "a" * 32, "sha384:" + "a" * 96, "sha256+b64u:abc="])
+@pytest.mark.parametrize("value", ["md5:" + "a" * 32, "sha224:" + "a" * 56, "sha256+b64u:abc="])
 def test_unsupported_algorithms(value: str) -> None:
     with pytest.raises(errors.DigestUnsupportedError):
         Digest.parse(value)
@@ -80,6 +80,7 @@ def test_not_a_string() -> None:
     ("algorithm", "reference"),
     [
         ("sha256", hashlib.sha256),
+        ("sha384", hashlib.sha384),
         ("sha512", hashlib.sha512),
         ("blake3", reference_blake3.blake3),
     ],
@@ -93,6 +94,7 @@ def test_from_bytes(algorithm: str, reference: object) -> None:
 
 def test_digester_returns_native_hashers() -> None:
     assert isinstance(digester(), Sha256)
+    assert isinstance(digester("sha384"), Sha384)
     assert isinstance(digester("sha512"), Sha512)
     assert isinstance(digester("blake3"), Blake3)
     with pytest.raises(errors.DigestUnsupportedError):
@@ -105,11 +107,11 @@ def test_any_text_is_a_digest_or_a_typed_error(value: str) -> None:
         digest = Digest.parse(value)
     except (errors.DigestInvalidError, errors.DigestUnsupportedError):
         return
-    assert digest.algorithm in {"sha256", "sha512", "blake3"}
+    assert digest.algorithm in {"sha256", "sha384", "sha512", "blake3"}
     assert set(digest.encoded) <= set("0123456789abcdef")
 
 
-@given(st.sampled_from(["sha256", "sha512", "blake3"]), st.binary(max_size=300))
+@given(st.sampled_from(["sha256", "sha384", "sha512", "blake3"]), st.binary(max_size=300))
 def test_computed_digests_parse(algorithm: str, data: bytes) -> None:
     digest = Digest.from_bytes(data, algorithm)
     assert Digest.parse(str(digest)) == digest

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distblob import errors
-from distblob.hashing import Blake3, Sha256, Sha512
+from distblob.hashing import Blake3, Sha256, Sha384, Sha512
 
 NIST_SHA256 = {
     b"": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -44,8 +44,27 @@ NIST_SHA512 = {
         "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909"
     ),
 }
+NIST_SHA384 = {
+    b"": (
+        "38b060a751ac96384cd9327eb1b1e36a21fdb71114be0743"
+        "4c0cc7bf63f6e1da274edebfe76f65fbd51ad2f14898b95b"
+    ),
+    b"abc": (
+        "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded163"
+        "1a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"
+    ),
+    b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopq"
+    b"klmnopqrlmnopqrsmnopqrstnopqrstu": (
+        "09330c33f71147e83d192fc782cd1b4753111b173b3b05d2"
+        "2fa08086e3b0f712fcc7c71a557e2db966c3e9fa91746039"
+    ),
+}
 MILLION_A = {
     "sha256": "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+    "sha384": (
+        "9d0e1809716474cb086e834e310a4a1ced149e9c00f248527972cec5704c2a5b"
+        "07b8b3dc38ecc4ebae97ddd87f3d8985"
+    ),
     "sha512": (
         "e718483d0ce769644e2e42c7bc15b4638e1f98b13b2044285632a803afa973eb"
         "de0ff244877ea60a4cb0432ce577c31beb009c5c2c49aa2e4eadb217ad8cc09b"
@@ -71,7 +90,7 @@ BLAKE3_1025_XOF = (
     "deb554e5627be8f955c98e1d5f9565a9194cad0c4285f93700062d9595adb992ae68ff12800ab67a"
 )
 
-SHA2 = [(Sha256, hashlib.sha256), (Sha512, hashlib.sha512)]
+SHA2 = [(Sha256, hashlib.sha256), (Sha384, hashlib.sha384), (Sha512, hashlib.sha512)]
 
 
 def blake3_input(length: int) -> bytes:
@@ -86,13 +105,18 @@ def test_nist_sha256(data: bytes, want: str) -> None:
     assert Sha256(data).hexdigest() == want
 
 
+@pytest.mark.parametrize(("data", "want"), NIST_SHA384.items())
+def test_nist_sha384(data: bytes, want: str) -> None:
+    assert Sha384(data).hexdigest() == want
+
+
 @pytest.mark.parametrize(("data", "want"), NIST_SHA512.items())
 def test_nist_sha512(data: bytes, want: str) -> None:
     assert Sha512(data).hexdigest() == want
 
 
-@pytest.mark.parametrize("cls", [Sha256, Sha512])
-def test_million_a_in_uneven_pieces(cls: type[Sha256] | type[Sha512]) -> None:
+@pytest.mark.parametrize("cls", [Sha256, Sha384, Sha512])
+def test_million_a_in_uneven_pieces(cls: type[Sha256] | type[Sha384] | type[Sha512]) -> None:
     data = b"a" * 1_000_000
     hasher = cls()
     for start in range(0, len(data), 9973):
@@ -117,7 +141,12 @@ def test_blake3_extended_output() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "name", "digest_size", "block_size"),
-    [(Sha256, "sha256", 32, 64), (Sha512, "sha512", 64, 128), (Blake3, "blake3", 32, 64)],
+    [
+        (Sha256, "sha256", 32, 64),
+        (Sha384, "sha384", 48, 128),
+        (Sha512, "sha512", 64, 128),
+        (Blake3, "blake3", 32, 64),
+    ],
 )
 def test_attributes_match_hashlib(cls: Any, name: str, digest_size: int, block_size: int) -> None:
     hasher = cls()
@@ -129,7 +158,7 @@ def test_attributes_match_hashlib(cls: Any, name: str, digest_size: int, block_s
     assert len(hasher.digest()) == digest_size
 
 
-@pytest.mark.parametrize("cls", [Sha256, Sha512, Blake3])
+@pytest.mark.parametrize("cls", [Sha256, Sha384, Sha512, Blake3])
 def test_digest_does_not_end_hashing_and_copy_is_independent(cls: Any) -> None:
     hasher = cls(b"hello ")
     early = hasher.hexdigest()
@@ -175,7 +204,7 @@ def test_every_contiguous_buffer_is_accepted(cls: Any, reference: Any, size: int
             buffer.close()
 
 
-@pytest.mark.parametrize("cls", [Sha256, Sha512, Blake3])
+@pytest.mark.parametrize("cls", [Sha256, Sha384, Sha512, Blake3])
 def test_non_contiguous_and_non_buffers_are_refused(cls: Any) -> None:
     hasher = cls()
     with pytest.raises(BufferError):
@@ -302,8 +331,12 @@ def test_go_state_is_the_documented_layout() -> None:
     assert len(Sha512(b"y").marshal_binary()) == 204
 
 
-def corrupt_states() -> list[tuple[str, type[Sha256] | type[Sha512], bytes]]:
+Sha2Class = type[Sha256] | type[Sha384] | type[Sha512]
+
+
+def corrupt_states() -> list[tuple[str, Sha2Class, bytes]]:
     good256 = Sha256(b"some data").marshal_binary()
+    good384 = Sha384(b"some data").marshal_binary()
     good512 = Sha512(b"some data").marshal_binary()
     impossible_length = good256[:100] + (1 << 62).to_bytes(8, "big")
     not_initial = good256[:4] + bytes([good256[4] ^ 1]) + good256[5:]
@@ -315,7 +348,10 @@ def corrupt_states() -> list[tuple[str, type[Sha256] | type[Sha512], bytes]]:
         ("sha224 magic", Sha256, b"sha\x02" + good256[4:]),
         ("sha512 state", Sha256, good512),
         ("sha256 state", Sha512, good256),
-        ("sha384 magic", Sha512, b"sha\x06" + good512[4:]),
+        ("sha512/256 magic", Sha512, b"sha\x06" + good512[4:]),
+        ("sha384 state", Sha512, good384),
+        ("sha512 state", Sha384, good512),
+        ("sha256 state", Sha384, good256),
         ("random", Sha256, os.urandom(108)),
         ("random", Sha512, os.urandom(204)),
         ("impossible length", Sha256, impossible_length),
@@ -324,9 +360,7 @@ def corrupt_states() -> list[tuple[str, type[Sha256] | type[Sha512], bytes]]:
 
 
 @pytest.mark.parametrize(("case", "cls", "state"), corrupt_states())
-def test_unusable_states_raise_hash_state_error(
-    case: str, cls: type[Sha256] | type[Sha512], state: bytes
-) -> None:
+def test_unusable_states_raise_hash_state_error(case: str, cls: Sha2Class, state: bytes) -> None:
     with pytest.raises(errors.HashStateError) as caught:
         cls.unmarshal_binary(state)
     assert isinstance(caught.value, ValueError)

@@ -244,6 +244,38 @@ def test_blobs_of_other_algorithms_do_not_break_go(
     assert done.digest == Digest.from_bytes(b"unfinished business", "blake3")
 
 
+@engines
+def test_sha384_digests_both_ways(
+    root: Path, go: tuple[GoRegistry, RegistryClient], engine: str
+) -> None:
+    """go-digest accepts sha384 from clients: each side reads what the other committed under one."""
+    _, client = go
+    name = "both/sha384"
+    store = Registry.filesystem(root, engine=engine).repository(name).blobs
+    theirs = _payload(70_000, seed=5)
+    location = client.start_upload(name)
+    location = client.patch(location, theirs[:50_000], 0)
+    their_alias = Digest.from_bytes(theirs, "sha384")
+    client.finish(location, their_alias, theirs[50_000:])
+    # Go stored it under sha256 and linked the sha384 alias to it; we follow that link.
+    assert store.get(their_alias) == theirs
+    assert store.stat(their_alias).digest == _sha256(theirs)
+
+    ours = _payload(40_000, seed=6)
+    writer = store.create()
+    writer.write(ours)
+    our_alias = Digest.from_bytes(ours, "sha384")
+    assert writer.commit(Descriptor(digest=our_alias)).digest == _sha256(ours)
+    native = store.put(b"hashed with sha384", algorithm="sha384")
+    assert native.digest == Digest.from_bytes(b"hashed with sha384", "sha384")
+    status, headers, body = client.get_blob(name, our_alias)
+    assert (status, body) == (200, ours)
+    assert _headers(headers) == _headers(store.serve_blob(our_alias).headers)
+    status, headers, body = client.get_blob(name, str(native.digest))
+    assert (status, body) == (200, b"hashed with sha384")
+    assert headers["Docker-Content-Digest"] == native.digest
+
+
 # -- uploads we leave, Go finishes -------------------------------------------------------------
 
 

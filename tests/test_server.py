@@ -151,7 +151,13 @@ def test_monolithic_post(client: RegistryClient) -> None:
 
 @pytest.mark.parametrize(
     ("query", "algorithm"),
-    [("", "sha256"), ("&digest-algorithm=sha512", "sha512"), ("", "sha512")],
+    [
+        ("", "sha256"),
+        ("&digest-algorithm=sha512", "sha512"),
+        ("", "sha512"),
+        ("&digest-algorithm=sha384", "sha384"),
+        ("", "sha384"),
+    ],
 )
 def test_small_monolithic_post_leaves_no_upload(
     server: DistblobServer, client: RegistryClient, query: str, algorithm: str

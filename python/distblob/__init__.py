@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest, digester
-from distblob.hashing import Blake3, Sha256, Sha512
+from distblob.hashing import Blake3, Sha256, Sha384, Sha512
 from distblob.registry import Registry, Repository
 from distblob.storage.writer import BlobWriter
 
@@ -22,6 +22,7 @@ __all__ = [
     "Registry",
     "Repository",
     "Sha256",
+    "Sha384",
     "Sha512",
     "__version__",
     "digester",

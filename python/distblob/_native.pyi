@@ -8,6 +8,7 @@ __all__ = [
     "GIL_RELEASE_THRESHOLD",
     "Blake3",
     "Sha256",
+    "Sha384",
     "Sha512",
     "UploadFile",
     "hash_file",
@@ -38,6 +39,28 @@ class Sha256:
     def copy(self) -> Self: ...
     def marshal_binary(self) -> bytes:
         """The state in Go's ``MarshalBinary`` format (108 bytes)."""
+    @classmethod
+    def unmarshal_binary(cls, data: ReadableBuffer, /) -> Self:
+        """Restore a state; raises ``distblob.errors.HashStateError`` if it is unusable."""
+
+@final
+class Sha384:
+    """Streaming SHA-384 whose state can be saved in Go's ``crypto/sha512`` SHA-384 format."""
+
+    name: ClassVar[str]
+    digest_size: ClassVar[int]
+    block_size: ClassVar[int]
+    def __new__(cls, data: ReadableBuffer | None = None) -> Self: ...
+    @property
+    def size(self) -> int:
+        """Bytes hashed so far."""
+    def update(self, data: ReadableBuffer, /) -> None:
+        """Hash a contiguous buffer, with no copy; the GIL is released from 2 KiB on."""
+    def digest(self) -> bytes: ...
+    def hexdigest(self) -> str: ...
+    def copy(self) -> Self: ...
+    def marshal_binary(self) -> bytes:
+        """The state in Go's ``MarshalBinary`` format (204 bytes)."""
     @classmethod
     def unmarshal_binary(cls, data: ReadableBuffer, /) -> Self:
         """Restore a state; raises ``distblob.errors.HashStateError`` if it is unusable."""

@@ -2,7 +2,7 @@
 
 A :class:`Digest` is a ``str``, so it can be used wherever distribution's wire format or a
 dictionary key wants the plain string, and it is always valid: constructing one checks the
-grammar, the registered algorithm and the exact length and alphabet of its hex.
+grammar, the supported algorithm and the exact length and alphabet of its hex.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 # The OCI grammar: algorithm components [a-z0-9]+ joined by [+._-], then ":" and [a-zA-Z0-9=_-]+.
 _GRAMMAR: Final = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
-#: Registered algorithms and the length of their lowercase-hex encoding.
-ALGORITHMS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128, "blake3": 64}
+#: Supported algorithms and the length of their lowercase-hex encoding: the OCI's registered
+#: ``sha256``, ``sha512`` and ``blake3``, and ``sha384``, which distribution also accepts.
+ALGORITHMS: Final[dict[str, int]] = {"sha256": 64, "sha384": 96, "sha512": 128, "blake3": 64}
 
 #: The algorithm used when none is named (the only one every registry must support).
 CANONICAL: Final = "sha256"
@@ -34,7 +35,7 @@ class Digest(str):
     ``Digest(s)`` and :meth:`Digest.parse` raise :class:`~distblob.errors.DigestInvalidError` for
     a string that breaks the grammar or has the wrong length or characters for its algorithm
     (including uppercase hex), and :class:`~distblob.errors.DigestUnsupportedError` for a
-    well-formed digest of an unregistered algorithm.
+    well-formed digest of an unsupported algorithm.
     """
 
     __slots__ = ()
@@ -95,7 +96,7 @@ class Digest(str):
 
 
 def digester(algorithm: str = CANONICAL) -> Hasher:
-    """A fresh native hasher for a registered algorithm.
+    """A fresh native hasher for a supported algorithm.
 
     Raises :class:`~distblob.errors.DigestUnsupportedError` for any other name.
     """

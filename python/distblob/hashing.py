@@ -1,4 +1,4 @@
-"""Native streaming hashers: :class:`Sha256`, :class:`Sha512` and :class:`Blake3`.
+"""Native streaming hashers: :class:`Sha256`, :class:`Sha384`, :class:`Sha512` and :class:`Blake3`.
 
 They have hashlib's shape (``update``, ``digest``, ``hexdigest``, ``copy``, ``name``,
 ``digest_size``, ``block_size``) plus ``size``, the number of bytes hashed so far. ``update``
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, Self
 
-from distblob._native import Blake3, Sha256, Sha512
+from distblob._native import Blake3, Sha256, Sha384, Sha512
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -41,16 +41,18 @@ class ResumableHasher(Hasher, Protocol):
     def marshal_binary(self) -> bytes: ...
 
 
-_CLASSES: dict[str, type[Sha256] | type[Sha512] | type[Blake3]] = {
+_CLASSES: dict[str, type[Sha256] | type[Sha384] | type[Sha512] | type[Blake3]] = {
     "sha256": Sha256,
+    "sha384": Sha384,
     "sha512": Sha512,
     "blake3": Blake3,
 }
 
 #: The algorithms whose state can be marshalled, mapped to their class (SHA-2 in Go's format,
 #: BLAKE3 in distblob's).
-RESUMABLE: dict[str, type[Sha256] | type[Sha512] | type[Blake3]] = {
+RESUMABLE: dict[str, type[Sha256] | type[Sha384] | type[Sha512] | type[Blake3]] = {
     "sha256": Sha256,
+    "sha384": Sha384,
     "sha512": Sha512,
     "blake3": Blake3,
 }
@@ -72,6 +74,7 @@ __all__ = [
     "Hasher",
     "ResumableHasher",
     "Sha256",
+    "Sha384",
     "Sha512",
     "new_hasher",
     "unmarshal",

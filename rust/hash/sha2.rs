@@ -1,10 +1,10 @@
-//! SHA-256 and SHA-512 with states in Go's `crypto/sha256` / `crypto/sha512` `MarshalBinary`
-//! format.
+//! SHA-256, SHA-384 and SHA-512 with states in Go's `crypto/sha256` / `crypto/sha512`
+//! `MarshalBinary` format.
 //!
-//! Go's format is: a 4-byte magic (`"sha\x03"` for SHA-256, `"sha\x07"` for SHA-512), the eight
-//! chaining values big-endian, the block buffer holding the `len % block` pending bytes followed by
-//! zeros, and the total length hashed in bytes as a big-endian `u64`. That is 108 bytes for SHA-256
-//! and 204 for SHA-512. We write exactly that, and on reading accept any bytes after the pending
+//! Go's format is: a 4-byte magic (`"sha\x03"` for SHA-256, `"sha\x04"` for SHA-384, `"sha\x07"`
+//! for SHA-512), the eight chaining values big-endian, the block buffer holding the `len % block`
+//! pending bytes followed by zeros, and the total length hashed in bytes as a big-endian `u64`.
+//! That is 108 bytes for SHA-256 and 204 for SHA-384 and SHA-512. We write exactly that, and on reading accept any bytes after the pending
 //! ones, as Go does (older Go versions left stale bytes there).
 //!
 //! Only the compression function comes from the `sha2` crate; buffering, padding and the state
@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 
-/// What differs between SHA-256 and SHA-512: word size, block size, constants and the compression
+/// What differs between the SHA-2 variants: word size, block size, constants and the compression
 /// function. Everything else is shared by [`Sha2`].
 pub trait Variant {
     /// A chaining-value word: `u32` or `u64`.
@@ -44,6 +44,10 @@ pub trait Variant {
 #[derive(Debug, Clone, Copy)]
 pub enum Sha256Variant {}
 
+/// The SHA-384 parameters: SHA-512's function with other initial values, truncated to 48 bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Sha384Variant {}
+
 /// The SHA-512 parameters.
 #[derive(Debug, Clone, Copy)]
 pub enum Sha512Variant {}
@@ -71,6 +75,36 @@ impl Variant for Sha256Variant {
     }
     fn get_word(bytes: &[u8]) -> u32 {
         u32::from_be_bytes(bytes[..4].try_into().expect("four bytes"))
+    }
+}
+
+impl Variant for Sha384Variant {
+    type Word = u64;
+    const NAME: &'static str = "sha384";
+    const BLOCK: usize = 128;
+    const OUTPUT: usize = 48;
+    const LEN_FIELD: usize = 16;
+    const MAGIC: [u8; 4] = *b"sha\x04";
+    const IV: [u64; 8] = [
+        0xcbbb9d5dc1059ed8,
+        0x629a292a367cd507,
+        0x9159015a3070dd17,
+        0x152fecd8f70e5939,
+        0x67332667ffc00b31,
+        0x8eb44a8768581511,
+        0xdb0c2e0d64f98fa7,
+        0x47b5481dbefa4fa4,
+    ];
+    const MAX_LEN: u64 = u64::MAX;
+
+    fn compress(h: &mut [u64; 8], blocks: &[u8]) {
+        Sha512Variant::compress(h, blocks);
+    }
+    fn put_word(word: u64, out: &mut Vec<u8>) {
+        Sha512Variant::put_word(word, out);
+    }
+    fn get_word(bytes: &[u8]) -> u64 {
+        Sha512Variant::get_word(bytes)
     }
 }
 
@@ -123,6 +157,8 @@ pub struct Sha2<V: Variant> {
 
 /// Streaming SHA-256.
 pub type Sha256 = Sha2<Sha256Variant>;
+/// Streaming SHA-384.
+pub type Sha384 = Sha2<Sha384Variant>;
 /// Streaming SHA-512.
 pub type Sha512 = Sha2<Sha512Variant>;
 
@@ -232,7 +268,7 @@ impl<V: Variant> Sha2<V> {
 
     /// Restores a state written by [`Sha2::marshal`] or by Go's `MarshalBinary`.
     ///
-    /// Refuses a wrong magic (including SHA-224/384 states), a wrong size, a length no message can
+    /// Refuses a wrong magic (another variant's state), a wrong size, a length no message can
     /// have, and chaining values that differ from the initial ones although no block was hashed:
     /// each would otherwise yield a wrong digest with no error.
     pub fn unmarshal(state: &[u8]) -> Result<Self> {
@@ -334,6 +370,32 @@ mod tests {
             "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
              2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
         );
+    }
+
+    #[test]
+    fn nist_sha384_vectors() {
+        let cases: [(&[u8], &str); 2] = [
+            (
+                b"abc",
+                "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded163\
+                 1a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7",
+            ),
+            (
+                b"",
+                "38b060a751ac96384cd9327eb1b1e36a21fdb71114be0743\
+                 4c0cc7bf63f6e1da274edebfe76f65fbd51ad2f14898b95b",
+            ),
+        ];
+        for (input, want) in cases {
+            let mut h = Sha384::new();
+            h.update(input);
+            assert_eq!(hex_of(&h.finalize()), want);
+        }
+        let state = Sha384::new().marshal();
+        assert_eq!(state.len(), 204);
+        assert_eq!(&state[..4], b"sha\x04");
+        assert!(Sha512::unmarshal(&state).is_err());
+        assert!(Sha384::unmarshal(&Sha512::new().marshal()).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `Sha256`, `Sha512` and `Blake3` for Python, in hashlib's shape.
+//! `Sha256`, `Sha384`, `Sha512` and `Blake3` for Python, in hashlib's shape.
 //!
 //! Each class is `frozen` with a `Mutex` inside: methods take `&self`, so two Python threads
 //! sharing a hasher never meet PyO3's runtime borrow errors, and the lock is taken only inside
@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyType};
 
 use super::buffer::Borrowed;
 use crate::hash::blake3::{Blake3 as Blake3Core, Threads};
-use crate::hash::sha2::{Sha2, Sha256Variant, Sha512Variant, Variant};
+use crate::hash::sha2::{Sha2, Sha256Variant, Sha384Variant, Sha512Variant, Variant};
 
 /// Locks a hasher's state. A panic while it was held cannot leave a half-updated state (update
 /// never panics midway), so a poisoned lock is simply taken over.
@@ -22,7 +22,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The shared body of `Sha256` and `Sha512`: everything but the class names.
+/// The shared body of `Sha256`, `Sha384` and `Sha512`: everything but the class names.
 macro_rules! sha2_class {
     ($class:ident, $name:literal, $variant:ty) => {
         #[doc = concat!("Streaming ", $name, " whose state can be saved in Go's format.")]
@@ -114,6 +114,7 @@ macro_rules! sha2_class {
 }
 
 sha2_class!(Sha256, "Sha256", Sha256Variant);
+sha2_class!(Sha384, "Sha384", Sha384Variant);
 sha2_class!(Sha512, "Sha512", Sha512Variant);
 
 fn threads_of(max_threads: i64) -> PyResult<Threads> {

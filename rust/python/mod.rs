@@ -35,6 +35,7 @@ impl From<Error> for PyErr {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hashers::Sha256>()?;
+    m.add_class::<hashers::Sha384>()?;
     m.add_class::<hashers::Sha512>()?;
     m.add_class::<hashers::Blake3>()?;
     m.add_class::<upload::UploadFile>()?;

@@ -58,7 +58,7 @@ class PythonEngine(Engine):
     def new_hasher(self, algorithm: str) -> Hasher:
         if algorithm == "blake3":
             return _HashlibHasher(algorithm, _blake3())
-        if algorithm not in ("sha256", "sha512"):
+        if algorithm not in ("sha256", "sha384", "sha512"):
             raise KeyError(algorithm)
         return _HashlibHasher(algorithm, hashlib.new(algorithm))
 
