@@ -26,7 +26,8 @@ from distblob.errors import (
     NameInvalidError,
     UnsupportedError,
 )
-from distblob.storage import paths
+from distblob.interfaces import ServePlan
+from distblob.storage import paths, serve
 from distblob.storage.driver import StorageDriver
 from distblob.storage.writer import BlobWriter
 from support.blobstore import EMPTY_SHA256, payload, read_region, sha256
@@ -325,8 +326,8 @@ def test_serve_range_of_the_empty_blob_is_unsatisfiable(repo: Repository) -> Non
 @pytest.mark.parametrize(
     "header",
     [
-        "bytes=0-1,5-6",
         "bytes=abc",
+        "bytes=0-1,abc",
         "items=0-5",
         "bytes=9-3",
         "bytes=",
@@ -336,7 +337,7 @@ def test_serve_range_of_the_empty_blob_is_unsatisfiable(repo: Repository) -> Non
         "bytes=1-2-3",
     ],
 )
-def test_serve_ignores_malformed_and_multiple_ranges(
+def test_serve_ignores_malformed_ranges(
     repo: Repository, blob_driver: StorageDriver, header: str
 ) -> None:
     repo.blobs.put(DATA)
@@ -345,6 +346,75 @@ def test_serve_ignores_malformed_and_multiple_ranges(
     assert plan.headers == expected_headers(DIGEST, DEFAULT_MEDIA_TYPE, SIZE)
     assert plan.body is not None
     assert read_region(blob_driver, plan.body) == DATA
+
+
+def parse_multipart(plan: ServePlan, driver: StorageDriver) -> list[tuple[str, bytes]]:
+    """The (Content-Range, data) of each part of a multipart plan, checking its framing."""
+    boundary = plan.headers["Content-Type"].removeprefix("multipart/byteranges; boundary=")
+    body = b"".join(
+        piece if isinstance(piece, bytes) else read_region(driver, piece) for piece in plan.parts
+    )
+    assert len(body) == int(plan.headers["Content-Length"])
+    assert body.startswith(f"--{boundary}\r\n".encode())
+    assert body.endswith(f"\r\n--{boundary}--\r\n".encode())
+    parts = []
+    for raw in body[: -len(f"\r\n--{boundary}--\r\n")].split(f"--{boundary}\r\n".encode())[1:]:
+        head, _, data = raw.partition(b"\r\n\r\n")
+        fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+        assert fields["Content-Type"] == DEFAULT_MEDIA_TYPE
+        parts.append((fields["Content-Range"], data.removesuffix(b"\r\n")))
+    return parts
+
+
+@pytest.mark.parametrize(
+    ("header", "ranges"),
+    [
+        pytest.param("bytes=0-1,5-6", [(0, 1), (5, 6)], id="two"),
+        pytest.param(
+            "bytes=9000-,-16, 10-19",
+            [(9000, SIZE - 1), (SIZE - 16, SIZE - 1), (10, 19)],
+            id="kinds",
+        ),
+        pytest.param(f"bytes=0-0,{SIZE}-,5-5", [(0, 0), (5, 5)], id="one-past-the-end-dropped"),
+        pytest.param("bytes=20-29,,0-9", [(20, 29), (0, 9)], id="empty-element"),
+    ],
+)
+def test_serve_several_ranges_as_multipart(
+    repo: Repository, blob_driver: StorageDriver, header: str, ranges: list[tuple[int, int]]
+) -> None:
+    repo.blobs.put(DATA)
+    plan = repo.blobs.serve_blob(DIGEST, range=header)
+    assert plan.status == 206 and plan.body is None
+    assert plan.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+    assert "Content-Range" not in plan.headers
+    assert plan.headers["Docker-Content-Digest"] == DIGEST
+    assert parse_multipart(plan, blob_driver) == [
+        (f"bytes {first}-{last}/{SIZE}", DATA[first : last + 1]) for first, last in ranges
+    ]
+    head = repo.blobs.serve_blob(DIGEST, method="HEAD", range=header)
+    assert head.status == 206 and not head.parts and head.body is None
+    assert head.headers["Content-Length"] == plan.headers["Content-Length"]
+
+
+def test_serve_several_ranges_edge_cases(repo: Repository, blob_driver: StorageDriver) -> None:
+    repo.blobs.put(DATA)
+    # One satisfiable range among unsatisfiable ones: a plain 206.
+    plan = repo.blobs.serve_blob(DIGEST, range=f"bytes={SIZE}-,100-109,-0")
+    assert plan.status == 206 and plan.headers["Content-Range"] == f"bytes 100-109/{SIZE}"
+    assert plan.body is not None and read_region(blob_driver, plan.body) == DATA[100:110]
+    # None satisfiable: 416.
+    plan = repo.blobs.serve_blob(DIGEST, range=f"bytes={SIZE}-,{SIZE + 5}-{SIZE + 9}")
+    assert plan.status == 416 and plan.headers["Content-Range"] == f"bytes */{SIZE}"
+    # Ranges adding up to more than the blob, or too many of them: the whole blob, as Go does.
+    for header in (
+        f"bytes=0-,0-{SIZE // 2}",
+        "bytes=" + ",".join(f"{i}-{i}" for i in range(serve.MAX_RANGES + 1)),
+    ):
+        plan = repo.blobs.serve_blob(DIGEST, range=header)
+        assert plan.status == 200 and plan.body is not None and not plan.parts
+        assert read_region(blob_driver, plan.body) == DATA
+    # If-None-Match still wins.
+    assert repo.blobs.serve_blob(DIGEST, range="bytes=0-1,3-4", if_none_match="*").status == 304
 
 
 @pytest.mark.parametrize(

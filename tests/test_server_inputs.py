@@ -122,3 +122,30 @@ def test_a_port_of_unicode_digits_is_a_config_error(addr: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"http": {"addr": addr}})
     assert info.value.key == "http.addr"
+
+
+@pytest.mark.parametrize("where", ["filesystem", "in-memory"])
+def test_several_ranges_without_sendfile(tmp_path: Path, where: str) -> None:
+    """The multipart body read in chunks: by pread on a local file, and through the driver's
+    reader (reopened at each range) on storage with no local path."""
+    if where == "filesystem":
+        registry = Registry.filesystem(tmp_path / "root", fsync=False)
+    else:
+        registry = Registry.in_memory()
+    data = payload(3 << 20, seed=42)  # ranges longer than one read
+    digest = registry.repository("in/app").blobs.put(data).digest
+    client = TestClient(create_app(registry, secret=b"inputs", access_log=False))
+    ranges = [(2 << 20, (3 << 20) - 1), (5, 9), (0, (1 << 20) + 7)]
+    header = "bytes=" + ",".join(f"{first}-{last}" for first, last in ranges)
+    response = client.get(f"/v2/in/app/blobs/{digest}", headers={"Range": header})
+    assert response.status_code == 206
+    boundary = response.headers["content-type"].removeprefix("multipart/byteranges; boundary=")
+    expected = b"".join(
+        (b"\r\n" if index else b"")
+        + f"--{boundary}\r\nContent-Range: bytes {first}-{last}/{len(data)}\r\n".encode()
+        + b"Content-Type: application/octet-stream\r\n\r\n"
+        + data[first : last + 1]
+        for index, (first, last) in enumerate(ranges)
+    )
+    assert response.content == expected + f"\r\n--{boundary}--\r\n".encode()
+    assert int(response.headers["content-length"]) == len(response.content)

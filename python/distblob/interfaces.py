@@ -42,7 +42,9 @@ class ServePlan:
     """What an HTTP layer must answer to a blob GET or HEAD.
 
     ``body`` is the region to send (``None`` for HEAD, 304, 416 and redirects); ``redirect`` a
-    URL to send the client to with 307, when the driver offers one.
+    URL to send the client to with 307, when the driver offers one. A response to several
+    ranges has no ``body`` but ``parts``: a ``multipart/byteranges`` body as the pieces to send
+    in order, its delimiters and part headers as bytes between the regions.
     """
 
     status: int
@@ -50,6 +52,7 @@ class ServePlan:
     body: FileRegion | None = None
     redirect: str | None = None
     descriptor: Descriptor | None = None
+    parts: tuple[bytes | FileRegion, ...] = ()
 
 
 @runtime_checkable

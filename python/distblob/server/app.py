@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -137,33 +137,51 @@ def _parse_content_range(header: str) -> tuple[int, int]:
 
 
 class RegionResponse(Response):
-    """Streams a :class:`FileRegion` of a blob in :data:`CHUNK` reads done in worker threads.
+    """Streams the pieces of a blob response: one :class:`FileRegion`, or for several ranges the
+    regions of a ``multipart/byteranges`` body with its delimiters (bytes) between them.
 
-    A local file is read with ``os.pread`` on one descriptor (no seeks, no Python buffering);
-    other drivers through their ``reader``. The blob is opened before anything is sent, so a
-    blob deleted since it was found (a ``gc`` or a DELETE in between) answers ``404
-    BLOB_UNKNOWN`` instead of a ``200`` with no body.
+    Regions are read in :data:`CHUNK` reads done in worker threads: a local file with
+    ``os.pread`` on one descriptor (no seeks, no Python buffering), or sent with ``sendfile``
+    when the server offers it; other drivers through their ``reader``. The blob is opened
+    before anything is sent, so a blob deleted since it was found (a ``gc`` or a DELETE in
+    between) answers ``404 BLOB_UNKNOWN`` instead of a ``200`` with no body.
     """
 
     def __init__(
-        self, status: int, headers: dict[str, str], region: FileRegion, driver: StorageDriver
+        self,
+        status: int,
+        headers: dict[str, str],
+        pieces: Sequence[bytes | FileRegion],
+        driver: StorageDriver,
     ) -> None:
         super().__init__(status_code=status, headers=headers)
-        self.region = region
+        self.pieces = pieces
         self.driver = driver
 
     _fd: int | None = None  # the local file's descriptor, for sendfile
 
     def _open(self) -> Callable[[int, int], bytes]:
-        """A ``read(size, offset)`` over the region's object, and remember how to close it."""
-        region = self.region
+        """A ``read(size, offset)`` over the regions' object, and remember how to close it."""
+        region = next(piece for piece in self.pieces if isinstance(piece, FileRegion))
         if region.local_path is not None:
             fd = self._fd = os.open(region.local_path, os.O_RDONLY)
             self._close: Callable[[], None] = lambda: os.close(fd)
             return lambda size, offset: os.pread(fd, size, offset)
-        reader = self.driver.reader(region.path, region.offset)
-        self._close = reader.close
-        return lambda size, _offset: reader.read(size)
+        driver, path = self.driver, region.path
+        reader = driver.reader(path, region.offset)
+        position = region.offset
+
+        def read(size: int, offset: int) -> bytes:
+            nonlocal reader, position
+            if offset != position:  # the next range of a multipart body
+                reader.close()
+                reader = driver.reader(path, offset)
+            chunk = reader.read(size)
+            position = offset + len(chunk)
+            return chunk
+
+        self._close = lambda: reader.close()
+        return read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -178,10 +196,26 @@ class RegionResponse(Response):
             await _run(self._close)
 
     async def _stream(self, scope: Scope, send: Send, read: Callable[[int, int], bytes]) -> None:
-        region = self.region
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        last = len(self.pieces) - 1
+        for index, piece in enumerate(self.pieces):
+            more = index < last
+            if isinstance(piece, bytes):
+                await send({"type": "http.response.body", "body": piece, "more_body": more})
+            elif not await self._send_region(scope, send, read, piece, more):
+                return  # the object shrank: the body ended short, the client sees it
+
+    async def _send_region(
+        self,
+        scope: Scope,
+        send: Send,
+        read: Callable[[int, int], bytes],
+        region: FileRegion,
+        more: bool,
+    ) -> bool:
+        """Send one region; ``False`` when the object ended before it (the body is ended)."""
         if self._fd is not None and region.length and zerocopy(scope):
             # The kernel sends the file: no copy into Python, no work on the event loop.
             message = {
@@ -189,20 +223,22 @@ class RegionResponse(Response):
                 "file": open(self._fd, "rb", buffering=0, closefd=False),  # noqa: SIM115
                 "offset": region.offset,
                 "count": region.length,
-                "more_body": False,
+                "more_body": more,
             }
             await send(message)
-            return
+            return True
         remaining, offset = region.length, region.offset
         while remaining > 0:
             chunk = await _run(read, min(CHUNK, remaining), offset)
             if not chunk:
-                break  # the object shrank: end the body short, the client sees it
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return False
             offset += len(chunk)
             remaining -= len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
-        if remaining > 0 or region.length == 0:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not more:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
 
 
 class _API:
@@ -347,9 +383,10 @@ class _API:
         return self._execute(plan)
 
     def _execute(self, plan: ServePlan) -> Response:
-        if plan.body is None or plan.redirect is not None:
+        pieces = plan.parts or ((plan.body,) if plan.body is not None else ())
+        if not pieces or plan.redirect is not None:
             return Response(status_code=plan.status, headers=plan.headers)
-        return RegionResponse(plan.status, plan.headers, plan.body, self.registry.driver)
+        return RegionResponse(plan.status, plan.headers, pieces, self.registry.driver)
 
     # -- uploads -----------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """Planning a blob response: status and headers for GET and HEAD, with Range and If-None-Match.
 
+Several ranges in one ``Range`` header get one ``multipart/byteranges`` response, as the Go
+registry sends them (``http.ServeContent``).
+
 Framework-free on purpose: :func:`plan` returns a :class:`~distblob.interfaces.ServePlan` and the
 HTTP layer only executes it. Headers follow distribution's ``ServeBlob``: ``ETag``,
 ``Cache-Control``, ``Docker-Content-Digest``, ``Content-Type``, ``Content-Length`` and
@@ -7,6 +10,10 @@ HTTP layer only executes it. Headers follow distribution's ``ServeBlob``: ``ETag
 """
 
 from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Final
 
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
@@ -16,17 +23,15 @@ from distblob.interfaces import FileRegion, ServePlan
 CACHE_CONTROL = "max-age=31536000"
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
-    """The inclusive byte range a ``Range`` header asks for.
+#: The most ranges one ``Range`` header may ask for; a header with more is ignored (the whole
+#: blob is sent), as RFC 9110 allows.
+MAX_RANGES: Final = 100
 
-    Returns ``(first, last)`` for a satisfiable single range, ``False`` when the range cannot
-    be satisfied (answer 416), and ``None`` when the header is to be ignored (another unit,
-    several ranges or a malformed value: RFC 9110 lets a server send the whole content then).
-    """
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first_text, dash, last_text = spec.strip().partition("-")
+
+def _one_range(spec: str, size: int) -> tuple[int, int] | bool | None:
+    """One ``first-last``, ``first-`` or ``-suffix`` of a byte-range set: ``(first, last)``,
+    ``False`` when it lies past the end (or asks for no bytes), ``None`` when malformed."""
+    first_text, dash, last_text = spec.partition("-")
     first_text, last_text = first_text.strip(), last_text.strip()
     if not dash or not (is_ascii_digits(first_text) or first_text == ""):
         return None
@@ -48,6 +53,73 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
         return False
     last = int(last_text) if last_text else size - 1
     return first, min(last, size - 1)
+
+
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | bool | None:
+    """The inclusive byte ranges a ``Range`` header asks for, in its order.
+
+    Returns the satisfiable ranges (those past the end are dropped, as Go's ``ServeContent``
+    does), ``False`` when none is satisfiable (answer 416), and ``None`` when the header is to
+    be ignored and the whole blob sent: another unit, a malformed range, more than
+    :data:`MAX_RANGES` ranges, or ranges adding up to more than the blob (RFC 9110 allows it,
+    and Go does the same for the last two).
+    """
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    specs = [part.strip() for part in spec.split(",")]
+    specs = [part for part in specs if part]  # empty list elements are allowed and skipped
+    if not specs or len(specs) > MAX_RANGES:
+        return None
+    ranges = []
+    for part in specs:
+        wanted = _one_range(part, size)
+        if wanted is None:
+            return None
+        if wanted is not False:
+            assert isinstance(wanted, tuple)
+            ranges.append(wanted)
+    if not ranges:
+        return False
+    if sum(last - first + 1 for first, last in ranges) > size:
+        return None
+    return ranges
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
+    """The one inclusive byte range a ``Range`` header asks for: :func:`parse_ranges` with
+    ``None`` (ignore the header) when it asks for several satisfiable ranges."""
+    wanted = parse_ranges(header, size)
+    if isinstance(wanted, list):
+        return wanted[0] if len(wanted) == 1 else None
+    return wanted
+
+
+def multipart(
+    ranges: list[tuple[int, int]],
+    size: int,
+    content_type: str,
+    region: Callable[[int, int], FileRegion],
+) -> tuple[str, int, tuple[bytes | FileRegion, ...]]:
+    """A ``multipart/byteranges`` body for ``ranges`` of a blob of ``size`` bytes, as Go's
+    ``ServeContent`` writes it: its ``Content-Type``, its length, and its pieces in order (the
+    delimiters and part headers as bytes, each range as ``region(offset, length)``)."""
+    boundary = secrets.token_hex(16)
+    pieces: list[bytes | FileRegion] = []
+    length = 0
+    for index, (first, last) in enumerate(ranges):
+        header = (
+            (b"\r\n" if index else b"")
+            + f"--{boundary}\r\n"
+            f"Content-Range: bytes {first}-{last}/{size}\r\n"
+            f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+        )
+        pieces += [header, region(first, last - first + 1)]
+        length += len(header) + last - first + 1
+    closing = f"\r\n--{boundary}--\r\n".encode("latin-1")
+    pieces.append(closing)
+    length += len(closing)
+    return f"multipart/byteranges; boundary={boundary}", length, tuple(pieces)
 
 
 def etag_matches(header: str, etag: str) -> bool:
@@ -88,13 +160,23 @@ def plan(
         return ServePlan(304, headers, descriptor=descriptor)
     size = descriptor.size
     head = method.upper() == "HEAD"
-    wanted = parse_range(range, size) if range else None
+    wanted = parse_ranges(range, size) if range else None
     if wanted is False:
         headers["Content-Range"] = f"bytes */{size}"
         headers["Content-Length"] = "0"
         return ServePlan(416, headers, descriptor=descriptor)
-    if isinstance(wanted, tuple):
-        first, last = wanted
+    if isinstance(wanted, list) and len(wanted) > 1:
+        content_type, length, pieces = multipart(
+            wanted,
+            size,
+            headers["Content-Type"],
+            lambda offset, count: FileRegion(path, offset, count, local_path),
+        )
+        headers["Content-Type"] = content_type
+        headers["Content-Length"] = str(length)
+        return ServePlan(206, headers, parts=() if head else pieces, descriptor=descriptor)
+    if isinstance(wanted, list):
+        [(first, last)] = wanted
         length = last - first + 1
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(length)
@@ -105,4 +187,4 @@ def plan(
     return ServePlan(200, headers, body, descriptor=descriptor)
 
 
-__all__ = ["CACHE_CONTROL", "parse_range", "plan"]
+__all__ = ["CACHE_CONTROL", "MAX_RANGES", "multipart", "parse_range", "parse_ranges", "plan"]
