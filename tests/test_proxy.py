@@ -581,6 +581,39 @@ def test_stalled_upstreams_do_not_starve_other_requests(tmp_path: Path) -> None:
         release.set()
 
 
+def test_a_client_leaving_before_upstream_answers_ends_its_request(tmp_path: Path) -> None:
+    """Upstream has not even sent headers when the client gives up: the request ends at once
+    (logged as 499) rather than waiting on upstream, and a stop does not wait the drain
+    timeout for it."""
+    release = threading.Event()
+
+    def no_headers(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        release.wait(60)
+
+    root = tmp_path / "cache"
+    digest = sha256_digest(b"never sent")
+    try:
+        with FakeUpstream(no_headers) as upstream:
+            cache = DistblobServer(
+                root,
+                extra_config={"proxy": {"remoteurl": upstream.url}, "http": {"draintimeout": "8s"}},
+            )
+            with cache:
+                conn = http.client.HTTPConnection(LOOPBACK, cache.port, timeout=30)
+                conn.request("GET", f"/v2/x/y/blobs/{digest}")
+                wait_until(lambda: upstream.gets == 1, 10)  # the request now waits on upstream
+                time.sleep(0.2)
+                conn.close()
+                wait_until(lambda: "status=499" in cache.log_text(), 5)
+                started = time.monotonic()
+            stopped = time.monotonic() - started
+            assert cache.returncode in (0, -signal.SIGTERM), cache.log_text()
+            assert stopped < 6, f"the server took {stopped:.1f}s to stop"
+            assert "Traceback" not in cache.log_text()
+    finally:
+        release.set()
+
+
 def test_stop_with_a_client_on_a_stalled_fetch_drains_then_cleans_up(tmp_path: Path) -> None:
     """A client still receiving a cold blob whose upstream stalls: the stop waits
     ``http.draintimeout``, then cuts the response and removes the upload."""

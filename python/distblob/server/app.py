@@ -34,7 +34,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from distblob._asgi import ZEROCOPY_SEND, until_disconnect, zerocopy
+from distblob._asgi import (
+    CLIENT_CLOSED,
+    ZEROCOPY_SEND,
+    unless_disconnected,
+    until_disconnect,
+    zerocopy,
+)
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest
@@ -362,14 +368,20 @@ class _API:
             await _run(repo.blobs.delete, digest)
             return _empty(202)
         if self.proxy is not None:
+            proxy = self.proxy
             with _upstream_errors():
-                served = await self.proxy.blobs.serve(
-                    repo,
-                    parse_digest(digest),
-                    method=request.method,
-                    range=request.headers.get("range"),
-                    if_none_match=request.headers.get("if-none-match"),
+                served = await unless_disconnected(
+                    request.receive,
+                    lambda: proxy.blobs.serve(
+                        repo,
+                        parse_digest(digest),
+                        method=request.method,
+                        range=request.headers.get("range"),
+                        if_none_match=request.headers.get("if-none-match"),
+                    ),
                 )
+            if served is None:
+                return Response(status_code=CLIENT_CLOSED)
             if isinstance(served, Response):
                 return served
             return self._execute(served)
@@ -546,8 +558,14 @@ class _API:
             await _run(repo.manifests.delete, reference)
             return _empty(202)
         if self.proxy is not None:
+            proxy = self.proxy
             with _upstream_errors():
-                body, descriptor = await self.proxy.manifests.get(repo, reference)
+                fetched = await unless_disconnected(
+                    request.receive, lambda: proxy.manifests.get(repo, reference)
+                )
+            if fetched is None:
+                return Response(status_code=CLIENT_CLOSED)
+            body, descriptor = fetched
             if method == "HEAD":
                 body = b""
         elif method == "HEAD":
