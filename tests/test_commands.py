@@ -266,6 +266,12 @@ def test_verify_finds_damage(
         ("invalid-link", paths.manifest_tag_current_path("test/app", "v1")),
         ("orphan-upload", paths.upload_dir_path("test/app", "0f0e")),
     }
+    # On a filesystem each finding also names its file, which is what the text output shows.
+    assert {f["file"] for f in findings} == {str(local(root, f["path"])) for f in findings}
+    assert main(["verify", "--root", str(root)]) == 1
+    text = capsys.readouterr().out
+    assert f"orphan-upload: {orphan}: " in text
+    assert f"corrupt: {local(root, paths.blob_data_path(digests['big.bin']))}: " in text
     assert main(["verify", "--root", str(tmp_path / "absent")]) == 2
 
 

@@ -46,19 +46,30 @@ DEFAULT_UPLOAD_AGE: Final = 168 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One problem: its kind, the driver path where it is, and what is wrong."""
+    """One problem: its kind, the driver path where it is, and what is wrong; ``file`` is the
+    OS path of that place when the store is a local filesystem."""
 
     kind: str
     path: str
     detail: str
+    file: str | None = None
+
+    def located(self, driver: StorageDriver) -> Finding:
+        """The same finding with its OS path, when ``driver`` has one."""
+        try:
+            file = driver.local_path(self.path)
+        except DistblobError:  # a path the driver refuses: reported as it is
+            file = None
+        return Finding(self.kind, self.path, self.detail, file)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"kind": self.kind, "path": self.path, "detail": self.detail}, separators=(",", ":")
-        )
+        fields = {"kind": self.kind, "path": self.path, "detail": self.detail}
+        if self.file is not None:
+            fields["file"] = self.file
+        return json.dumps(fields, separators=(",", ":"))
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.path}: {self.detail}"
+        return f"{self.kind}: {self.file or self.path}: {self.detail}"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -225,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         findings = check_blobs(registry, args.jobs, progress)
     findings.extend(check_repositories(registry, args.upload_age))
     for finding in findings:
+        finding = finding.located(registry.driver)
         print(finding.to_json() if args.json else str(finding))
     sys.stdout.flush()
     if not args.json:
