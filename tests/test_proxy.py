@@ -41,8 +41,9 @@ from support.goregistry import (
     GoRegistry,
     OciImage,
     make_oci_image_layout,
-    run_skopeo,
     sha256_digest,
+    skopeo_pull,
+    skopeo_push,
 )
 from support.server import DistblobServer
 
@@ -59,21 +60,6 @@ def upstream_blob_gets(go: GoRegistry, digest: str | None = None) -> int:
 
 def proxy_server(root: Path, remoteurl: str, **proxy: Any) -> DistblobServer:
     return DistblobServer(root, extra_config={"proxy": {"remoteurl": remoteurl, **proxy}})
-
-
-def skopeo_push(image: OciImage, host: str, ref: str, creds: str | None = None) -> None:
-    extra = ["--dest-creds", creds] if creds else []
-    run_skopeo(
-        "copy",
-        "--dest-tls-verify=false",
-        *extra,
-        f"oci:{image['path']}:v1",
-        f"docker://{host}/{ref}",
-    )
-
-
-def skopeo_pull(host: str, ref: str, out: Path) -> None:
-    run_skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
 
 
 def stored_blobs(root: Path) -> set[str]:

@@ -41,9 +41,11 @@ from support.goregistry import (
     RegistryHTTPError,
     S3GoRegistry,
     SkopeoError,
+    check_pulled_dir,
     make_oci_image_layout,
-    run_skopeo,
     sha256_digest,
+    skopeo_pull,
+    skopeo_push,
 )
 from support.s3server import RcloneS3
 
@@ -82,26 +84,10 @@ def shim(s3_server: RcloneS3) -> Iterator[ListPartsShim]:
         yield proxy
 
 
-def _push(image: OciImage, host: str, ref: str) -> None:
-    run_skopeo(
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        f"oci:{image['path']}:{image['tag']}",
-        f"docker://{host}/{ref}",
-    )
-
-
 def _pull_and_check(host: str, ref: str, out: Path, image: OciImage) -> None:
     """skopeo copies ``ref`` to ``dir:out``: the manifest and every blob, byte for byte."""
-    run_skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
-    assert (out / "manifest.json").read_bytes() == image["manifest"]
-    blobs = image["path"] / "blobs" / "sha256"
-    for digest in [image["config_digest"], *image["layer_digests"]]:
-        hexpart = digest.removeprefix("sha256:")
-        data = (out / hexpart).read_bytes()
-        assert sha256_digest(data) == digest
-        assert data == (blobs / hexpart).read_bytes()
+    skopeo_pull(host, ref, out)
+    check_pulled_dir(out, image)
 
 
 def _image_blobs(image: OciImage) -> dict[str, bytes]:
@@ -122,7 +108,7 @@ def test_go_cannot_take_uploads_from_rclone_directly(
     assert parameters["regionendpoint"] == s3_server.endpoint
     with S3GoRegistry(parameters) as go:
         with pytest.raises(SkopeoError):
-            _push(image, go.host, f"{REPO}:v1")
+            skopeo_push(image, go.host, f"{REPO}:v1")
         log = go.log_text()
     assert "nil pointer dereference" in log
     assert "s3-aws.(*driver).Writer" in log
@@ -149,7 +135,7 @@ def test_distblob_reads_what_go_pushed(
     parameters: dict[str, Any], shim: ListPartsShim, image: OciImage, tmp_path: Path
 ) -> None:
     with S3GoRegistry({**parameters, "regionendpoint": shim.endpoint}) as go:
-        _push(image, go.host, f"{REPO}:v1")
+        skopeo_push(image, go.host, f"{REPO}:v1")
         _pull_and_check(go.host, f"{REPO}:v1", tmp_path / "from-go", image)
 
     # Go is stopped: distblob reads the bucket alone.

@@ -19,7 +19,14 @@ import pytest
 
 from distblob import Registry
 from distblob.storage.driver.s3 import MIN_CHUNK_SIZE, S3Driver
-from support.goregistry import OciImage, make_oci_image_layout, run_skopeo, sha256_digest
+from support.goregistry import (
+    OciImage,
+    check_pulled_dir,
+    make_oci_image_layout,
+    sha256_digest,
+    skopeo_pull,
+    skopeo_push,
+)
 from support.s3server import RcloneS3
 from support.server import DistblobServer
 
@@ -79,22 +86,10 @@ def test_skopeo_pushes_through_one_replica_and_pulls_through_the_other(
     replicas: tuple[S3Replica, S3Replica], image: OciImage, tmp_path: Path
 ) -> None:
     a, b = replicas
-    run_skopeo(
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        f"oci:{image['path']}:{image['tag']}",
-        f"docker://{a.host}/replicated/app:v1",
-    )
+    skopeo_push(image, a.host, "replicated/app:v1")
     out = tmp_path / "out"
-    run_skopeo(
-        "copy", "--src-tls-verify=false", f"docker://{b.host}/replicated/app:v1", f"dir:{out}"
-    )
-    assert (out / "manifest.json").read_bytes() == image["manifest"]
-    blobs = image["path"] / "blobs" / "sha256"
-    for digest in [image["config_digest"], *image["layer_digests"]]:
-        hexpart = digest.removeprefix("sha256:")
-        assert (out / hexpart).read_bytes() == (blobs / hexpart).read_bytes()
+    skopeo_pull(b.host, "replicated/app:v1", out)
+    check_pulled_dir(out, image)
     # B answered the blob GETs with presigned URLs of the bucket (distribution's default).
     layer = image["layer_digests"][1]
     response = httpx.get(f"{b.url}/v2/replicated/app/blobs/{layer}", follow_redirects=False)

@@ -23,9 +23,11 @@ import pytest
 from support.goregistry import (
     GoRegistry,
     OciImage,
+    check_pulled_dir,
     make_oci_image_layout,
-    run_skopeo,
     sha256_digest,
+    skopeo_pull,
+    skopeo_push,
 )
 from support.server import DistblobServer
 
@@ -65,31 +67,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> OciImage:
     return make_oci_image_layout(tmp_path_factory.mktemp("layout"), layers, tag="v1")
 
 
-def check_dir(out: Path, image: OciImage) -> None:
-    """A ``dir:`` copy holds the image's manifest and every blob, byte for byte."""
-    assert (out / "manifest.json").read_bytes() == image["manifest"]
-    blobs = image["path"] / "blobs" / "sha256"
-    for digest in [image["config_digest"], *image["layer_digests"]]:
-        hexpart = digest.removeprefix("sha256:")
-        data = (out / hexpart).read_bytes()
-        assert sha256_digest(data) == digest
-        assert data == (blobs / hexpart).read_bytes()
-
-
-def skopeo_push(image: OciImage, host: str, ref: str) -> None:
-    run_skopeo(
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        f"oci:{image['path']}:{image['tag']}",
-        f"docker://{host}/{ref}",
-    )
-
-
-def skopeo_pull(host: str, ref: str, out: Path) -> None:
-    run_skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
-
-
 def test_skopeo_round_trip(ours: DistblobServer, image: OciImage, tmp_path: Path) -> None:
     skopeo_push(image, ours.host, "skopeo/app:v1")
     with ours.client() as client:
@@ -97,7 +74,7 @@ def test_skopeo_round_trip(ours: DistblobServer, image: OciImage, tmp_path: Path
         assert resp.body == image["manifest"]
         assert resp.headers["Docker-Content-Digest"] == image["manifest_digest"]
     skopeo_pull(ours.host, "skopeo/app:v1", tmp_path / "out")
-    check_dir(tmp_path / "out", image)
+    check_pulled_dir(tmp_path / "out", image)
     # A second push finds every blob present (HEAD) and changes nothing.
     skopeo_push(image, ours.host, "skopeo/app:v1")
 
@@ -107,7 +84,7 @@ def test_go_pulls_what_we_served(
 ) -> None:
     skopeo_push(image, ours.host, "shared/from-ours:v1")
     skopeo_pull(go.host, "shared/from-ours:v1", tmp_path / "out")
-    check_dir(tmp_path / "out", image)
+    check_pulled_dir(tmp_path / "out", image)
 
 
 def test_we_serve_what_go_received(
@@ -115,7 +92,7 @@ def test_we_serve_what_go_received(
 ) -> None:
     skopeo_push(image, go.host, "shared/from-go:v1")
     skopeo_pull(ours.host, "shared/from-go:v1", tmp_path / "out")
-    check_dir(tmp_path / "out", image)
+    check_pulled_dir(tmp_path / "out", image)
     with ours.client() as client:
         tags = json.loads(client.request("GET", "/v2/shared/from-go/tags/list").body)
         assert tags == {"name": "shared/from-go", "tags": ["v1"]}

@@ -760,6 +760,35 @@ def run_skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     return proc
 
 
+def skopeo_push(image: OciImage, host: str, ref: str, *, creds: str | None = None) -> None:
+    """skopeo copies ``image`` (its tag in the OCI layout) to ``docker://host/ref`` over plain
+    HTTP, digests preserved (without ``--preserve-digests`` skopeo gzips uncompressed layers)."""
+    run_skopeo(
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        *(["--dest-creds", creds] if creds else []),
+        f"oci:{image['path']}:{image['tag']}",
+        f"docker://{host}/{ref}",
+    )
+
+
+def skopeo_pull(host: str, ref: str, out: Path) -> None:
+    """skopeo copies ``docker://host/ref`` over plain HTTP into the ``dir:`` layout ``out``."""
+    run_skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{ref}", f"dir:{out}")
+
+
+def check_pulled_dir(out: Path, image: OciImage) -> None:
+    """A ``dir:`` copy holds ``image``'s manifest and every blob, byte for byte."""
+    assert (out / "manifest.json").read_bytes() == image["manifest"]
+    blobs = image["path"] / "blobs" / "sha256"
+    for digest in [image["config_digest"], *image["layer_digests"]]:
+        hexpart = digest.removeprefix("sha256:")
+        data = (out / hexpart).read_bytes()
+        assert sha256_digest(data) == digest
+        assert data == (blobs / hexpart).read_bytes()
+
+
 # --------------------------------------------------------------------------------------------
 # Upload Locations for uploads the Go registry did not start
 # --------------------------------------------------------------------------------------------
