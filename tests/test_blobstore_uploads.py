@@ -10,7 +10,10 @@ import io
 import itertools
 import os
 import pathlib
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -23,12 +26,13 @@ from distblob.descriptor import DEFAULT_MEDIA_TYPE
 from distblob.errors import (
     BlobInvalidDigestError,
     BlobInvalidLengthError,
+    BlobUploadInvalidError,
     BlobUploadUnknownError,
     DigestInvalidError,
     PathNotFoundError,
     UnsupportedError,
 )
-from distblob.storage import paths
+from distblob.storage import paths, uploadlock
 from distblob.storage.driver import FilesystemDriver, StorageDriver
 from support.blobstore import (
     EMPTY_SHA256,
@@ -583,3 +587,102 @@ def test_any_chunking_and_resume_points_give_hashlibs_digest(
         writer.cancel()  # idempotent after commit; frees the upload if the example failed
     assert descriptor.digest == sha256(data)
     assert repo.blobs.get(sha256(data)) == data
+
+
+# -- one writer at a time ------------------------------------------------------------------------
+
+
+def test_a_second_writer_waits_for_the_first_and_sees_what_it_wrote(
+    repo: Repository, blob_driver: StorageDriver
+) -> None:
+    """Two writers never hold one upload at once: the second resume waits until the first
+    writer ends, then starts from the size it left (never over the first one's bytes)."""
+    first = repo.blobs.create()
+    first.write(DATA[:1000])
+    first.close()
+    holder = repo.blobs.resume(first.id)
+    holder.write(DATA[1000:3000])
+    got: list[int] = []
+    second = threading.Thread(target=lambda: got.append(_resume_and_close(repo, first.id)))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and not got  # waiting while the holder writes
+    holder.write(DATA[3000:5000])
+    holder.close()
+    second.join(10)
+    assert got == [5000]
+    writer = repo.blobs.resume(first.id)
+    writer.write(DATA[5000:])
+    assert writer.commit(Descriptor(digest=DIGEST)).digest == DIGEST
+    assert repo.blobs.get(DIGEST) == DATA
+
+
+def _resume_and_close(repo: Repository, upload_id: str) -> int:
+    writer = repo.blobs.resume(upload_id)
+    size = writer.size
+    writer.close()
+    return size
+
+
+def test_a_writer_held_too_long_is_refused_and_ending_lets_go(
+    repo: Repository, blob_driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploadlock, "LOCK_WAIT", 0.3)
+    writer = repo.blobs.create()
+    writer.write(DATA[:100])
+    with pytest.raises(BlobUploadInvalidError, match="another request is writing it"):
+        repo.blobs.resume(writer.id)
+    assert writer.size == 100  # the holder is untouched and goes on
+    writer.write(DATA[100:])
+    # Every way a writer ends lets the next one in: commit (here), close and cancel (above).
+    assert writer.commit(Descriptor(digest=DIGEST), cleanup=False).digest == DIGEST
+    with pytest.raises(BlobUploadUnknownError):
+        repo.blobs.resume(writer.id)  # no data left: unknown, not busy
+    cancelled = repo.blobs.create()
+    cancelled.cancel()
+    failed = repo.blobs.create()
+    failed.write(b"not the blob")
+    with pytest.raises(BlobInvalidDigestError):
+        failed.commit(Descriptor(digest=DIGEST))
+    failed.close()
+    again = repo.blobs.resume(failed.id)
+    assert again.size == len(b"not the blob")
+    again.cancel()
+
+
+def test_the_lock_holds_across_processes(tmp_path: pathlib.Path) -> None:
+    """On a filesystem the lock is flock on the upload's startedat: another process (a second
+    server on the same root) waits for it too."""
+    repo = Registry.filesystem(tmp_path / "root").repository("lock/app")
+    writer = repo.blobs.create()
+    writer.write(b"abc")
+    writer.close()
+    started_at = tmp_path / "root" / paths.upload_started_at_path(repo.name, writer.id).lstrip("/")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "f = open(sys.argv[1])\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(1.5)\n",
+            str(started_at),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        started = time.monotonic()
+        resumed = repo.blobs.resume(writer.id)
+        waited = time.monotonic() - started
+        assert holder.poll() is not None, "resumed while the other process held the upload"
+        assert waited > 0.5
+        assert resumed.size == 3
+        resumed.close()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -880,3 +881,76 @@ def test_server_purges_old_uploads_at_startup(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, srv.log_text()
             time.sleep(0.05)
         check(c.request("GET", f"/v2/purge/srv/blobs/uploads/{fresh}"), 204)
+
+
+def _patch_into(
+    server: DistblobServer, location: str, body: bytes, answers: dict[bytes, Any]
+) -> None:
+    with server.client() as own:
+        answers[body] = own.request("PATCH", location, body=body)
+
+
+@pytest.mark.parametrize("size", [100, 2 << 20])
+def test_concurrent_patches_of_one_upload_never_store_wrong_bytes(
+    server: DistblobServer, size: int
+) -> None:
+    """Two PATCHes racing on one upload with the same Location (a retry, or a hostile
+    client): one writes, the other is refused; the blob the PUT stores under A's digest is A.
+    Before uploads were locked, about 1 try in 10 stored B under A's digest, for every
+    repository to get."""
+    for attempt in range(10):
+        a, b = os.urandom(size), os.urandom(size)
+        with server.client() as client:
+            location = start(client, f"race/patch{size}").headers["Location"]
+        answers: dict[bytes, Any] = {}
+        threads = [
+            threading.Thread(target=_patch_into, args=(server, location, body, answers))
+            for body in (a, b)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        statuses = sorted(answers[body].status for body in (a, b))
+        assert statuses in ([202, 202], [202, 404], [202, 416]), statuses
+        with server.client() as client:
+            if answers[a].status == 202:
+                put = client.request(
+                    "PUT",
+                    f"{answers[a].headers['Location']}&digest={sha256_digest(a)}",
+                    body=b"",
+                )
+                if put.status == 201:
+                    got = client.get_blob(f"race/patch{size}", sha256_digest(a))
+                    assert got.body == a, f"attempt {attempt}: B stored under A's digest"
+            stored = client.get_blob(f"race/patch{size}", sha256_digest(b))
+            assert stored.status == 404 or stored.body == b
+
+
+def _put_into(server: DistblobServer, target: str, body: bytes, answers: list[int]) -> None:
+    with server.client() as own:
+        answers.append(own.request("PUT", target, body=body).status)
+
+
+@pytest.mark.parametrize("size", [100, 2 << 20])
+def test_concurrent_final_puts_of_one_upload(server: DistblobServer, size: int) -> None:
+    """A client retrying its final PUT while the first is still running: one 201, the others
+    find the upload gone (404), never a 500."""
+    for _ in range(5):
+        data = os.urandom(size)
+        with server.client() as client:
+            location = start(client, f"race/put{size}").headers["Location"]
+        target = f"{location}&digest={sha256_digest(data)}"
+        answers: list[int] = []
+        threads = [
+            threading.Thread(target=_put_into, args=(server, target, data, answers))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(answers)[0] == 201 and set(answers) <= {201, 404}, answers
+        with server.client() as client:
+            assert client.get_blob(f"race/put{size}", sha256_digest(data)).body == data
+    assert "Traceback" not in server.log_text()

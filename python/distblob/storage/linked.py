@@ -48,6 +48,7 @@ from distblob.storage.cache import (
     remember,
 )
 from distblob.storage.engines import UploadIO
+from distblob.storage.uploadlock import UploadLock, lock_upload
 from distblob.storage.writer import BlobWriter, format_started_at, parse_started_at
 
 if TYPE_CHECKING:
@@ -271,25 +272,28 @@ class LinkedBlobStore(Statter):
         _check_algorithm(algorithm)
         upload_id = str(uuid.uuid4())
         started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        self.driver.put_content(
-            paths.upload_started_at_path(self.name, upload_id),
-            format_started_at(started_at).encode(),
-        )
-        if algorithm != CANONICAL:
-            self.driver.put_content(
-                paths.upload_algorithm_path(self.name, upload_id), algorithm.encode()
+        started_at_path = paths.upload_started_at_path(self.name, upload_id)
+        self.driver.put_content(started_at_path, format_started_at(started_at).encode())
+        lock = lock_upload(self.driver, started_at_path, upload_id)
+        try:
+            if algorithm != CANONICAL:
+                self.driver.put_content(
+                    paths.upload_algorithm_path(self.name, upload_id), algorithm.encode()
+                )
+            upload = self.engine.open_upload(
+                self.driver,
+                paths.upload_data_path(self.name, upload_id),
+                create=True,
+                algorithm=algorithm,
+                state=None,
+                durable=self.fsync and early_writeback,
             )
-        upload = self.engine.open_upload(
-            self.driver,
-            paths.upload_data_path(self.name, upload_id),
-            create=True,
-            algorithm=algorithm,
-            state=None,
-            durable=self.fsync and early_writeback,
-        )
+        except BaseException:
+            lock.release()
+            raise
         # Nothing to save at offset 0: a resume at size 0 (ours or the Go registry's) starts
         # the hash afresh, so the first close stores no state.
-        return BlobWriter(self, upload_id, started_at, upload, saved_state_at=0)
+        return BlobWriter(self, upload_id, started_at, upload, saved_state_at=0, lock=lock)
 
     def resume(self, upload_id: str) -> BlobWriter:
         """Continue an upload, from its newest usable hash state (or by rehashing the data).
@@ -298,8 +302,22 @@ class LinkedBlobStore(Statter):
         its start time is unreadable.
         """
         upload_id = paths.validate_upload_id(upload_id)
+        started_at_path = paths.upload_started_at_path(self.name, upload_id)
         try:
-            raw = self.driver.get_content(paths.upload_started_at_path(self.name, upload_id))
+            # Held by the writer until it ends: nobody else writes meanwhile (uploadlock.py),
+            # so the size and the states read below stay true.
+            lock = lock_upload(self.driver, started_at_path, upload_id)
+        except PathNotFoundError:
+            raise BlobUploadUnknownError(upload_id) from None
+        try:
+            return self._resume_locked(upload_id, started_at_path, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _resume_locked(self, upload_id: str, started_at_path: str, lock: UploadLock) -> BlobWriter:
+        try:
+            raw = self.driver.get_content(started_at_path)
             size = self.driver.stat(paths.upload_data_path(self.name, upload_id)).size
         except PathNotFoundError:
             raise BlobUploadUnknownError(upload_id) from None
@@ -328,11 +346,18 @@ class LinkedBlobStore(Statter):
             except HashStateError:
                 continue  # a corrupt state: try an older one, or rehash
             if upload.hashed == offset:
-                return BlobWriter(self, upload_id, started_at, upload, saved_state_at=offset)
+                return BlobWriter(
+                    self, upload_id, started_at, upload, saved_state_at=offset, lock=lock
+                )
             upload.close()  # the state's length disagrees with its file name
         # Without a state, an empty upload has nothing to save at 0 either (see create).
         return BlobWriter(
-            self, upload_id, started_at, open_upload(None), saved_state_at=0 if size == 0 else None
+            self,
+            upload_id,
+            started_at,
+            open_upload(None),
+            saved_state_at=0 if size == 0 else None,
+            lock=lock,
         )
 
     def _upload_algorithm(self, upload_id: str) -> str:

@@ -24,6 +24,7 @@ from distblob.digest import Digest
 from distblob.errors import (
     BlobInvalidDigestError,
     BlobInvalidLengthError,
+    BlobUploadUnknownError,
     PathNotFoundError,
     UnsupportedError,
 )
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
     from distblob.storage.linked import LinkedBlobStore
+    from distblob.storage.uploadlock import UploadLock
 
 
 def format_started_at(when: dt.datetime) -> str:
@@ -67,8 +69,10 @@ class BlobWriter:
         upload: UploadIO,
         *,
         saved_state_at: int | None = None,
+        lock: UploadLock | None = None,
     ) -> None:
         self._store = store
+        self._lock = lock  # held until the writer ends (see uploadlock.py)
         self._id = upload_id
         self._started_at = started_at
         self._upload = upload
@@ -200,6 +204,19 @@ class BlobWriter:
         self._store.driver.put_content(path, blob)
         self._saved_state_at = offset
 
+    def _end(self, *, remove: bool = False) -> None:
+        """The writer is done: close the file (then, with ``remove``, delete the upload) and let
+        another writer take the upload."""
+        try:
+            self._upload.close()  # first: closing may write the driver's upload state
+            if remove:
+                with contextlib.suppress(PathNotFoundError):
+                    self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
+        finally:
+            self._done = True
+            if self._lock is not None:
+                self._lock.release()
+
     def close(self) -> None:
         """Stop writing; the upload stays and can be resumed. Idempotent."""
         if self._done:
@@ -207,15 +224,11 @@ class BlobWriter:
         try:
             self._save_state()
         finally:
-            self._upload.close()
-            self._done = True
+            self._end()
 
     def cancel(self) -> None:
         """Remove the upload and its data. Idempotent, also after commit or close."""
-        self._upload.close()
-        self._done = True
-        with contextlib.suppress(PathNotFoundError):
-            self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
+        self._end(remove=True)
 
     def commit(self, provisional: Descriptor, *, cleanup: bool = True) -> Descriptor:
         """Verify and store the upload; returns the blob's canonical descriptor.
@@ -265,25 +278,36 @@ class BlobWriter:
         # The renames and the links are made durable together, once all are done: a crash
         # before that can leave a link whose blob is not in place yet (an unknown blob, as
         # distribution reads it), never a reported commit that is lost.
-        with store.driver.deferred_sync():
-            moved = store.blobs.move_into_place(self._data_path(), canonical)
-            store.link(canonical)
-            if expected != canonical:
-                store.link(expected, target=canonical)
-            if not moved and not store.blobs.exists(canonical):
-                # The blob was there when checked but deleted (garbage collection) before the
-                # link was written: the upload's verified data is still here, so put it in
-                # place rather than leave a link to nothing and remove the only copy.
-                store.blobs.move_into_place(self._data_path(), canonical)
+        try:
+            with store.driver.deferred_sync():
+                moved = store.blobs.move_into_place(self._data_path(), canonical)
+                store.link(canonical)
+                if expected != canonical:
+                    store.link(expected, target=canonical)
+                if not moved and not store.blobs.exists(canonical):
+                    # The blob was there when checked but deleted (garbage collection) before
+                    # the link was written: the upload's verified data is still here, so put it
+                    # in place rather than leave a link to nothing and remove the only copy.
+                    store.blobs.move_into_place(self._data_path(), canonical)
+        except PathNotFoundError:
+            # The data went from under the writer (a program that takes no lock, such as the
+            # Go registry, committed or purged the upload meanwhile): the upload is gone.
+            self._end()
+            raise BlobUploadUnknownError(self._id) from None
+        except BaseException:
+            self._end()  # the file is closed: the upload stays, for another writer to resume
+            raise
         if cleanup:
-            self.cancel()  # removes the upload directory and marks the writer done
+            self.cancel()  # removes the upload directory and ends the writer
         else:
-            self._done = True
-            if not moved:
-                # The blob was already stored: drop the upload's copy now, so the upload left
-                # for later has no data and cannot be resumed meanwhile.
-                with contextlib.suppress(PathNotFoundError):
-                    store.driver.delete(self._data_path())
+            try:
+                if not moved:
+                    # The blob was already stored: drop the upload's copy now, so the upload
+                    # left for later has no data and cannot be resumed meanwhile.
+                    with contextlib.suppress(PathNotFoundError):
+                        store.driver.delete(self._data_path())
+            finally:
+                self._end()
         media_type = provisional.media_type or DEFAULT_MEDIA_TYPE
         descriptor = Descriptor(media_type=media_type, size=size, digest=canonical)
         store.set_descriptor(canonical, descriptor)
