@@ -285,6 +285,9 @@ def _image_dict(repo: Repository) -> dict[str, Any]:
         (lambda m: m["config"].update(digest="md5:" + "0" * 32), "unsupported"),
         (lambda m: m["layers"][0].update(size=-1), "size"),
         (lambda m: m["layers"][0].update(size="12"), "size"),
+        (lambda m: m["layers"][0].update(size=1.0 * m["layers"][0]["size"]), "size"),
+        (lambda m: m["layers"][0].update(size=1 << 63), "size"),
+        (lambda m: m.update(schemaVersion=2.0), "schemaVersion"),
         (lambda m: m["layers"][0].update(urls="http://x"), "urls"),
         (lambda m: m["layers"][0].update(annotations={"a": 1}), "annotations"),
         (lambda m: m.update(annotations=["a"]), "annotations"),
@@ -310,6 +313,30 @@ def test_invalid_manifests(
 def test_unparsable_manifests(repo: Repository, body: bytes) -> None:
     with pytest.raises(ManifestInvalidError):
         repo.manifests.put("v1", body)
+
+
+@pytest.mark.parametrize(
+    ("encode", "reason"),
+    [
+        (lambda text: text.encode("utf-16"), "UTF-8"),
+        (lambda text: text.encode("utf-16-le"), "not JSON"),
+        (lambda text: b"\xef\xbb\xbf" + text.encode(), "byte order mark"),
+        (
+            lambda text: text.replace('"schemaVersion":2', '"schemaVersion":2,"x":NaN').encode(),
+            "NaN",
+        ),
+    ],
+)
+def test_manifests_clients_cannot_read_are_refused(
+    repo: Repository, encode: Callable[[str], bytes], reason: str
+) -> None:
+    """A manifest JSON decoders of Go (skopeo, containerd, the Go registry) refuse: Python's
+    json would guess UTF-16, skip a BOM or take NaN."""
+    text = image(repo).decode()
+    repo.manifests.put("ok", text.encode())  # the same manifest, plainly encoded, is fine
+    with pytest.raises(ManifestInvalidError, match=reason):
+        repo.manifests.put("v1", encode(text))
+    assert not repo.manifests.exists("v1")
 
 
 def test_index_needs_manifests_list(repo: Repository) -> None:

@@ -380,17 +380,33 @@ def _referrer(
 # -- parsing and validation ----------------------------------------------------------------------
 
 
+#: The largest size a descriptor may declare: Go reads sizes into an ``int64``.
+MAX_SIZE: Final = (1 << 63) - 1
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse(body: bytes) -> dict[str, Any]:
+    """A manifest as JSON clients can read: UTF-8 without a byte order mark (``json.loads``
+    would guess UTF-16 or skip a BOM, which Go's decoder refuses), no ``NaN``/``Infinity``."""
     try:
-        manifest = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestInvalidError("not JSON: a manifest must be UTF-8") from None
+    if text.startswith("\ufeff"):
+        raise ManifestInvalidError("not JSON: a manifest must not start with a byte order mark")
+    try:
+        manifest = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
         raise ManifestInvalidError(f"not JSON: {exc}") from None
     except RecursionError:
         raise ManifestInvalidError("not JSON a manifest can be: nested too deeply") from None
     if not isinstance(manifest, dict):
         raise ManifestInvalidError("a manifest is a JSON object")
     schema_version = manifest.get("schemaVersion")
-    if isinstance(schema_version, bool) or schema_version != 2:
+    if type(schema_version) is not int or schema_version != 2:  # not 2.0, not true
         raise ManifestInvalidError(f"unsupported schemaVersion {schema_version!r}, expected 2")
     return manifest
 
@@ -468,8 +484,8 @@ def _descriptor(raw: object, where: str) -> dict[str, Any]:
     except (DigestInvalidError, DigestUnsupportedError) as exc:
         raise ManifestInvalidError(f"{where}: {exc}") from None
     size = raw.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ManifestInvalidError(f"{where}: size must be a non-negative integer")
+    if type(size) is not int or not 0 <= size <= MAX_SIZE:
+        raise ManifestInvalidError(f"{where}: size must be an integer from 0 to 2^63-1")
     urls = raw.get("urls")
     if urls is not None and (
         not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls)
