@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import hashlib
 import http.client
 import http.server
@@ -37,6 +38,7 @@ from distblob.storage.driver import FilesystemDriver
 from support import wait_until
 from support.goregistry import (
     LOOPBACK,
+    OCI_MANIFEST,
     REGISTRY_BIN,
     GoRegistry,
     OciImage,
@@ -850,3 +852,142 @@ def test_ttl_expires_and_survives_restart(go: GoRegistry, tmp_path: Path) -> Non
         revisions = root / "docker/registry/v2/repositories/ttl/b/_manifests/revisions/sha256"
         assert list(revisions.glob("*/link")) == []
         wait_until(lambda: json.loads((root / "scheduler-state.json").read_text()) == {}, 8)
+
+
+# -- upstreams that compress, refuse HEAD, rate-limit; tags lists --------------------------------
+
+
+class ScriptedUpstream:
+    """A loopback upstream whose every answer comes from ``respond(handler, method)``; it
+    records each request as ``(method, path, headers)``."""
+
+    def __init__(self, respond: Callable[[http.server.BaseHTTPRequestHandler, str], None]) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                outer.requests.append((self.command, self.path, dict(self.headers.items())))
+                respond(self, self.command)
+
+            do_GET = do_HEAD = _any
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}"
+
+    def __enter__(self) -> ScriptedUpstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _answer(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer as many real upstreams do: gzip the body whenever the client accepts gzip."""
+    handler.send_response(status)
+    if body and "gzip" in handler.headers.get("Accept-Encoding", ""):
+        body = gzip.compress(body)
+        handler.send_header("Content-Encoding", "gzip")
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+def test_an_upstream_that_compresses_refuses_head_and_rate_limits(tmp_path: Path) -> None:
+    config = b'{"architecture":"amd64","os":"linux"}' * 50  # compressible
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
+    limited = sha256_digest(b"rate limited")
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, method: str) -> None:
+        path = handler.path
+        if path.endswith(f"/blobs/{limited}") or path.endswith("/manifests/busy"):
+            _answer(handler, 429, b'{"errors":[]}', {"Retry-After": "17"})
+        elif "/manifests/" in path and method == "HEAD":
+            _answer(handler, 405)  # this upstream serves manifests by GET only
+        elif path.endswith(("/manifests/v1", f"/manifests/{sha256_digest(manifest)}")):
+            _answer(handler, 200, manifest, {"Content-Type": json.loads(manifest)["mediaType"]})
+        elif path.endswith(f"/blobs/{sha256_digest(config)}"):
+            _answer(handler, 200, config, {"Content-Type": "application/octet-stream"})
+        else:
+            _answer(handler, 404, b'{"errors":[]}')
+
+    with ScriptedUpstream(respond) as upstream:
+        with proxy_server(tmp_path / "cache", upstream.url) as cache, cache.client() as client:
+            # The manifest by tag (HEAD refused: a GET instead) and by digest, as upstream has it.
+            got = client.get_manifest("x/app", "v1", expect=(200,))
+            assert got.body == manifest
+            assert got.headers["Docker-Content-Digest"] == sha256_digest(manifest)
+            by_digest = client.get_manifest("x/app", sha256_digest(manifest), expect=(200,))
+            assert by_digest.body == manifest
+            # A cold HEAD tells the blob's true size; the GET brings the blob itself.
+            head = client.head_blob("x/app", sha256_digest(config), expect=(200,))
+            assert head.headers["Content-Length"] == str(len(config))
+            assert client.get_blob("x/app", sha256_digest(config)).body == config
+            # A rate-limited upstream: 429 with its Retry-After, not a 502.
+            for response in (
+                client.get_blob("x/app", limited),
+                client.get_manifest("x/app", "busy", expect=None),
+            ):
+                assert response.status == 429
+                assert json.loads(response.body)["errors"][0]["code"] == "TOOMANYREQUESTS"
+                assert response.headers["Retry-After"] == "17"
+            # A tag that is no tag is refused before anything goes upstream.
+            asked = len(upstream.requests)
+            for bad in ("v1%3Fx=y", "%2E%2E", "v1%23frag", ".hidden"):
+                resp = client.request("GET", f"/v2/x/app/manifests/{bad}")
+                assert resp.status in (400, 404), bad
+            assert len(upstream.requests) == asked
+        assert all(h.get("Accept-Encoding") == "identity" for _, _, h in upstream.requests)
+        assert "Traceback" not in cache.log_text()
+
+
+def test_tags_list_follows_upstream_and_falls_back_to_the_cache(
+    image: OciImage, tmp_path: Path
+) -> None:
+    """As distribution's proxyTagService: upstream's tags while it answers, the cache's when
+    it does not (NAME_UNKNOWN for a repository the cache never saw)."""
+    with GoRegistry(tmp_path / "upstream") as go:
+        skopeo_push(image, go.host, "tl/app:v1")
+        with proxy_server(tmp_path / "cache", go.url) as cache, cache.client() as client:
+            listed = client.request("GET", "/v2/tl/app/tags/list")
+            assert json.loads(listed.body) == {"name": "tl/app", "tags": ["v1"]}
+            client.get_manifest("tl/app", "v1", expect=(200,))  # now cached, tag and all
+            with go.client() as upstream:
+                upstream.put_manifest("tl/app", "v2", image["manifest"], OCI_MANIFEST)
+            listed = client.request("GET", "/v2/tl/app/tags/list")
+            assert json.loads(listed.body)["tags"] == ["v1", "v2"]
+            page = client.request("GET", "/v2/tl/app/tags/list?n=1")
+            assert json.loads(page.body)["tags"] == ["v1"] and "last=v1" in page.headers["Link"]
+            go.stop()
+            listed = client.request("GET", "/v2/tl/app/tags/list")
+            assert (listed.status, json.loads(listed.body)["tags"]) == (200, ["v1"])
+            unknown = client.request("GET", "/v2/tl/never/tags/list")
+            assert unknown.status == 404
+            assert json.loads(unknown.body)["errors"][0]["code"] == "NAME_UNKNOWN"

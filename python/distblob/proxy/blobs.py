@@ -38,7 +38,12 @@ from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
 from distblob.errors import BlobUnknownError, DistblobError
 from distblob.interfaces import ServePlan
-from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError, in_own_thread
+from distblob.proxy.upstream import (
+    Upstream,
+    UpstreamAuthError,
+    in_own_thread,
+    unexpected_status,
+)
 from distblob.storage import paths
 from distblob.storage.writer import BlobWriter
 
@@ -221,13 +226,13 @@ def _descriptor_headers(digest: str, size: int | None, media_type: str) -> dict[
     return headers
 
 
-def _upstream_status(status: int, digest: Digest) -> None:
+def _upstream_status(status: int, digest: Digest, headers: Mapping[str, str]) -> None:
     if status == 404:
         raise BlobUnknownError(digest)
     if status == 403:
         raise UpstreamAuthError("upstream denied access", 403)
     if status != 200:
-        raise UpstreamError(f"upstream answered {status}", 502)
+        raise unexpected_status(status, headers)
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
@@ -288,7 +293,7 @@ class ProxyBlobStore:
                 response = await self.upstream.head(
                     f"/v2/{repo.name}/blobs/{digest}", name=repo.name
                 )
-                _upstream_status(response.status_code, digest)
+                _upstream_status(response.status_code, digest, response.headers)
                 await anyio.to_thread.run_sync(repo.blobs.link, digest)
                 self.scheduler.add_blob(repo.name, digest)
                 return await anyio.to_thread.run_sync(local)
@@ -307,7 +312,7 @@ class ProxyBlobStore:
 
     async def _head(self, repo: Repository, digest: Digest) -> Response:
         response = await self.upstream.head(f"/v2/{repo.name}/blobs/{digest}", name=repo.name)
-        _upstream_status(response.status_code, digest)
+        _upstream_status(response.status_code, digest, response.headers)
         media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
         headers = _descriptor_headers(str(digest), _content_length(response.headers), media_type)
         head = Response(status_code=200, headers=headers)
@@ -336,7 +341,7 @@ class ProxyBlobStore:
             response = await self.upstream.stream(f"/v2/{repo.name}/blobs/{digest}", name=repo.name)
             fetch.response = response
             try:
-                _upstream_status(response.status, digest)
+                _upstream_status(response.status, digest, response.headers)
                 await self._receive(repo, fetch, response)
             except BaseException:
                 response.close()  # a connection left mid-body is never reused

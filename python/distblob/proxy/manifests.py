@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import urllib.parse
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -22,8 +25,10 @@ from distblob.errors import (
     DigestUnsupportedError,
     ManifestInvalidError,
     ManifestUnknownError,
+    TagInvalidError,
 )
-from distblob.proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
+from distblob.proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError, unexpected_status
+from distblob.storage import paths
 from distblob.storage.blobs import parse_digest
 from distblob.storage.manifests import is_digest_reference
 
@@ -31,8 +36,22 @@ if TYPE_CHECKING:
     from distblob.proxy.scheduler import TTLScheduler
     from distblob.registry import Registry, Repository
 
-#: The largest manifest fetched from upstream.
+#: The largest manifest (or page of a tags list) fetched from upstream.
 MAX_MANIFEST_SIZE: Final = 4 << 20
+#: The most pages of upstream's tags list followed.
+MAX_TAG_PAGES: Final = 100
+
+
+def _next_page(link: str) -> str | None:
+    """The ``/v2/...`` target of a ``Link: <...>; rel="next"`` header, if any."""
+    for entry in link.split(","):
+        target, _, params = entry.partition(";")
+        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+            url = urllib.parse.urlsplit(target.strip().strip("<>"))
+            if url.path.startswith("/v2/"):
+                return url.path + (f"?{url.query}" if url.query else "")
+    return None
+
 
 logger = logging.getLogger("distblob.proxy")
 
@@ -49,6 +68,7 @@ class ProxyManifestStore:
         """The manifest ``reference`` (a tag or a digest) names, and its descriptor."""
         if is_digest_reference(reference):
             return await self._by_digest(repo, parse_digest(reference))
+        paths.validate_tag(reference)  # before anything goes upstream (TAG_INVALID)
         failure: UpstreamError | None = None
         try:
             digest = await self._upstream_tag(repo, reference)
@@ -70,6 +90,38 @@ class ProxyManifestStore:
             await anyio.to_thread.run_sync(repo.manifests.tag, reference, str(digest))
         return body, descriptor
 
+    async def tags(self, repo: Repository) -> list[str]:
+        """Upstream's tags of the repository, sorted; the cache's own when upstream cannot
+        answer, as distribution's ``proxyTagService.All`` does (``NameUnknownError`` when the
+        cache has none either). Upstream's pages are followed (``Link: rel="next"``)."""
+        try:
+            return await self._upstream_tags(repo)
+        except (UpstreamError, ValueError) as exc:
+            logger.info("upstream tags list %s failed: %s", repo.name, exc)
+        local: list[str] = await anyio.to_thread.run_sync(repo.manifests.tags)
+        return local
+
+    async def _upstream_tags(self, repo: Repository) -> list[str]:
+        tags: set[str] = set()
+        target: str | None = f"/v2/{repo.name}/tags/list"
+        for _ in range(MAX_TAG_PAGES):
+            if target is None:
+                return sorted(tags)
+            response, body = await self.upstream.get_bytes(
+                target, name=repo.name, limit=MAX_MANIFEST_SIZE
+            )
+            if response.status_code != 200:
+                raise unexpected_status(response.status_code, response.headers)
+            page = json.loads(body)
+            listed = (page.get("tags") if isinstance(page, dict) else None) or []
+            if not isinstance(listed, list):
+                raise ValueError("upstream's tags is not a list")
+            for tag in listed:
+                with contextlib.suppress(TypeError, TagInvalidError):
+                    tags.add(paths.validate_tag(tag))
+            target = _next_page(response.headers.get("link", ""))
+        raise UpstreamError(f"upstream's tags list has more than {MAX_TAG_PAGES} pages", 502)
+
     async def _upstream_tag(self, repo: Repository, tag: str) -> Digest | None:
         """The digest upstream's tag names; ``None`` when upstream does not know the tag."""
         response = await self.upstream.head(
@@ -77,16 +129,22 @@ class ProxyManifestStore:
         )
         if response.status_code == 404:
             return None
-        if response.status_code != 200:
-            raise UpstreamError(f"upstream answered {response.status_code}", 502)
-        header = response.headers.get("docker-content-digest")
+        if response.status_code == 429:
+            raise unexpected_status(429, response.headers)
+        # As distribution's client: without a usable HEAD (some upstreams refuse HEAD, or send
+        # no digest), GET the tag and name its manifest by its SHA-256.
+        header = (
+            response.headers.get("docker-content-digest") if response.status_code == 200 else None
+        )
         if header:
             try:
                 return Digest(header)
             except (DigestInvalidError, DigestUnsupportedError):
                 pass
-        # No digest header: fetch by tag and name it by its SHA-256.
-        body, media_type = await self._fetch(repo, tag)
+        try:
+            body, media_type = await self._fetch(repo, tag)
+        except ManifestUnknownError:
+            return None
         digest = Digest.from_bytes(body, "sha256")
         await self._store(repo, digest, body, media_type)
         return digest
@@ -101,7 +159,7 @@ class ProxyManifestStore:
         if response.status_code == 404:
             raise ManifestUnknownError(reference)
         if response.status_code != 200:
-            raise UpstreamError(f"upstream answered {response.status_code}", 502)
+            raise unexpected_status(response.status_code, response.headers)
         media_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
         return body, media_type
 

@@ -62,11 +62,22 @@ _PARAM: Final = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*
 
 
 class UpstreamError(DistblobError):
-    """The upstream registry could not be reached or answered unexpectedly."""
+    """The upstream registry could not be reached or answered unexpectedly. ``status`` 429 means
+    it is rate limiting, with its ``Retry-After`` (if any) in ``retry_after``."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, *, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+def unexpected_status(status: int, headers: Mapping[str, str]) -> UpstreamError:
+    """The error for an upstream answer the cache cannot use: 429 (rate limited) as such, with
+    its ``Retry-After``, anything else as a bad gateway."""
+    if status == 429:
+        retry_after = headers.get("retry-after")
+        return UpstreamError("upstream is rate limiting", 429, retry_after=retry_after)
+    return UpstreamError(f"upstream answered {status}", 502)
 
 
 class UpstreamAuthError(UpstreamError):
@@ -111,6 +122,9 @@ class Upstream:
         trust = ssl.create_default_context()
         self._client = httpx.AsyncClient(
             transport=transport,
+            # Bodies are digests' input, so they must arrive as stored: no gzip from upstream
+            # (or a reverse proxy in front of it) for manifests, and true sizes on HEAD.
+            headers={"Accept-Encoding": "identity"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=True,
             verify=trust,
@@ -118,7 +132,13 @@ class Upstream:
         self._pool = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
             retries=urllib3.Retry(
-                total=MAX_REDIRECTS, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS
+                total=MAX_REDIRECTS,
+                connect=0,
+                read=0,
+                status=0,
+                other=0,
+                redirect=MAX_REDIRECTS,
+                respect_retry_after_header=False,  # a 429 is the client's to see, not retried
             ),
             ssl_context=trust,
         )
@@ -271,7 +291,11 @@ class Upstream:
 
         def get(request_headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
             return self._pool.request(
-                "GET", url, headers=request_headers, preload_content=False, decode_content=False
+                "GET",
+                url,
+                headers={"Accept-Encoding": "identity", **request_headers},
+                preload_content=False,
+                decode_content=False,
             )
 
         async def open_(request_headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
@@ -303,7 +327,7 @@ class Upstream:
         response = await self.send("GET", path, name=name, headers=headers)
         try:
             body = bytearray()
-            async for piece in response.aiter_raw():
+            async for piece in response.aiter_bytes():  # decoded, should upstream encode anyway
                 body += piece
                 if len(body) > limit:
                     raise UpstreamError(f"upstream body larger than {limit} bytes", 502)
@@ -328,4 +352,5 @@ __all__ = [
     "in_own_thread",
     "parse_challenge",
     "repository_scope",
+    "unexpected_status",
 ]

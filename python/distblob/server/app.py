@@ -617,7 +617,11 @@ class _API:
         repo = self._repo(request)
         n = _int_param(request, "n")
         last = request.query_params.get("last")
-        tags: list[str] = await _run(repo.manifests.tags)
+        if self.proxy is not None:
+            with _upstream_errors():
+                tags = await self.proxy.manifests.tags(repo)
+        else:
+            tags = await _run(repo.manifests.tags)
         if last is not None:
             tags = [tag for tag in tags if tag > last]
         headers = {}
@@ -639,12 +643,22 @@ class _API:
 
 @contextlib.contextmanager
 def _upstream_errors() -> Iterator[None]:
-    """A pull-through cache's upstream failures as OCI errors (403 DENIED, 502 UNKNOWN)."""
+    """A pull-through cache's upstream failures as OCI errors (403 DENIED, 429 TOOMANYREQUESTS
+    with upstream's ``Retry-After``, 502 UNKNOWN)."""
     try:
         yield
     except UpstreamAuthError as exc:
         raise APIError("DENIED", "upstream registry denied access", detail=str(exc)) from None
-    except (UpstreamError, TransferError) as exc:
+    except UpstreamError as exc:
+        if exc.status != 429:
+            raise APIError(
+                "UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502
+            ) from None
+        limited = APIError("TOOMANYREQUESTS", "upstream registry is rate limiting")
+        if exc.retry_after and exc.retry_after.isascii() and exc.retry_after.isprintable():
+            limited.headers["Retry-After"] = exc.retry_after
+        raise limited from None
+    except TransferError as exc:
         raise APIError(
             "UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502
         ) from None
