@@ -572,6 +572,8 @@ def test_config_defaults_and_values() -> None:
     assert config.upload_purging.age == 5400 and config.upload_purging.interval == 1800
     assert config.host_port == ("0.0.0.0", 5001)
     assert config.proxy is not None and config.proxy.ttl == 0
+    empty_ttl = parse_config({"proxy": {"remoteurl": "https://example.com", "ttl": None}})
+    assert empty_ttl.proxy is not None and empty_ttl.proxy.ttl == 168 * 3600
     assert parse_duration("168h") == 168 * 3600
     assert parse_duration("1.5s") == 1.5
 

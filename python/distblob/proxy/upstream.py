@@ -61,6 +61,10 @@ R = TypeVar("R")
 _PARAM: Final = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
+#: Idle connections kept to the upstream (and to each host it redirects to) for blob bodies.
+POOL_SIZE: Final = 8
+
+
 class UpstreamError(DistblobError):
     """The upstream registry could not be reached or answered unexpectedly. ``status`` 429 means
     it is rate limiting, with its ``Retry-After`` (if any) in ``retry_after``."""
@@ -130,6 +134,7 @@ class Upstream:
             verify=trust,
         )
         self._pool = urllib3.PoolManager(
+            maxsize=POOL_SIZE,  # connections kept per host: parallel layer pulls reuse theirs
             timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
             retries=urllib3.Retry(
                 total=MAX_REDIRECTS,

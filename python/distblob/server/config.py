@@ -257,6 +257,11 @@ def _redis(doc: object) -> RedisConfig:
     )
 
 
+def _or(value: object, default: str) -> object:
+    """``value``, or ``default`` when it is ``None`` (an empty YAML value)."""
+    return default if value is None else value
+
+
 def parse_config(doc: object) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes."""
     top = _section(doc, "", {"version", "storage", "http", "log", "proxy", "redis"})
@@ -334,7 +339,10 @@ def parse_config(doc: object) -> Config:
             remoteurl=remote,
             username=_str(raw, "username", "proxy"),
             password=_str(raw, "password", "proxy"),
-            ttl=parse_duration(raw.get("ttl", "168h"), "proxy.ttl"),
+            # An empty ``ttl:`` is distribution's default, as an absent one.
+            ttl=parse_duration(
+                raw.get("ttl") if raw.get("ttl") is not None else "168h", "proxy.ttl"
+            ),
         )
     return Config(
         version="0.1",
