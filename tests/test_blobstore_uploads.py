@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import datetime as dt
+import errno
 import io
 import itertools
 import os
@@ -686,3 +687,25 @@ def test_the_lock_holds_across_processes(tmp_path: pathlib.Path) -> None:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_a_filesystem_without_flock_goes_on_unlocked(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some network mounts refuse flock: uploads then work unlocked (as in distribution), with
+    one warning, instead of failing."""
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(uploadlock.fcntl, "flock", no_flock)
+    monkeypatch.setattr(uploadlock, "_warned", False)
+    repo = Registry.filesystem(tmp_path / "root").repository("nolock/app")
+    writer = repo.blobs.create()
+    writer.write(DATA[:10])
+    writer.close()
+    resumed = repo.blobs.resume(writer.id)
+    resumed.write(DATA[10:])
+    assert resumed.commit(Descriptor(digest=DIGEST)).digest == DIGEST
+    warnings = [r for r in caplog.records if "uploads are not locked" in r.getMessage()]
+    assert len(warnings) == 1

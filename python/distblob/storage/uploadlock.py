@@ -19,6 +19,7 @@ holds across processes, so several ``distblob serve`` on one root take turns. Ot
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -37,6 +38,15 @@ class UploadLock:
 
     def release(self) -> None:
         raise NotImplementedError
+
+
+class _Unlocked(UploadLock):
+    def release(self) -> None:
+        pass
+
+
+_warned = False
+logger = logging.getLogger("distblob.storage")
 
 
 class _FileLock(UploadLock):
@@ -112,6 +122,15 @@ def lock_upload(
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise _busy(upload_id) from None
+        except OSError as exc:
+            # A filesystem without flock (some network mounts): go on unlocked, as distribution
+            # always does, rather than fail every upload.
+            os.close(fd)
+            global _warned
+            if not _warned:
+                _warned = True
+                logger.warning("uploads are not locked: flock failed on %s (%s)", local, exc)
+            return _Unlocked()
         except BaseException:
             os.close(fd)
             raise
