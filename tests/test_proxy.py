@@ -991,3 +991,30 @@ def test_tags_list_follows_upstream_and_falls_back_to_the_cache(
             unknown = client.request("GET", "/v2/tl/never/tags/list")
             assert unknown.status == 404
             assert json.loads(unknown.body)["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+def test_a_cache_removes_abandoned_uploads_at_start(tmp_path: Path) -> None:
+    """A fetch killed with its process leaves an upload nothing will resume: the cache removes
+    it when it starts, but not one a live writer holds, nor one written a moment ago."""
+    root = tmp_path / "cache"
+    store = Registry.filesystem(root).repository("x/app").blobs
+    abandoned, recent, held = store.create(), store.create(), store.create()
+    for writer in (abandoned, recent, held):
+        writer.write(b"partial body")
+    abandoned.close()
+    recent.close()
+    data = root / "docker/registry/v2/repositories/x/app/_uploads" / abandoned.id / "data"
+    os.utime(data, (time.time() - 3600, time.time() - 3600))
+    os.utime(data.parent / "startedat", (time.time() - 3600, time.time() - 3600))
+    held_data = data.parent.parent / held.id / "data"
+    os.utime(held_data, (time.time() - 3600, time.time() - 3600))
+    try:
+        with (
+            FakeUpstream(lambda handler, count: None) as upstream,
+            proxy_server(root, upstream.url) as cache,
+        ):
+            wait_until(lambda: not data.parent.exists(), 10)
+            assert {p.name for p in uploads_left(root)} == {recent.id, held.id}
+            assert "removed abandoned upload" in cache.log_text()
+    finally:
+        held.cancel()

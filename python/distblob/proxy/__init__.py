@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Final
 
 import anyio
 import httpx
@@ -22,6 +23,11 @@ from distblob.proxy.manifests import ProxyManifestStore
 from distblob.proxy.scheduler import TTLScheduler
 from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError
 from distblob.registry import Registry
+from distblob.storage.purge import purge_abandoned_uploads
+
+#: Seconds an unlocked upload's data must have been still before the cache removes it at
+#: start (a writer that takes no lock, such as the Go registry, may be writing it).
+ABANDONED_AFTER: Final = 60.0
 
 
 class Proxy:
@@ -51,6 +57,11 @@ class Proxy:
     async def running(self) -> AsyncIterator[None]:
         """Load the schedule, run it in the background, and clean up at the end."""
         await anyio.to_thread.run_sync(self.scheduler.load)
+        # A fetch killed with its process (SIGKILL, a crash) left its upload: nothing resumes
+        # a cache's uploads, so remove those now rather than after the upload purging age.
+        await anyio.to_thread.run_sync(
+            lambda: purge_abandoned_uploads(self.registry, idle=ABANDONED_AFTER)
+        )
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self.scheduler.run, self.tick)

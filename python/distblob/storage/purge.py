@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from distblob.errors import PathNotFoundError
+from distblob.errors import BlobUploadInvalidError, PathNotFoundError
 from distblob.storage import paths
+from distblob.storage.uploadlock import lock_upload
 from distblob.storage.writer import parse_started_at
 
 if TYPE_CHECKING:
@@ -56,6 +58,48 @@ def purge_uploads(
     return purged
 
 
+def purge_abandoned_uploads(registry: Registry, *, idle: float) -> list[tuple[str, str]]:
+    """Remove the uploads no writer holds and whose data has not changed for ``idle`` seconds;
+    the ``(repository, id)`` pairs removed.
+
+    For a pull-through cache at start: its uploads are its fetches, which nothing ever resumes,
+    so one whose writer is gone (a process killed mid-fetch) is only wasted space, however
+    young. An upload a live writer holds (another process on the root) is skipped by its lock,
+    and ``idle`` spares writers that take no lock (the Go registry).
+    """
+    driver = registry.driver
+    now = time.time()
+    removed: list[tuple[str, str]] = []
+    for name in registry.uploading_repositories():
+        try:
+            entries = driver.list(paths.uploads_root(name))
+        except PathNotFoundError:
+            continue
+        for entry in entries:
+            upload_id = entry.rsplit("/", 1)[1]
+            try:
+                paths.validate_upload_id(upload_id)
+                lock = lock_upload(
+                    driver, paths.upload_started_at_path(name, upload_id), upload_id, wait=0
+                )
+            except (PathNotFoundError, BlobUploadInvalidError, ValueError):
+                continue  # gone, held by a writer, or not an upload
+            try:
+                try:
+                    changed = driver.stat(paths.upload_data_path(name, upload_id)).mod_time
+                except PathNotFoundError:
+                    changed = 0.0  # no data at all: nothing is writing it
+                if now - changed < idle:
+                    continue
+                with contextlib.suppress(PathNotFoundError):
+                    driver.delete(paths.upload_dir_path(name, upload_id))
+            finally:
+                lock.release()
+            removed.append((name, upload_id))
+            logger.info("removed abandoned upload %s of %s", upload_id, name)
+    return removed
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -91,4 +135,4 @@ class UploadPurger:
         return purge_uploads(self.registry, now - self.age, dry_run=self.dry_run)
 
 
-__all__ = ["UploadPurger", "purge_uploads", "utc_now"]
+__all__ = ["UploadPurger", "purge_abandoned_uploads", "purge_uploads", "utc_now"]
