@@ -402,6 +402,9 @@ def test_serve_several_ranges_edge_cases(repo: Repository, blob_driver: StorageD
     plan = repo.blobs.serve_blob(DIGEST, range=f"bytes={SIZE}-,100-109,-0")
     assert plan.status == 206 and plan.headers["Content-Range"] == f"bytes 100-109/{SIZE}"
     assert plan.body is not None and read_region(blob_driver, plan.body) == DATA[100:110]
+    # A range starting past the end is unsatisfiable before it is malformed (Go's order).
+    plan = repo.blobs.serve_blob(DIGEST, range=f"bytes={SIZE}-{SIZE - 3},55-60,8-50")
+    assert plan.status == 206 and len(parse_multipart(plan, blob_driver)) == 2
     # None satisfiable: 416.
     plan = repo.blobs.serve_blob(DIGEST, range=f"bytes={SIZE}-,{SIZE + 5}-{SIZE + 9}")
     assert plan.status == 416 and plan.headers["Content-Range"] == f"bytes */{SIZE}"

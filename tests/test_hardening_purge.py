@@ -95,3 +95,20 @@ def test_a_purged_upload_cannot_be_resumed_and_others_go_on(tmp_path: Path) -> N
     assert purger.run_if_due() is None  # ran an hour ago
     clock.advance(144 * HOUR)  # 169 h after it started, 145 h after the last run
     assert purger.run_if_due() == [("purge/c", fresh)]
+
+
+def test_an_old_upload_still_being_written_is_left_to_its_writer(tmp_path: Path) -> None:
+    """A slow push older than the purging age: purging skips it while its writer holds it
+    (distribution would delete it under the writer), and purges it once the writer is gone."""
+    registry = Registry.filesystem(tmp_path)
+    clock = FakeClock(T0)
+    old = upload(registry, "purge/d", T0 - dt.timedelta(days=8))
+    writer = registry.repository("purge/d").blobs.resume(old)
+    purger = UploadPurger(registry, age=168 * HOUR, interval=HOUR, clock=clock)
+    assert purger.run_if_due() == []
+    writer.write(b" more")
+    writer.close()
+    assert alive(registry, "purge/d", old)
+    clock.advance(HOUR)
+    assert purger.run_if_due() == [("purge/d", old)]
+    assert not alive(registry, "purge/d", old)

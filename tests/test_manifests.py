@@ -318,9 +318,10 @@ def test_unparsable_manifests(repo: Repository, body: bytes) -> None:
 @pytest.mark.parametrize(
     ("encode", "reason"),
     [
-        (lambda text: text.encode("utf-16"), "UTF-8"),
+        (lambda text: text.encode("utf-16"), "not JSON"),
         (lambda text: text.encode("utf-16-le"), "not JSON"),
         (lambda text: b"\xef\xbb\xbf" + text.encode(), "byte order mark"),
+        (lambda text: text.encode("utf-32"), "not JSON"),
         (
             lambda text: text.replace('"schemaVersion":2', '"schemaVersion":2,"x":NaN').encode(),
             "NaN",
@@ -642,3 +643,12 @@ def test_put_into_gos_tree_keeps_its_layout(go_tree: pathlib.Path) -> None:
         f"sha256/{digest.encoded}/link": digest.encode(),
     }
     assert repo.manifests.tags() == ["v1", "v2", "v3"]
+
+
+def test_invalid_utf8_inside_a_string_is_accepted_as_go_does(repo: Repository) -> None:
+    """Go's JSON decoder reads invalid UTF-8 in a string as U+FFFD: such a manifest is usable."""
+    manifest = _image_dict(repo)
+    manifest["annotations"] = {"note": "PLACEHOLDER"}
+    body = dumps(manifest).replace(b"PLACEHOLDER", b"caf\xe9")
+    descriptor = repo.manifests.put("v1", body)
+    assert repo.manifests.get("v1") == (body, descriptor)

@@ -30,8 +30,9 @@ import httpx
 import pytest
 
 from distblob.errors import BlobUnknownError
+from distblob.proxy.manifests import ProxyManifestStore
 from distblob.proxy.scheduler import TTLScheduler, format_expiry, parse_expiry
-from distblob.proxy.upstream import Upstream, UpstreamAuthError, parse_challenge
+from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError, parse_challenge
 from distblob.registry import Registry
 from distblob.storage.cache import InMemoryBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver
@@ -1018,3 +1019,45 @@ def test_a_cache_removes_abandoned_uploads_at_start(tmp_path: Path) -> None:
             assert "removed abandoned upload" in cache.log_text()
     finally:
         held.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_rate_limited_token_server_is_a_429() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return httpx.Response(429, headers={"Retry-After": "17"})
+        challenge = 'Bearer realm="http://reg.test/token",service="reg"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+    upstream = Upstream("http://reg.test", transport=httpx.MockTransport(handler))
+    with pytest.raises(UpstreamError) as caught:
+        await upstream.head("/v2/a/blobs/x", name="a")
+    await upstream.aclose()
+    assert (caught.value.status, caught.value.retry_after) == (429, "17")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the server's loop
+async def test_upstream_tags_pages_loops_and_junk(tmp_path: Path, anyio_backend: str) -> None:
+    """Every page is followed; a Link back to a page seen ends the list (with what it held);
+    a page no JSON parser can take (nested too deeply) falls back to the cache's tags."""
+    pages = {
+        "/v2/t/app/tags/list": (["a", "b"], '</v2/t/app/tags/list?last=b>; rel="next"'),
+        "/v2/t/app/tags/list?last=b": (["c", "..bad", 7], '</v2/t/app/tags/list>; rel="next"'),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        target = request.url.raw_path.decode()
+        if target.startswith("/v2/deep/"):
+            return httpx.Response(200, content=b"[" * 200_000 + b"]" * 200_000)
+        tags, link = pages[target]
+        return httpx.Response(200, json={"name": "t/app", "tags": tags}, headers={"Link": link})
+
+    registry = Registry.filesystem(tmp_path)
+    upstream = Upstream("http://reg.test", transport=httpx.MockTransport(handler))
+    store = ProxyManifestStore(registry, upstream, TTLScheduler(registry, 0.0))
+    assert await store.tags(registry.repository("t/app")) == ["a", "b", "c"]
+    deep = registry.repository("deep/app")
+    deep.blobs.put(b"a blob: the repository exists, with no tag")
+    assert await store.tags(deep) == []
+    await upstream.aclose()

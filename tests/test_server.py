@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from distblob.digest import Digest
+from distblob.registry import Registry
 from distblob.server import state
 from distblob.server.config import (
     ConfigError,
@@ -956,3 +958,37 @@ def test_concurrent_final_puts_of_one_upload(server: DistblobServer, size: int) 
         with server.client() as client:
             assert client.get_blob(f"race/put{size}", sha256_digest(data)).body == data
     assert "Traceback" not in server.log_text()
+
+
+def test_requests_waiting_for_a_held_upload_do_not_hold_the_server(server: DistblobServer) -> None:
+    """Sixty PATCHes wait for an upload another process holds: they wait on the event loop,
+    so the server answers everything else meanwhile; once the holder lets go, the first
+    PATCH writes and the others, with a stale offset, are refused."""
+    with server.client() as client:
+        location = start(client, "held/app").headers["Location"]
+    upload_id = without_state(location).rsplit("/", 1)[1]
+    holder = Registry.filesystem(server.root).repository("held/app").blobs.resume(upload_id)
+    answers: dict[bytes, Any] = {}
+    bodies = [b"%02d" % n * 100 for n in range(60)]
+    threads = [
+        threading.Thread(target=_patch_into, args=(server, location, body, answers))
+        for body in bodies
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1)  # every PATCH has arrived and waits
+        with server.client() as client:
+            check(client.request("GET", "/v2/_catalog"), 200)
+            check(client.request("GET", "/v2/"), 200)
+        assert all(thread.is_alive() for thread in threads) and not answers
+    finally:
+        holder.close()
+    for thread in threads:
+        thread.join(30)
+    statuses = sorted(answers[body].status for body in bodies)
+    assert statuses == [202] + [404] * 59, statuses
+    (written,) = [body for body in bodies if answers[body].status == 202]
+    with server.client() as client:
+        status = check(client.request("GET", without_state(location)), 204)
+    assert status.headers["Range"] == f"0-{len(written) - 1}"

@@ -84,6 +84,10 @@ class BlobUploadInvalidError(DistblobError, ValueError):
     """An upload whose stored data or state is unusable (for example a corrupt start time)."""
 
 
+class BlobUploadBusyError(BlobUploadInvalidError):
+    """Another writer holds the upload (see :mod:`distblob.storage.uploadlock`)."""
+
+
 class BlobInvalidLengthError(DistblobError, ValueError):
     """The size the client declared does not match the bytes received."""
 
@@ -202,6 +206,7 @@ __all__ = [
     "BlobInvalidDigestError",
     "BlobInvalidLengthError",
     "BlobUnknownError",
+    "BlobUploadBusyError",
     "BlobUploadInvalidError",
     "BlobUploadUnknownError",
     "DigestInvalidError",

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 #: The largest manifest (or page of a tags list) fetched from upstream.
 MAX_MANIFEST_SIZE: Final = 4 << 20
-#: The most pages of upstream's tags list followed.
-MAX_TAG_PAGES: Final = 100
+#: The most pages of upstream's tags list followed (what they held is listed).
+MAX_TAG_PAGES: Final = 1000
 
 
 def _next_page(link: str) -> str | None:
@@ -96,17 +96,19 @@ class ProxyManifestStore:
         cache has none either). Upstream's pages are followed (``Link: rel="next"``)."""
         try:
             return await self._upstream_tags(repo)
-        except (UpstreamError, ValueError) as exc:
-            logger.info("upstream tags list %s failed: %s", repo.name, exc)
+        except (UpstreamError, ValueError, RecursionError) as exc:
+            logger.info("upstream tags list %s failed: %s", repo.name, type(exc).__name__)
         local: list[str] = await anyio.to_thread.run_sync(repo.manifests.tags)
         return local
 
     async def _upstream_tags(self, repo: Repository) -> list[str]:
         tags: set[str] = set()
         target: str | None = f"/v2/{repo.name}/tags/list"
+        seen: set[str] = set()
         for _ in range(MAX_TAG_PAGES):
-            if target is None:
+            if target is None or target in seen:  # the last page, or a Link back to a page
                 return sorted(tags)
+            seen.add(target)
             response, body = await self.upstream.get_bytes(
                 target, name=repo.name, limit=MAX_MANIFEST_SIZE
             )
@@ -120,7 +122,13 @@ class ProxyManifestStore:
                 with contextlib.suppress(TypeError, TagInvalidError):
                     tags.add(paths.validate_tag(tag))
             target = _next_page(response.headers.get("link", ""))
-        raise UpstreamError(f"upstream's tags list has more than {MAX_TAG_PAGES} pages", 502)
+        logger.warning(
+            "upstream tags list %s: stopped after %d pages (%d tags)",
+            repo.name,
+            MAX_TAG_PAGES,
+            len(tags),
+        )
+        return sorted(tags)
 
     async def _upstream_tag(self, repo: Repository, tag: str) -> Digest | None:
         """The digest upstream's tag names; ``None`` when upstream does not know the tag."""

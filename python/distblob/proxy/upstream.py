@@ -211,6 +211,8 @@ class Upstream:
             raise UpstreamError(f"token server unreachable: {type(exc).__name__}") from None
         if response.status_code in (401, 403):
             raise UpstreamAuthError("the token server refused the credentials", 401)
+        if response.status_code == 429:
+            raise unexpected_status(429, response.headers)
         if response.status_code != 200:
             raise UpstreamError(f"token server answered {response.status_code}", 502)
         try:

@@ -48,6 +48,7 @@ from distblob.errors import (
     BlobInvalidDigestError,
     BlobInvalidLengthError,
     BlobUnknownError,
+    BlobUploadBusyError,
     DigestInvalidError,
     DigestUnsupportedError,
     NameInvalidError,
@@ -59,6 +60,7 @@ from distblob.registry import Registry, Repository
 from distblob.server import direct, state
 from distblob.server.config import ProxyConfig, UploadPurging
 from distblob.server.errors import API_VERSION_HEADER, APIError, error_body, error_response
+from distblob.storage import uploadlock
 from distblob.storage.blobs import parse_digest
 from distblob.storage.driver import StorageDriver
 from distblob.storage.purge import UploadPurger
@@ -140,6 +142,23 @@ def _parse_content_range(header: str) -> tuple[int, int]:
     if not dash or not numbers or len(first) + len(last) > 36:
         raise APIError("RANGE_INVALID", detail=f"malformed Content-Range {header[:64]!r}")
     return int(first), int(last)
+
+
+async def _resume_upload(repo: Repository, upload_id: str) -> BlobWriter:
+    """Resume an upload, waiting on the event loop (never in a worker thread) while another
+    writer holds it: a slow writer and its waiters must not take the worker threads every
+    other request needs. ``BlobUploadBusyError`` after ``uploadlock.LOCK_WAIT`` seconds."""
+    deadline = time.monotonic() + uploadlock.LOCK_WAIT
+    pause = 0.005
+    while True:
+        try:
+            writer: BlobWriter = await _run(repo.blobs.resume, upload_id, wait=0)
+            return writer
+        except BlobUploadBusyError:
+            if time.monotonic() >= deadline:
+                raise
+        await anyio.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 class RegionResponse(Response):
@@ -300,7 +319,7 @@ class _API:
     async def _resume(self, request: Request, *, check_offset: bool = True) -> BlobWriter:
         """The upload the request addresses, its ``_state`` verified."""
         repo = self._repo(request)
-        writer = await _run(repo.blobs.resume, request.path_params["upload_id"])
+        writer = await _resume_upload(repo, request.path_params["upload_id"])
         try:
             state.verify(
                 self.secret,
@@ -494,8 +513,12 @@ class _API:
             body = await request.body()  # at most CHUNK bytes
             token = request.query_params.get("_state")
             upload_id = request.path_params["upload_id"]
-            writer = await _run(self._finish_upload, repo, upload_id, token, body, expected)
-            return self._created(repo, expected, cleanup=writer)
+            try:
+                finished = await _run(self._finish_upload, repo, upload_id, token, body, expected)
+            except BlobUploadBusyError:
+                writer = await _resume_upload(repo, upload_id)  # wait for the other writer
+                finished = await _run(self._finish_writer, writer, token, body, expected)
+            return self._created(repo, expected, cleanup=finished)
         writer = await self._resume(request)
         try:
             await self._receive_into(request, writer)
@@ -523,10 +546,17 @@ class _API:
     def _finish_upload(
         self, repo: Repository, upload_id: str, token: str | None, body: bytes, expected: Digest
     ) -> BlobWriter:
-        """Resume an upload, verify its ``_state``, append ``body``, commit (worker thread)."""
-        writer = repo.blobs.resume(upload_id)
+        """Resume an upload, verify its ``_state``, append ``body``, commit (worker thread).
+        ``BlobUploadBusyError`` at once when another writer holds the upload."""
+        return self._finish_writer(repo.blobs.resume(upload_id, wait=0), token, body, expected)
+
+    def _finish_writer(
+        self, writer: BlobWriter, token: str | None, body: bytes, expected: Digest
+    ) -> BlobWriter:
+        """:meth:`_finish_upload` with the upload already resumed."""
+        repo_name = writer.repository
         try:
-            state.verify(self.secret, token, name=repo.name, uuid=writer.id, size=writer.size)
+            state.verify(self.secret, token, name=repo_name, uuid=writer.id, size=writer.size)
             if body:
                 writer.write(body)
             self._commit_or_cancel(writer, expected)
@@ -618,8 +648,14 @@ class _API:
         n = _int_param(request, "n")
         last = request.query_params.get("last")
         if self.proxy is not None:
+            proxy = self.proxy
             with _upstream_errors():
-                tags = await self.proxy.manifests.tags(repo)
+                listed = await unless_disconnected(
+                    request.receive, lambda: proxy.manifests.tags(repo)
+                )
+            if listed is None:
+                return Response(status_code=CLIENT_CLOSED)
+            tags = listed
         else:
             tags = await _run(repo.manifests.tags)
         if last is not None:

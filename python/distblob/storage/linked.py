@@ -295,18 +295,19 @@ class LinkedBlobStore(Statter):
         # the hash afresh, so the first close stores no state.
         return BlobWriter(self, upload_id, started_at, upload, saved_state_at=0, lock=lock)
 
-    def resume(self, upload_id: str) -> BlobWriter:
+    def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
         """Continue an upload, from its newest usable hash state (or by rehashing the data).
 
         ``BlobUploadUnknownError`` if there is no such upload; ``BlobUploadInvalidError`` if
-        its start time is unreadable.
+        its start time is unreadable; ``BlobUploadBusyError`` if another writer still holds it
+        after ``wait`` seconds (10 by default; ``0`` does not wait).
         """
         upload_id = paths.validate_upload_id(upload_id)
         started_at_path = paths.upload_started_at_path(self.name, upload_id)
         try:
             # Held by the writer until it ends: nobody else writes meanwhile (uploadlock.py),
             # so the size and the states read below stay true.
-            lock = lock_upload(self.driver, started_at_path, upload_id)
+            lock = lock_upload(self.driver, started_at_path, upload_id, wait=wait)
         except PathNotFoundError:
             raise BlobUploadUnknownError(upload_id) from None
         try:

@@ -390,11 +390,9 @@ def _no_constant(name: str) -> Any:
 
 def _parse(body: bytes) -> dict[str, Any]:
     """A manifest as JSON clients can read: UTF-8 without a byte order mark (``json.loads``
-    would guess UTF-16 or skip a BOM, which Go's decoder refuses), no ``NaN``/``Infinity``."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ManifestInvalidError("not JSON: a manifest must be UTF-8") from None
+    would guess UTF-16 or skip a BOM, which Go's decoder refuses), no ``NaN``/``Infinity``.
+    Invalid bytes inside strings are let through, as Go's decoder does (it reads U+FFFD)."""
+    text = body.decode("utf-8", "replace")
     if text.startswith("\ufeff"):
         raise ManifestInvalidError("not JSON: a manifest must not start with a byte order mark")
     try:

@@ -3,7 +3,8 @@
 
 An upload's age counts from its ``startedat`` file. As in distribution, an upload whose start
 time is missing or unreadable is kept: a half-written upload directory is never taken for an
-old one.
+old one. Unlike distribution, an old upload a writer still holds (a slow push, see
+:mod:`~distblob.storage.uploadlock`) is kept too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from distblob.errors import BlobUploadInvalidError, PathNotFoundError
+from distblob.errors import BlobUploadBusyError, BlobUploadInvalidError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.uploadlock import lock_upload
 from distblob.storage.writer import parse_started_at
@@ -48,12 +49,23 @@ def purge_uploads(
                 continue  # no readable start time: keep it, as distribution does
             if started >= older_than:
                 continue
-            purged.append((name, upload_id))
             if dry_run:
+                purged.append((name, upload_id))
                 logger.info("would purge upload %s of %s (started %s)", upload_id, name, started)
                 continue
-            with contextlib.suppress(PathNotFoundError):
-                driver.delete(paths.upload_dir_path(name, upload_id))
+            try:
+                # An old upload a writer is still writing (a slow push) is left to it.
+                lock = lock_upload(
+                    driver, paths.upload_started_at_path(name, upload_id), upload_id, wait=0
+                )
+            except (PathNotFoundError, BlobUploadBusyError):
+                continue
+            try:
+                with contextlib.suppress(PathNotFoundError):
+                    driver.delete(paths.upload_dir_path(name, upload_id))
+            finally:
+                lock.release()
+            purged.append((name, upload_id))
             logger.info("purged upload %s of %s (started %s)", upload_id, name, started)
     return purged
 

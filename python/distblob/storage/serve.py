@@ -45,12 +45,12 @@ def _one_range(spec: str, size: int) -> tuple[int, int] | bool | None:
             return False
         return max(0, size - suffix), size - 1
     first = int(first_text)
-    # Only a written last position before the first makes the range invalid; an open-ended
-    # range starting at or past the end is valid but unsatisfiable.
-    if last_text and int(last_text) < first:
-        return None
+    # A range starting at or past the end is unsatisfiable whatever its last position (Go's
+    # order); otherwise a last position before the first makes it invalid.
     if first >= size:
         return False
+    if last_text and int(last_text) < first:
+        return None
     last = int(last_text) if last_text else size - 1
     return first, min(last, size - 1)
 

@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import Final
 
-from distblob.errors import BlobUploadInvalidError, PathNotFoundError
+from distblob.errors import BlobUploadBusyError, PathNotFoundError
 from distblob.storage.driver import StorageDriver
 
 #: How long a writer waits for another one to let go of the upload before giving up.
@@ -86,8 +86,8 @@ class _ThreadLock(UploadLock):
         self.release()
 
 
-def _busy(upload_id: str) -> BlobUploadInvalidError:
-    return BlobUploadInvalidError(f"upload {upload_id}: another request is writing it")
+def _busy(upload_id: str) -> BlobUploadBusyError:
+    return BlobUploadBusyError(f"upload {upload_id}: another request is writing it")
 
 
 def lock_upload(
@@ -95,8 +95,9 @@ def lock_upload(
 ) -> UploadLock:
     """Take the upload whose ``startedat`` is at driver path ``started_at_path``.
 
-    ``PathNotFoundError`` when the upload does not exist (locally), ``BlobUploadInvalidError``
-    when another writer still holds it after ``wait`` seconds (:data:`LOCK_WAIT` by default).
+    ``PathNotFoundError`` when the upload does not exist (locally), ``BlobUploadBusyError``
+    (a ``BlobUploadInvalidError``) when another writer still holds it after ``wait`` seconds
+    (:data:`LOCK_WAIT` by default; ``0`` does not wait).
     """
     wait = LOCK_WAIT if wait is None else wait
     deadline = time.monotonic() + wait
