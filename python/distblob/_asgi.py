@@ -30,23 +30,15 @@ async def until_disconnect(receive: Receive, body: Callable[[], Awaitable[None]]
     uvicorn drops what is sent after a disconnect without telling the sender, so a response
     that reads a blob would otherwise read it to the end for nobody.
     """
-    async with anyio.create_task_group() as group:
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            group.cancel_scope.cancel()
-
-        group.start_soon(watch)
-        await body()
-        group.cancel_scope.cancel()
+    await unless_disconnected(receive, body)
 
 
 async def unless_disconnected(receive: Receive, work: Callable[[], Awaitable[T]]) -> T | None:
-    """Run ``work`` (which sends nothing), or give up and return ``None`` if the client
-    disconnects first. For requests that wait on something slow before they can answer, such as
-    an upstream's headers: without it, a request whose client left would hold its task (and a
-    stopping server) until the wait ends. Exceptions of ``work`` are raised as they are."""
+    """Run ``work``, or give up and return ``None`` if the client disconnects first.
+
+    For requests that wait on something slow before they can answer, such as an upstream's
+    headers: without it, a request whose client left would hold its task (and a stopping
+    server) until the wait ends. Exceptions of ``work`` are raised as they are."""
     outcome: list[tuple[T | None, BaseException | None]] = []
     async with anyio.create_task_group() as group:
 

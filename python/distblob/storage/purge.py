@@ -13,11 +13,12 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from distblob.errors import BlobUploadBusyError, BlobUploadInvalidError, PathNotFoundError
+from distblob.errors import BlobUploadBusyError, PathNotFoundError
 from distblob.storage import paths
+from distblob.storage.driver import StorageDriver
 from distblob.storage.uploadlock import lock_upload
 from distblob.storage.writer import parse_started_at
 
@@ -27,6 +28,38 @@ if TYPE_CHECKING:
 logger = logging.getLogger("distblob.purge")
 
 
+def _uploads(registry: Registry) -> Iterator[tuple[str, str]]:
+    """Every ``(repository, upload id)`` in the store (entries that are no upload id skipped)."""
+    for name in registry.uploading_repositories():
+        try:
+            entries = registry.driver.list(paths.uploads_root(name))
+        except PathNotFoundError:
+            continue
+        for entry in entries:
+            upload_id = entry.rsplit("/", 1)[1]
+            with contextlib.suppress(ValueError):
+                yield name, paths.validate_upload_id(upload_id)
+
+
+def _remove_unless_held(
+    driver: StorageDriver, name: str, upload_id: str, keep: Callable[[], bool] = lambda: False
+) -> bool:
+    """Remove an upload unless a writer holds it or ``keep()`` (asked under its lock) says to
+    keep it; whether it was removed."""
+    try:
+        lock = lock_upload(driver, paths.upload_started_at_path(name, upload_id), upload_id, wait=0)
+    except (PathNotFoundError, BlobUploadBusyError):
+        return False  # gone already, or a writer holds it
+    try:
+        if keep():
+            return False
+        with contextlib.suppress(PathNotFoundError):
+            driver.delete(paths.upload_dir_path(name, upload_id))
+        return True
+    finally:
+        lock.release()
+
+
 def purge_uploads(
     registry: Registry, older_than: dt.datetime, *, dry_run: bool = False
 ) -> list[tuple[str, str]]:
@@ -34,37 +67,18 @@ def purge_uploads(
     removed (or, with ``dry_run``, that would be)."""
     driver = registry.driver
     purged: list[tuple[str, str]] = []
-    for name in registry.uploading_repositories():
+    for name, upload_id in _uploads(registry):
         try:
-            entries = driver.list(paths.uploads_root(name))
-        except PathNotFoundError:
+            raw = driver.get_content(paths.upload_started_at_path(name, upload_id))
+            started = parse_started_at(raw.decode("ascii"))
+        except (PathNotFoundError, UnicodeDecodeError, ValueError, LookupError):
+            continue  # no readable start time: keep it, as distribution does
+        if started >= older_than:
             continue
-        for entry in entries:
-            upload_id = entry.rsplit("/", 1)[1]
-            try:
-                paths.validate_upload_id(upload_id)
-                raw = driver.get_content(paths.upload_started_at_path(name, upload_id))
-                started = parse_started_at(raw.decode("ascii"))
-            except (PathNotFoundError, UnicodeDecodeError, ValueError, LookupError):
-                continue  # no readable start time: keep it, as distribution does
-            if started >= older_than:
-                continue
-            if dry_run:
-                purged.append((name, upload_id))
-                logger.info("would purge upload %s of %s (started %s)", upload_id, name, started)
-                continue
-            try:
-                # An old upload a writer is still writing (a slow push) is left to it.
-                lock = lock_upload(
-                    driver, paths.upload_started_at_path(name, upload_id), upload_id, wait=0
-                )
-            except (PathNotFoundError, BlobUploadBusyError):
-                continue
-            try:
-                with contextlib.suppress(PathNotFoundError):
-                    driver.delete(paths.upload_dir_path(name, upload_id))
-            finally:
-                lock.release()
+        if dry_run:
+            purged.append((name, upload_id))
+            logger.info("would purge upload %s of %s (started %s)", upload_id, name, started)
+        elif _remove_unless_held(driver, name, upload_id):  # a slow push is left to its writer
             purged.append((name, upload_id))
             logger.info("purged upload %s of %s (started %s)", upload_id, name, started)
     return purged
@@ -82,31 +96,16 @@ def purge_abandoned_uploads(registry: Registry, *, idle: float) -> list[tuple[st
     driver = registry.driver
     now = time.time()
     removed: list[tuple[str, str]] = []
-    for name in registry.uploading_repositories():
-        try:
-            entries = driver.list(paths.uploads_root(name))
-        except PathNotFoundError:
-            continue
-        for entry in entries:
-            upload_id = entry.rsplit("/", 1)[1]
+    for name, upload_id in _uploads(registry):
+
+        def recently_written(name: str = name, upload_id: str = upload_id) -> bool:
             try:
-                paths.validate_upload_id(upload_id)
-                lock = lock_upload(
-                    driver, paths.upload_started_at_path(name, upload_id), upload_id, wait=0
-                )
-            except (PathNotFoundError, BlobUploadInvalidError, ValueError):
-                continue  # gone, held by a writer, or not an upload
-            try:
-                try:
-                    changed = driver.stat(paths.upload_data_path(name, upload_id)).mod_time
-                except PathNotFoundError:
-                    changed = 0.0  # no data at all: nothing is writing it
-                if now - changed < idle:
-                    continue
-                with contextlib.suppress(PathNotFoundError):
-                    driver.delete(paths.upload_dir_path(name, upload_id))
-            finally:
-                lock.release()
+                changed = driver.stat(paths.upload_data_path(name, upload_id)).mod_time
+            except PathNotFoundError:
+                return False  # no data at all: nothing is writing it
+            return now - changed < idle
+
+        if _remove_unless_held(driver, name, upload_id, keep=recently_written):
             removed.append((name, upload_id))
             logger.info("removed abandoned upload %s of %s", upload_id, name)
     return removed
