@@ -38,6 +38,7 @@ test-python:
 
 bench-smoke:
 	$(PYTHON) -m benches.compare --quick
+	$(PYTHON) -m benches.ingest --quick
 
 bench:
 	$(PYTHON) -m benches.compare --json benches/results.json

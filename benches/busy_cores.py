@@ -7,6 +7,7 @@ while one and then four threads each write and durably commit their blob (1 GiB 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -61,8 +62,11 @@ def run(threads: int, total: int = 1024 * MIB) -> tuple[float, float]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--total-mib", type=int, default=1024, help="bytes written per run")
+    args = parser.parse_args()
     for threads in (1, 4, 1, 4):
-        mb_per_s, cores = run(threads)
+        mb_per_s, cores = run(threads, args.total_mib * MIB)
         print(
             f"{threads} thread(s): {mb_per_s:.0f} MB/s, {cores:.2f} of {os.cpu_count()} cores busy"
         )

@@ -70,6 +70,7 @@ def _ingest(source: str, dest: str, engine: str, durable: bool) -> None:
     args = argparse.Namespace(
         sources=[source],
         root=dest,
+        config=None,
         repo="bench/ingest",
         jobs=2,
         algorithm="sha256",

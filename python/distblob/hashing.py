@@ -36,7 +36,7 @@ class Hasher(Protocol):
 
 
 class ResumableHasher(Hasher, Protocol):
-    """A hasher whose state can be saved and restored (all three native hashers)."""
+    """A hasher whose state can be saved and restored (every native hasher)."""
 
     def marshal_binary(self) -> bytes: ...
 

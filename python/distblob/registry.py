@@ -22,7 +22,8 @@ class Registry:
 
     - ``engine``: ``"native"`` (the Rust write path, default) or ``"python"`` (the reference),
       or an :class:`~distblob.storage.engines.Engine` instance.
-    - ``resumable_digests``: save the SHA-256 state on every writer close and resume from it;
+    - ``resumable_digests``: save the upload's hash state (of its algorithm) on every writer
+      close and resume from it;
       off, no states are written or read and resuming rehashes the data.
     - ``delete_enabled``: allow blob deletes (distribution's ``storage.delete.enabled``).
     - ``fsync``: sync data and directories per blob so a committed blob survives a crash. Off,

@@ -2,9 +2,10 @@
 
 The rules are distribution's ``blobWriter``:
 
-- every :meth:`BlobWriter.close` stores the running SHA-256 state at
-  ``_uploads/<id>/hashstates/sha256/<offset>`` in Go's format, so the next request (or the Go
-  registry) resumes without rehashing;
+- every :meth:`BlobWriter.close` stores the running hash state at
+  ``_uploads/<id>/hashstates/<algorithm>/<offset>`` (Go's format for SHA-2), so the next
+  request (or, for SHA-256, the Go registry) resumes without rehashing;
+- one writer at a time holds an upload (:mod:`~distblob.storage.uploadlock`);
 - :meth:`BlobWriter.commit` checks the size and the digest (hashing with the client's algorithm
   when it differs from the upload's), syncs the data, moves it into ``blobs/`` (keeping
   a blob that is already there), links it into the repository and removes the upload. A failed
