@@ -388,17 +388,16 @@ class _API:
             return _empty(202)
         if self.proxy is not None:
             proxy = self.proxy
-            with _upstream_errors():
-                served = await unless_disconnected(
-                    request.receive,
-                    lambda: proxy.blobs.serve(
-                        repo,
-                        parse_digest(digest),
-                        method=request.method,
-                        range=request.headers.get("range"),
-                        if_none_match=request.headers.get("if-none-match"),
-                    ),
-                )
+            served = await _from_upstream(
+                request,
+                lambda: proxy.blobs.serve(
+                    repo,
+                    parse_digest(digest),
+                    method=request.method,
+                    range=request.headers.get("range"),
+                    if_none_match=request.headers.get("if-none-match"),
+                ),
+            )
             if served is None:
                 return Response(status_code=CLIENT_CLOSED)
             if isinstance(served, Response):
@@ -554,9 +553,10 @@ class _API:
         self, writer: BlobWriter, token: str | None, body: bytes, expected: Digest
     ) -> BlobWriter:
         """:meth:`_finish_upload` with the upload already resumed."""
-        repo_name = writer.repository
         try:
-            state.verify(self.secret, token, name=repo_name, uuid=writer.id, size=writer.size)
+            state.verify(
+                self.secret, token, name=writer.repository, uuid=writer.id, size=writer.size
+            )
             if body:
                 writer.write(body)
             self._commit_or_cancel(writer, expected)
@@ -589,10 +589,7 @@ class _API:
             return _empty(202)
         if self.proxy is not None:
             proxy = self.proxy
-            with _upstream_errors():
-                fetched = await unless_disconnected(
-                    request.receive, lambda: proxy.manifests.get(repo, reference)
-                )
+            fetched = await _from_upstream(request, lambda: proxy.manifests.get(repo, reference))
             if fetched is None:
                 return Response(status_code=CLIENT_CLOSED)
             body, descriptor = fetched
@@ -649,10 +646,7 @@ class _API:
         last = request.query_params.get("last")
         if self.proxy is not None:
             proxy = self.proxy
-            with _upstream_errors():
-                listed = await unless_disconnected(
-                    request.receive, lambda: proxy.manifests.tags(repo)
-                )
+            listed = await _from_upstream(request, lambda: proxy.manifests.tags(repo))
             if listed is None:
                 return Response(status_code=CLIENT_CLOSED)
             tags = listed
@@ -685,19 +679,23 @@ def _upstream_errors() -> Iterator[None]:
         yield
     except UpstreamAuthError as exc:
         raise APIError("DENIED", "upstream registry denied access", detail=str(exc)) from None
-    except UpstreamError as exc:
-        if exc.status != 429:
-            raise APIError(
-                "UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502
-            ) from None
-        limited = APIError("TOOMANYREQUESTS", "upstream registry is rate limiting")
-        if exc.retry_after and exc.retry_after.isascii() and exc.retry_after.isprintable():
-            limited.headers["Retry-After"] = exc.retry_after
-        raise limited from None
-    except TransferError as exc:
+    except (UpstreamError, TransferError) as exc:
+        if isinstance(exc, UpstreamError) and exc.status == 429:
+            limited = APIError("TOOMANYREQUESTS", "upstream registry is rate limiting")
+            retry_after = exc.retry_after
+            if retry_after and retry_after.isascii() and retry_after.isprintable():
+                limited.headers["Retry-After"] = retry_after
+            raise limited from None
         raise APIError(
             "UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502
         ) from None
+
+
+async def _from_upstream(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """``work`` of a pull-through cache, its upstream failures as OCI errors; ``None`` when the
+    client left before it was done (see :func:`~distblob._asgi.unless_disconnected`)."""
+    with _upstream_errors():
+        return await unless_disconnected(request.receive, work)
 
 
 def _guarded(handler: Handler) -> Handler:

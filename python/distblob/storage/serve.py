@@ -86,15 +86,6 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | bool | None:
     return ranges
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
-    """The one inclusive byte range a ``Range`` header asks for: :func:`parse_ranges` with
-    ``None`` (ignore the header) when it asks for several satisfiable ranges."""
-    wanted = parse_ranges(header, size)
-    if isinstance(wanted, list):
-        return wanted[0] if len(wanted) == 1 else None
-    return wanted
-
-
 def multipart(
     ranges: list[tuple[int, int]],
     size: int,
@@ -187,4 +178,4 @@ def plan(
     return ServePlan(200, headers, body, descriptor=descriptor)
 
 
-__all__ = ["CACHE_CONTROL", "MAX_RANGES", "multipart", "parse_range", "parse_ranges", "plan"]
+__all__ = ["CACHE_CONTROL", "MAX_RANGES", "multipart", "parse_ranges", "plan"]
