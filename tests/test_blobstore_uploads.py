@@ -471,6 +471,64 @@ def test_commit_without_cleanup_leaves_an_upload_that_cannot_resume(
     assert files_under(blob_driver, paths.blobs_root()) == {paths.blob_data_path(DIGEST)}
 
 
+@pytest.mark.parametrize("cleanup", [True, False])
+@pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
+def test_commit_with_the_whole_blob_on_an_empty_upload(
+    registry: Registry,
+    repo: Repository,
+    blob_driver: StorageDriver,
+    algorithm: str,
+    cleanup: bool,
+) -> None:
+    expected = Digest.from_bytes(DATA, algorithm)
+    writer = repo.blobs.create(algorithm=algorithm)
+    writer.close()
+    writer = repo.blobs.resume(writer.id)
+    # A wrong digest or size stores nothing and leaves the upload, still empty, to cancel.
+    for provisional, error in (
+        (Descriptor(digest=Digest.from_bytes(DATA + b"x", algorithm)), BlobInvalidDigestError),
+        (Descriptor(size=len(DATA) + 1, digest=expected), BlobInvalidLengthError),
+    ):
+        with pytest.raises(error):
+            writer.commit_with(DATA, provisional)
+        assert writer.size == 0 and not writer.closed
+        assert list(registry.blobs.enumerate()) == []
+    descriptor = writer.commit_with(bytearray(DATA), Descriptor(digest=expected), cleanup=cleanup)
+    assert descriptor == Descriptor(DEFAULT_MEDIA_TYPE, len(DATA), expected)
+    assert writer.closed
+    assert repo.blobs.get(expected) == DATA
+    assert repo.blobs.stat(expected) == descriptor
+    assert list(registry.blobs.enumerate()) == [expected]
+    assert blob_driver.get_content(paths.blob_data_path(expected)) == DATA
+    if cleanup:
+        assert_gone(blob_driver, repo, writer.id)
+    else:
+        # As after commit(cleanup=False): no data left, so nobody can resume it meanwhile.
+        left = files_under(blob_driver, upload_dir(repo, writer.id))
+        assert not any(name.endswith("/data") for name in left)
+        with pytest.raises(BlobUploadUnknownError):
+            repo.blobs.resume(writer.id)
+        writer.cancel()
+        assert_gone(blob_driver, repo, writer.id)
+
+
+@pytest.mark.parametrize("first", [b"", DATA[:1000]])
+def test_commit_with_appends_to_an_upload_that_holds_data(
+    repo: Repository, blob_driver: StorageDriver, first: bytes
+) -> None:
+    # Data already there, or a digest of another algorithm: write, then commit as usual.
+    writer = repo.blobs.create()
+    writer.write(first)
+    rest = DATA[len(first) :]
+    other = Digest.from_bytes(DATA, "sha512")
+    descriptor = writer.commit_with(rest, Descriptor(digest=other if not first else DIGEST))
+    assert descriptor.digest == DIGEST
+    assert repo.blobs.get(DIGEST) == DATA
+    assert_gone(blob_driver, repo, writer.id)
+    if not first:
+        assert repo.blobs.stat(other).digest == DIGEST
+
+
 @pytest.mark.parametrize("engine", ["native", "python"])
 def test_commit_syncs_the_blob_and_its_links(
     tmp_path: pathlib.Path, engine: str, monkeypatch: pytest.MonkeyPatch

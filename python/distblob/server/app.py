@@ -557,18 +557,17 @@ class _API:
             state.verify(
                 self.secret, token, name=writer.repository, uuid=writer.id, size=writer.size
             )
-            if body:
-                writer.write(body)
-            self._commit_or_cancel(writer, expected)
+            self._commit_or_cancel(writer, expected, body)
         finally:
             writer.close()
         return writer
 
     @staticmethod
-    def _commit_or_cancel(writer: BlobWriter, expected: Digest) -> None:
-        """Commit, leaving the upload's directory for after the answer (see ``_created``)."""
+    def _commit_or_cancel(writer: BlobWriter, expected: Digest, last: bytes = b"") -> None:
+        """Append ``last`` and commit, leaving the upload's directory for after the answer
+        (see ``_created``)."""
         try:
-            writer.commit(Descriptor(digest=expected), cleanup=False)
+            writer.commit_with(last, Descriptor(digest=expected), cleanup=False)
         except (BlobInvalidDigestError, BlobInvalidLengthError, DigestUnsupportedError):
             # distribution cancels an upload whose content does not match its digest.
             writer.cancel()

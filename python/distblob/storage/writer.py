@@ -314,6 +314,43 @@ class BlobWriter:
         store.set_descriptor(canonical, descriptor)
         return descriptor
 
+    def commit_with(
+        self, data: ReadableBuffer, provisional: Descriptor, *, cleanup: bool = True
+    ) -> Descriptor:
+        """:meth:`write` ``data``, then :meth:`commit`: the last request of an upload.
+
+        An upload that holds nothing yet (a POST then one PUT with the whole blob), committed
+        under a digest of its own algorithm, is stored as :meth:`LinkedBlobStore.put` stores a
+        blob: hashed once and written straight into place, with no copy in the upload's file.
+        A failed check raises as :meth:`commit` does and leaves the upload for the caller to
+        cancel (on that path, still empty).
+        """
+        self._check_open()
+        expected = provisional.digest
+        if self._upload.size or expected is None or expected.algorithm != self.algorithm:
+            view = memoryview(data)
+            if view.nbytes:
+                self.write(view)
+            return self.commit(provisional, cleanup=cleanup)
+        whole = memoryview(data).cast("B")
+        if provisional.size > 0 and provisional.size != whole.nbytes:
+            raise BlobInvalidLengthError(provisional.size, whole.nbytes)
+        descriptor = self._store.put(
+            whole, provisional.media_type, algorithm=self.algorithm, expected=expected
+        )
+        if cleanup:
+            self.cancel()
+            return descriptor
+        try:
+            # As after a commit: the upload left for later has no data, so it cannot be resumed
+            # (and written to for nothing) before its removal.
+            self._upload.close()
+            with contextlib.suppress(PathNotFoundError):
+                self._store.driver.delete(self._data_path())
+        finally:
+            self._end()
+        return descriptor
+
     # -- context manager ---------------------------------------------------------------------
 
     def __enter__(self) -> Self:
