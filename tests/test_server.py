@@ -107,6 +107,25 @@ def start(client: RegistryClient, repo: str, query: str = "") -> Response:
 def test_base(client: RegistryClient) -> None:
     resp = check(client.request("GET", "/v2/"), 200)
     assert json.loads(resp.body) == {}
+    for method in ("GET", "HEAD"):  # without the slash: redirected, as by distribution
+        resp = client.request(method, "/v2")
+        assert (resp.status, resp.headers["Location"]) == (301, "/v2/")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v2/", {"GET", "HEAD"}),
+        ("PUT", "/v2/lib/x/blobs/sha256:" + "0" * 64, {"GET", "HEAD", "DELETE"}),
+        ("PATCH", "/v2/lib/x/tags/list", {"GET", "HEAD"}),
+    ],
+)
+def test_a_method_a_route_does_not_take(
+    client: RegistryClient, method: str, path: str, allowed: set[str]
+) -> None:
+    # 405 UNSUPPORTED, with the Allow header RFC 9110 asks of every 405.
+    response = check(client.request(method, path), 405, "UNSUPPORTED")
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
 
 
 def test_chunked_upload_and_serve(client: RegistryClient) -> None:

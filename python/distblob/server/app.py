@@ -30,7 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -697,6 +697,10 @@ async def _from_upstream(request: Request, work: Callable[[], Awaitable[T]]) -> 
         return await unless_disconnected(request.receive, work)
 
 
+async def _to_base(request: Request) -> Response:
+    return RedirectResponse("/v2/", status_code=301)
+
+
 def _guarded(handler: Handler) -> Handler:
     """Turn every exception of ``handler`` into an OCI error response."""
 
@@ -715,7 +719,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Routing misses: an unknown path (404) or a method a route does not take (405)."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 405:
-        return error_response(APIError("UNSUPPORTED", detail="method not allowed"))
+        error = APIError("UNSUPPORTED", detail="method not allowed")
+        if isinstance(exc, HTTPException) and exc.headers:
+            error.headers.update(exc.headers)  # Allow: the methods the route takes (RFC 9110)
+        return error_response(error, head=request.method == "HEAD")
     body = error_body("NOT_FOUND", "not found", None)
     return Response(body, 404, media_type="application/json")
 
@@ -869,6 +876,8 @@ def create_app(
     name = "/v2/{name:path}"
     routes = [
         Route("/v2/", _guarded(api.base), methods=["GET"]),
+        # As distribution's router (strict slashes): the base without its slash is redirected.
+        Route("/v2", _to_base, methods=["GET"]),
         Route("/v2/_catalog", _guarded(api.catalog), methods=["GET"]),
         Route(f"{name}/tags/list", _guarded(api.tags), methods=["GET"]),
         Route(
