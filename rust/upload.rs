@@ -34,16 +34,30 @@ const READ_CHUNK: usize = 4 << 20;
 /// upload bounded to about two windows.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
+/// How an upload's page cache goes to disk while the data arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritebackMode {
+    /// Left to the kernel (and the commit's `fsync`).
+    Off,
+    /// Writeback of each complete window is started, never waited for: the writer keeps the
+    /// network's speed and the commit's `fsync` finds most of the data on its way to disk.
+    Started,
+    /// Started, and the writer waits for the window before the current one: dirty pages stay
+    /// bounded to about two windows and the writer goes at the disk's speed.
+    Paced,
+}
+
 /// The state of early writeback: how far writeback has been started.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Writeback {
     started: u64,
+    paced: bool,
 }
 
 impl Writeback {
-    /// Starts writeback of each window that `end` completed, and waits for the one before it.
-    /// These calls only schedule and pace I/O; errors surface at the commit's `fsync`, so they
-    /// are ignored here.
+    /// Starts writeback of each window that `end` completed and, when paced, waits for the one
+    /// before it. These calls only schedule and pace I/O; errors surface at the commit's
+    /// `fsync`, so they are ignored here.
     fn advance(&mut self, file: &File, end: u64) {
         while end >= self.started + WRITEBACK_WINDOW {
             let fd = file.as_raw_fd();
@@ -56,7 +70,7 @@ impl Writeback {
                     WRITEBACK_WINDOW as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
-                if self.started >= WRITEBACK_WINDOW {
+                if self.paced && self.started >= WRITEBACK_WINDOW {
                     libc::sync_file_range(
                         fd,
                         (self.started - WRITEBACK_WINDOW) as libc::off64_t,
@@ -94,14 +108,14 @@ impl UploadFile {
     /// With `create`, the file must not exist yet (and its directory is created); otherwise it
     /// must exist. `state`, a marshalled hasher state of `algorithm`, resumes the hash at the
     /// state's length without rereading what it covers; a state claiming more bytes than the
-    /// file holds is refused. `writeback` starts writing the page cache to disk early, for
-    /// uploads that will be committed durably.
+    /// file holds is refused. `writeback` says whether the page cache is written to disk early,
+    /// for uploads that will be committed durably.
     pub fn open(
         path: &str,
         create: bool,
         algorithm: Algorithm,
         state: Option<&[u8]>,
-        writeback: bool,
+        writeback: WritebackMode,
     ) -> Result<Self> {
         let mut options = OpenOptions::new();
         options.read(true).write(true);
@@ -126,10 +140,11 @@ impl UploadFile {
             }
             None => AnyHasher::new(algorithm),
         };
-        let writeback = writeback.then(|| Writeback {
+        let writeback = (writeback != WritebackMode::Off).then(|| Writeback {
             // Whatever is already in the file was written by an earlier writer; pace only the
             // bytes from here on.
             started: size - size % WRITEBACK_WINDOW,
+            paced: writeback == WritebackMode::Paced,
         });
         Ok(UploadFile {
             file,
@@ -773,7 +788,10 @@ pub fn put_blob_fd(
     };
 
     let mut hasher = AnyHasher::new(algorithm);
-    let mut writeback = durable.then(Writeback::default);
+    let mut writeback = durable.then_some(Writeback {
+        started: 0,
+        paced: true,
+    });
     let mut end = 0u64;
     let copied = copy_hashed(
         src,
@@ -873,12 +891,41 @@ mod tests {
     }
 
     #[test]
+    fn writeback_starts_each_complete_window_in_every_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data((2 * WRITEBACK_WINDOW + 5) as usize);
+        for (name, mode) in [
+            ("off", WritebackMode::Off),
+            ("started", WritebackMode::Started),
+            ("paced", WritebackMode::Paced),
+        ] {
+            let path = dir.path().join(name);
+            let path = path.to_str().unwrap();
+            let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, mode).unwrap();
+            for chunk in bytes.chunks(3 << 20) {
+                up.write(chunk).unwrap();
+            }
+            let started = up.writeback.as_ref().map(|w| (w.started, w.paced));
+            let expected = match mode {
+                WritebackMode::Off => None,
+                WritebackMode::Started => Some((2 * WRITEBACK_WINDOW, false)),
+                WritebackMode::Paced => Some((2 * WRITEBACK_WINDOW, true)),
+            };
+            assert_eq!(started, expected, "{name}");
+            up.sync().unwrap();
+            assert_eq!(fs::read(path).unwrap(), bytes, "{name}");
+            assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes), "{name}");
+        }
+    }
+
+    #[test]
     fn writes_land_on_disk_and_in_the_hash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("up/data");
         let path = path.to_str().unwrap();
         let bytes = data(3 << 20);
-        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, true).unwrap();
+        let mut up =
+            UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Paced).unwrap();
         up.write(&bytes[..100]).unwrap();
         up.write(&bytes[100..(1 << 20)]).unwrap();
         up.write(&bytes[1 << 20..]).unwrap();
@@ -886,7 +933,7 @@ mod tests {
         assert_eq!(up.size(), bytes.len() as u64);
         assert_eq!(fs::read(path).unwrap(), bytes);
         assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes));
-        assert!(UploadFile::open(path, true, Algorithm::Sha256, None, false).is_err());
+        assert!(UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Off).is_err());
     }
 
     #[test]
@@ -895,7 +942,8 @@ mod tests {
         let path = dir.path().join("data");
         let path = path.to_str().unwrap();
         let bytes = data(1_000_000);
-        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, false).unwrap();
+        let mut up =
+            UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Off).unwrap();
         up.write(&bytes[..300_000]).unwrap();
         let (offset, early) = up.marshal_state().unwrap();
         assert_eq!(offset, 300_000);
@@ -903,7 +951,14 @@ mod tests {
         drop(up);
 
         // The newest state is older than the data: the gap is hashed on the next write.
-        let mut up = UploadFile::open(path, false, Algorithm::Sha256, Some(&early), false).unwrap();
+        let mut up = UploadFile::open(
+            path,
+            false,
+            Algorithm::Sha256,
+            Some(&early),
+            WritebackMode::Off,
+        )
+        .unwrap();
         assert_eq!((up.size(), up.hashed()), (600_000, 300_000));
         up.write(&bytes[600_000..]).unwrap();
         assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes));
@@ -915,7 +970,7 @@ mod tests {
             false,
             Algorithm::Sha256,
             Some(&too_far.marshal()),
-            false,
+            WritebackMode::Off,
         )
         .unwrap_err();
         assert!(matches!(err, Error::HashState(_)));
@@ -926,7 +981,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
         let path = path.to_str().unwrap();
-        let mut up = UploadFile::open(path, true, Algorithm::Sha512, None, false).unwrap();
+        let mut up =
+            UploadFile::open(path, true, Algorithm::Sha512, None, WritebackMode::Started).unwrap();
         up.write(b"hello world").unwrap();
         up.seek(0).unwrap();
         up.write(b"HELLO").unwrap();
@@ -1039,7 +1095,8 @@ mod tests {
         fs::write(&src_path, &bytes).unwrap();
         let path = dir.path().join("up/data");
         let path = path.to_str().unwrap();
-        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, true).unwrap();
+        let mut up =
+            UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Paced).unwrap();
         up.write(&bytes[..10]).unwrap();
         let src = File::open(&src_path).unwrap();
         // SAFETY: lseek on a descriptor `src` owns.

@@ -471,6 +471,41 @@ def test_commit_without_cleanup_leaves_an_upload_that_cannot_resume(
     assert files_under(blob_driver, paths.blobs_root()) == {paths.blob_data_path(DIGEST)}
 
 
+def test_writeback_modes_reach_the_native_file_and_store_the_same_blob(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distblob import _native
+    from distblob.storage.engines import native
+
+    opened: list[tuple[bool, bool]] = []
+    real = _native.UploadFile
+
+    def recording(
+        *args: object, writeback: bool = False, paced: bool = True, **kw: object
+    ) -> object:
+        opened.append((writeback, paced))
+        return real(*args, writeback=writeback, paced=paced, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(native._native, "UploadFile", recording)
+    big = payload(20 << 20, seed=9)
+    digest = sha256(big)
+    for fsync, mode, expected in (
+        (True, "paced", (True, True)),
+        (True, "unpaced", (True, False)),
+        (True, "off", (False, False)),
+        (False, "paced", (False, True)),  # nothing is synced: nothing to write back early
+    ):
+        registry = Registry(FilesystemDriver(str(tmp_path / f"{fsync}-{mode}")), fsync=fsync)
+        writer = registry.repository("lib/wb").blobs.create(writeback=mode)  # type: ignore[arg-type]
+        assert opened[-1] == expected
+        for start in range(0, len(big), 3 << 20):
+            writer.write(big[start : start + (3 << 20)])
+        assert writer.commit(Descriptor(digest=digest)).digest == digest
+        assert registry.repository("lib/wb").blobs.get(digest) == big
+    with pytest.raises(ValueError, match="writeback"):
+        registry.repository("lib/wb").blobs.create(writeback="eager")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("cleanup", [True, False])
 @pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
 def test_commit_with_the_whole_blob_on_an_empty_upload(

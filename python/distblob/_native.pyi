@@ -130,8 +130,13 @@ class UploadFile:
         algorithm: str = "sha256",
         state: bytes | None = None,
         writeback: bool = False,
+        paced: bool = True,
     ) -> Self:
-        """Open (``create``: create, which must not exist yet) and resume from ``state``."""
+        """Open (``create``: create, which must not exist yet) and resume from ``state``.
+
+        ``writeback`` starts writing the page cache to disk as each 8 MiB window completes;
+        ``paced`` also makes each write wait for the window before (dirty pages stay bounded, the
+        writer goes at the disk's speed)."""
     @property
     def size(self) -> int:
         """Bytes in the file."""

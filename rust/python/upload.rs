@@ -11,7 +11,7 @@ use super::buffer::Borrowed;
 use super::hashers::lock;
 use crate::error::Error;
 use crate::hash::any::Algorithm;
-use crate::upload::{self, UploadFile as Core};
+use crate::upload::{self, UploadFile as Core, WritebackMode};
 
 /// An upload's data file: each write goes to disk and into the running hash in one call.
 #[pyclass(frozen, module = "distblob._native", name = "UploadFile")]
@@ -44,7 +44,7 @@ fn algorithm(name: &str) -> PyResult<Algorithm> {
 #[pymethods]
 impl UploadFile {
     #[new]
-    #[pyo3(signature = (path, *, create, algorithm = "sha256", state = None, writeback = false))]
+    #[pyo3(signature = (path, *, create, algorithm = "sha256", state = None, writeback = false, paced = true))]
     fn new(
         py: Python<'_>,
         path: &str,
@@ -52,9 +52,15 @@ impl UploadFile {
         algorithm: &str,
         state: Option<&[u8]>,
         writeback: bool,
+        paced: bool,
     ) -> PyResult<Self> {
         let algorithm = self::algorithm(algorithm)?;
-        let core = py.detach(|| Core::open(path, create, algorithm, state, writeback))?;
+        let mode = match (writeback, paced) {
+            (false, _) => WritebackMode::Off,
+            (true, false) => WritebackMode::Started,
+            (true, true) => WritebackMode::Paced,
+        };
+        let core = py.detach(|| Core::open(path, create, algorithm, state, mode))?;
         Ok(UploadFile {
             inner: Mutex::new(Some(core)),
         })

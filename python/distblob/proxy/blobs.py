@@ -370,10 +370,11 @@ class ProxyBlobStore:
         digest = fetch.digest
         fetch.size = _content_length(response.headers)
         fetch.media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
-        # Clients stream the upload file as it grows: no early writeback pacing them at the
-        # disk's speed (the commit's fsync still makes the copy durable before it is linked).
+        # Clients stream the upload file as it grows: writeback is started as the data comes,
+        # so the commit's fsync finds less left, but never waited for, which would hold the
+        # clients to the disk's speed.
         writer = await anyio.to_thread.run_sync(
-            lambda: repo.blobs.create(algorithm=digest.algorithm, early_writeback=False)
+            lambda: repo.blobs.create(algorithm=digest.algorithm, writeback="unpaced")
         )
         driver = self.registry.driver
         fetch.upload_path = driver.local_path(paths.upload_data_path(repo.name, writer.id))

@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
     from distblob.registry import Registry
+
+#: How an upload's data goes to disk while it arrives (see :meth:`LinkedBlobStore.create`).
+Writeback = Literal["paced", "unpaced", "off"]
 
 
 class DescriptorCache:
@@ -261,15 +264,21 @@ class LinkedBlobStore(Statter):
         remember(self.cache, digest, descriptor)
         return descriptor
 
-    def create(self, *, algorithm: str = CANONICAL, early_writeback: bool = True) -> BlobWriter:
+    def create(self, *, algorithm: str = CANONICAL, writeback: Writeback = "paced") -> BlobWriter:
         """Start an upload hashed with ``algorithm`` (its canonical digest's algorithm).
 
         With ``fsync`` the native engine starts writing the data to disk as it arrives, so the
-        commit's ``fsync`` finds little left to do; that paces the writer at the disk's speed.
-        ``early_writeback=False`` leaves everything to the commit, for a writer whose readers
-        wait on its progress (the pull-through cache's clients).
+        commit's ``fsync`` finds little left to do. ``writeback`` says how:
+
+        - ``"paced"``: each write also waits for the writeback started before, which keeps the
+          upload's dirty pages bounded and the writer at the disk's speed;
+        - ``"unpaced"``: started, never waited for, for a writer whose readers wait on its
+          progress (the pull-through cache's clients): they are not held to the disk's speed;
+        - ``"off"``: everything is left to the commit.
         """
         _check_algorithm(algorithm)
+        if writeback not in ("paced", "unpaced", "off"):
+            raise ValueError(f"writeback is 'paced', 'unpaced' or 'off', not {writeback!r}")
         upload_id = str(uuid.uuid4())
         started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         started_at_path = paths.upload_started_at_path(self.name, upload_id)
@@ -286,7 +295,8 @@ class LinkedBlobStore(Statter):
                 create=True,
                 algorithm=algorithm,
                 state=None,
-                durable=self.fsync and early_writeback,
+                durable=self.fsync and writeback != "off",
+                paced=writeback == "paced",
             )
         except BaseException:
             lock.release()

@@ -88,11 +88,14 @@ class Engine(ABC):
         algorithm: str,
         state: bytes | None,
         durable: bool,
+        paced: bool = True,
     ) -> UploadIO:
         """Open the upload data at driver path ``path`` (``create``: a new, empty one).
 
         ``state`` resumes the hash; ``HashStateError`` if the engine finds it unusable.
-        ``PathNotFoundError`` when resuming an upload whose data is gone.
+        ``PathNotFoundError`` when resuming an upload whose data is gone. ``durable`` uploads
+        will be committed with a sync: an engine may start writing them to disk early, and with
+        ``paced`` hold the writer to the disk's speed.
         """
 
     def hash_object(self, driver: StorageDriver, path: str, algorithm: str) -> str:

@@ -107,6 +107,7 @@ class NativeEngine(Engine):
         algorithm: str,
         state: bytes | None,
         durable: bool,
+        paced: bool = True,
     ) -> UploadIO:
         local = driver.local_path(path)
         if local is None:
@@ -122,7 +123,12 @@ class NativeEngine(Engine):
             )
         try:
             native = _native.UploadFile(
-                local, create=create, algorithm=algorithm, state=state, writeback=durable
+                local,
+                create=create,
+                algorithm=algorithm,
+                state=state,
+                writeback=durable,
+                paced=paced,
             )
         except FileNotFoundError:
             raise PathNotFoundError(path) from None

@@ -74,6 +74,7 @@ class PythonEngine(Engine):
         algorithm: str,
         state: bytes | None,
         durable: bool,
+        paced: bool = True,
     ) -> UploadIO:
         fresh = self.new_hasher(algorithm)
         return StreamUpload(
