@@ -199,6 +199,85 @@ def test_small_monolithic_post_leaves_no_upload(
     check(client.get_blob(name, wrong), 404, "BLOB_UNKNOWN")
 
 
+# -- what the OCI conformance suites check, beyond distribution 2.8 ---------------------------
+
+
+def test_a_chunk_sent_again_on_a_kept_location_is_out_of_order(client: RegistryClient) -> None:
+    """A PATCH with Content-Range on the POST's Location after the upload moved on: 416 (the
+    range says where the bytes go), and the status on that Location says where it stands."""
+    data = os.urandom(42)
+    kept = start(client, "lib/kept").headers["Location"]
+    headers = {"Content-Type": "application/octet-stream"}
+    first = {**headers, "Content-Range": "0-21"}
+    moved = check(client.request("PATCH", kept, body=data[:22], headers=first), 202)
+    again = client.request("PATCH", kept, body=data[:22], headers=first)
+    check(again, 416, "RANGE_INVALID")
+    status = check(client.request("GET", kept), 204)
+    assert status.headers["Range"] == "0-21"
+    assert status.headers["Location"]
+    # Without a range the stale Location is refused: it would append the bytes again.
+    check(
+        client.request("PATCH", kept, body=data[22:], headers=headers), 404, "BLOB_UPLOAD_INVALID"
+    )
+    rest = {**headers, "Content-Range": "22-41"}
+    location = check(client.request("PATCH", kept, body=data[22:], headers=rest), 202).headers[
+        "Location"
+    ]
+    assert moved.headers["Location"] != location
+    digest = sha256_digest(data)
+    assert client.finish(location, digest)["Docker-Content-Digest"] == digest
+    assert client.get_blob("lib/kept", digest).body == data
+
+
+@pytest.mark.parametrize("size", [100, 2 << 20])  # read whole, and streamed
+def test_a_final_put_with_a_chunk_out_of_order(client: RegistryClient, size: int) -> None:
+    """The last chunk on the PUT with a Content-Range that is not the upload's size: 416, and the
+    upload stays (a right range or none then completes it)."""
+    data = os.urandom(size + 1024)
+    location = client.patch(start(client, "lib/put-range").headers["Location"], data[:1024], 0)
+    digest = sha256_digest(data)
+    wrong = {"Content-Type": "application/octet-stream", "Content-Range": f"{2048}-{2047 + size}"}
+    target = with_query(location, digest=digest)
+    check(client.request("PUT", target, body=data[1024:], headers=wrong), 416, "RANGE_INVALID")
+    right = {**wrong, "Content-Range": f"1024-{1023 + size}"}
+    check(client.request("PUT", target, body=data[1024:], headers=right), 201)
+    assert client.get_blob("lib/put-range", digest).body == data
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+def test_a_manifest_by_an_invalid_tag_is_unknown(client: RegistryClient, method: str) -> None:
+    resp = client.request(method, "/v2/lib/tags/manifests/.INVALID_MANIFEST_NAME")
+    assert resp.status == 404
+    if method != "HEAD":
+        assert codes(resp) == ["MANIFEST_UNKNOWN"]
+
+
+@pytest.mark.parametrize("algorithm", ["sha512", "sha384", "blake3"])
+def test_a_blob_asked_for_by_an_alias_is_answered_with_that_digest(
+    client: RegistryClient, algorithm: str
+) -> None:
+    """Pushed with a digest of another algorithm than the upload's (stored under its sha256,
+    linked under both): GET and HEAD by that digest carry it, and its ETag answers 304."""
+    data = os.urandom(5000)
+    if algorithm == "blake3":
+        import blake3
+
+        digest = "blake3:" + blake3.blake3(data).hexdigest()
+    else:
+        digest = f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
+    target = f"/v2/lib/alias-{algorithm}/blobs/uploads/?digest={digest}"
+    check(client.request("POST", target, body=data), 201)
+    for method in ("GET", "HEAD"):
+        resp = check(client.request(method, f"/v2/lib/alias-{algorithm}/blobs/{digest}"), 200)
+        assert resp.headers["Docker-Content-Digest"] == digest
+        assert resp.headers["ETag"] == f'"{digest}"'
+    again = client.get_blob(f"lib/alias-{algorithm}", digest, {"If-None-Match": f'"{digest}"'})
+    assert again.status == 304
+    canonical = sha256_digest(data)
+    resp = check(client.request("HEAD", f"/v2/lib/alias-{algorithm}/blobs/{canonical}"), 200)
+    assert resp.headers["Docker-Content-Digest"] == canonical
+
+
 def test_streamed_patch_and_status(client: RegistryClient) -> None:
     location = start(client, "lib/stream").headers["Location"]
     resp = check(client.request("PATCH", location, body=b"abc"), 202)  # no Content-Range

@@ -22,6 +22,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -53,6 +54,7 @@ from distblob.errors import (
     DigestUnsupportedError,
     NameInvalidError,
     PathNotFoundError,
+    TagInvalidError,
 )
 from distblob.interfaces import FileRegion, ServePlan
 from distblob.proxy import Proxy, TransferError, UpstreamAuthError, UpstreamError
@@ -63,6 +65,7 @@ from distblob.server.errors import API_VERSION_HEADER, APIError, error_body, err
 from distblob.storage import uploadlock
 from distblob.storage.blobs import parse_digest
 from distblob.storage.driver import StorageDriver
+from distblob.storage.paths import validate_tag
 from distblob.storage.purge import UploadPurger
 from distblob.storage.serve import etag_matches
 from distblob.storage.writer import BlobWriter
@@ -129,6 +132,52 @@ def _small_body_length(request: Request) -> int | None:
         return None
     length = int(raw)
     return length if length <= CHUNK else None
+
+
+def _declared_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and is_ascii_digits(raw) and len(raw) <= 18 else None
+
+
+@dataclass(frozen=True)
+class _LastChunk:
+    """The last chunk of an upload, sent with its final PUT."""
+
+    token: str | None  # the ``_state`` of the request
+    content_range: str | None
+    body: bytes
+
+
+def _check_position(
+    secret: str | bytes,
+    writer: BlobWriter,
+    token: str | None,
+    content_range: str | None,
+    length: int | None,
+) -> None:
+    """Check where a request's bytes go in the upload ``writer`` holds.
+
+    With ``Content-Range``, its start must be the upload's size and ``length`` (when known) its
+    length, else 416 RANGE_INVALID (the OCI spec's answer to a chunk out of order, also on the
+    final PUT). The range then says where the bytes go, so the ``_state`` offset is not checked:
+    a client may send a chunk again on a ``Location`` it kept and learn from the 416 where the
+    upload stands. Without a range the ``_state`` must be at the upload's size, else
+    BLOB_UPLOAD_INVALID: two requests sent on one ``Location`` never both append.
+    """
+    state.verify(
+        secret,
+        token,
+        name=writer.repository,
+        uuid=writer.id,
+        size=writer.size if content_range is None else None,
+    )
+    if content_range is None:
+        return
+    start, end = _parse_content_range(content_range)
+    if start != writer.size or end < start:
+        raise APIError("RANGE_INVALID", detail={"range": content_range[:64], "size": writer.size})
+    if length is not None and length != end - start + 1:
+        raise APIError("RANGE_INVALID", detail="Content-Range and length disagree")
 
 
 def _parse_content_range(header: str) -> tuple[int, int]:
@@ -316,18 +365,24 @@ class _API:
             response.background = BackgroundTask(_remove_upload, cleanup)
         return response
 
-    async def _resume(self, request: Request, *, check_offset: bool = True) -> BlobWriter:
-        """The upload the request addresses, its ``_state`` verified."""
+    async def _resume(
+        self,
+        request: Request,
+        *,
+        check_position: bool = True,
+        content_range: str | None = None,
+        length: int | None = None,
+    ) -> BlobWriter:
+        """The upload the request addresses, its ``_state`` verified and, with
+        ``check_position``, where the request's bytes go (see :func:`_check_position`)."""
         repo = self._repo(request)
         writer = await _resume_upload(repo, request.path_params["upload_id"])
         try:
-            state.verify(
-                self.secret,
-                request.query_params.get("_state"),
-                name=repo.name,
-                uuid=writer.id,
-                size=writer.size if check_offset else None,
-            )
+            token = request.query_params.get("_state")
+            if check_position:
+                _check_position(self.secret, writer, token, content_range, length)
+            else:
+                state.verify(self.secret, token, name=repo.name, uuid=writer.id, size=None)
         except BaseException:
             await _run(writer.close)
             raise
@@ -469,10 +524,12 @@ class _API:
             return await self._put(request)
         repo = self._repo(request)
         if method == "DELETE":
-            writer = await self._resume(request, check_offset=False)
+            writer = await self._resume(request, check_position=False)
             await _run(writer.cancel)
             return _empty(204)
-        writer = await self._resume(request)  # GET: the upload's status
+        # GET, the upload's status: also on a Location kept from an earlier request (the
+        # answer says where the upload stands).
+        writer = await self._resume(request, check_position=False)
         size = writer.size
         await _run(writer.close)
         headers = self._upload_headers(repo, writer, size)
@@ -480,20 +537,12 @@ class _API:
 
     async def _patch(self, request: Request) -> Response:
         repo = self._repo(request)
-        writer = await self._resume(request)
+        writer = await self._resume(
+            request,
+            content_range=request.headers.get("content-range"),
+            length=_declared_length(request),
+        )
         try:
-            content_range = request.headers.get("content-range")
-            if content_range is not None:
-                start, end = _parse_content_range(content_range)
-                if start != writer.size or end < start:
-                    raise APIError(
-                        "RANGE_INVALID",
-                        detail={"range": content_range[:64], "size": writer.size},
-                    )
-                length = request.headers.get("content-length")
-                declared = int(length) if length and is_ascii_digits(length) else None
-                if declared is not None and declared != end - start + 1:
-                    raise APIError("RANGE_INVALID", detail="Content-Range and length disagree")
             await self._receive_into(request, writer)
             size = writer.size
         finally:
@@ -506,19 +555,22 @@ class _API:
         if digest_param is None:
             raise APIError("DIGEST_INVALID", "digest missing", detail="the digest parameter")
         expected = parse_digest(digest_param)
+        content_range = request.headers.get("content-range")
         if _small_body_length(request) is not None:
             # A small (or empty) last chunk: read it, then resume, write, commit and close in
             # one worker-thread call instead of four.
             body = await request.body()  # at most CHUNK bytes
-            token = request.query_params.get("_state")
+            last = _LastChunk(request.query_params.get("_state"), content_range, body)
             upload_id = request.path_params["upload_id"]
             try:
-                finished = await _run(self._finish_upload, repo, upload_id, token, body, expected)
+                finished = await _run(self._finish_upload, repo, upload_id, last, expected)
             except BlobUploadBusyError:
                 writer = await _resume_upload(repo, upload_id)  # wait for the other writer
-                finished = await _run(self._finish_writer, writer, token, body, expected)
+                finished = await _run(self._finish_writer, writer, last, expected)
             return self._created(repo, expected, cleanup=finished)
-        writer = await self._resume(request)
+        writer = await self._resume(
+            request, content_range=content_range, length=_declared_length(request)
+        )
         try:
             await self._receive_into(request, writer)
             await _run(self._commit_or_cancel, writer, expected)
@@ -543,21 +595,19 @@ class _API:
             raise
 
     def _finish_upload(
-        self, repo: Repository, upload_id: str, token: str | None, body: bytes, expected: Digest
+        self, repo: Repository, upload_id: str, last: _LastChunk, expected: Digest
     ) -> BlobWriter:
-        """Resume an upload, verify its ``_state``, append ``body``, commit (worker thread).
-        ``BlobUploadBusyError`` at once when another writer holds the upload."""
-        return self._finish_writer(repo.blobs.resume(upload_id, wait=0), token, body, expected)
+        """Resume an upload, check where the last chunk goes, append it, commit (worker
+        thread). ``BlobUploadBusyError`` at once when another writer holds the upload."""
+        return self._finish_writer(repo.blobs.resume(upload_id, wait=0), last, expected)
 
-    def _finish_writer(
-        self, writer: BlobWriter, token: str | None, body: bytes, expected: Digest
-    ) -> BlobWriter:
+    def _finish_writer(self, writer: BlobWriter, last: _LastChunk, expected: Digest) -> BlobWriter:
         """:meth:`_finish_upload` with the upload already resumed."""
         try:
-            state.verify(
-                self.secret, token, name=writer.repository, uuid=writer.id, size=writer.size
-            )
-            self._commit_or_cancel(writer, expected, body)
+            # An empty PUT that ends a chunked upload says nothing of a range.
+            content_range = last.content_range if last.body else None
+            _check_position(self.secret, writer, last.token, content_range, len(last.body))
+            self._commit_or_cancel(writer, expected, last.body)
         finally:
             writer.close()
         return writer
@@ -583,6 +633,14 @@ class _API:
             self._no_push()
         if method == "PUT":
             return await self._put_manifest(request, repo, reference)
+        if ":" not in reference:
+            try:
+                validate_tag(reference)
+            except TagInvalidError:
+                # No manifest has this name: unknown (404), as distribution answers (its routes
+                # take no such reference) and the OCI conformance suite expects. A PUT of one
+                # is TAG_INVALID.
+                raise APIError("MANIFEST_UNKNOWN", detail={"tag": reference[:128]}) from None
         if method == "DELETE":
             await _run(repo.manifests.delete, reference)
             return _empty(202)

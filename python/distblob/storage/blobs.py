@@ -141,8 +141,11 @@ class BlobStore(Statter):
         method: str = "GET",
         range: str | None = None,
         if_none_match: str | None = None,
+        requested: Digest | None = None,
     ) -> ServePlan:
-        """The plan for a blob already stat'ed (its media type may come from a repository)."""
+        """The plan for a blob already stat'ed (its media type may come from a repository);
+        ``requested``: the digest the client named, if another algorithm's (see
+        :func:`serve.plan`)."""
         assert descriptor.digest is not None
         path = paths.blob_data_path(descriptor.digest)
         redirect = self.driver.redirect_url(path, method) if self._registry.redirect else None
@@ -154,6 +157,7 @@ class BlobStore(Statter):
             range=range,
             if_none_match=if_none_match,
             redirect=redirect,
+            requested=requested,
         )
 
     def delete(self, digest: str) -> None:

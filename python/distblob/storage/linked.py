@@ -175,7 +175,11 @@ class LinkedBlobStore(Statter):
                 raise BlobUnknownError(dgst) from None
             descriptor = descriptor.with_(size=stored.size)
         return self.blobs.serve_descriptor(
-            descriptor, method=method, range=range, if_none_match=if_none_match
+            descriptor,
+            method=method,
+            range=range,
+            if_none_match=if_none_match,
+            requested=dgst if dgst != descriptor.digest else None,
         )
 
     def enumerate(self) -> Iterator[Digest]:

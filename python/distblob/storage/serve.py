@@ -17,6 +17,7 @@ from typing import Final
 
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
+from distblob.digest import Digest
 from distblob.interfaces import FileRegion, ServePlan
 
 #: Blobs never change, so caches may keep them for a year (distribution's value).
@@ -59,10 +60,11 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | bool | None:
     """The inclusive byte ranges a ``Range`` header asks for, in its order.
 
     Returns the satisfiable ranges (those past the end are dropped, as Go's ``ServeContent``
-    does), ``False`` when none is satisfiable (answer 416), and ``None`` when the header is to
-    be ignored and the whole blob sent: another unit, a malformed range, more than
-    :data:`MAX_RANGES` ranges, or ranges adding up to more than the blob (RFC 9110 allows it,
-    and Go does the same for the last two).
+    does), ``False`` when none is satisfiable or one is malformed (answer 416, as Go does and
+    the OCI conformance suite expects; RFC 9110 lets a server reject an invalid range), and
+    ``None`` when the header is to be ignored and the whole blob sent: another unit (RFC 9110
+    says to ignore it), no range at all, more than :data:`MAX_RANGES` ranges, or ranges adding
+    up to more than the blob (as Go does for the last two).
     """
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes":
@@ -75,7 +77,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | bool | None:
     for part in specs:
         wanted = _one_range(part, size)
         if wanted is None:
-            return None
+            return False
         if wanted is not False:
             assert isinstance(wanted, tuple)
             ranges.append(wanted)
@@ -133,10 +135,16 @@ def plan(
     range: str | None = None,
     if_none_match: str | None = None,
     redirect: str | None = None,
+    requested: Digest | None = None,
 ) -> ServePlan:
-    """How to answer ``method`` for the blob ``descriptor`` stored at driver path ``path``."""
+    """How to answer ``method`` for the blob ``descriptor`` stored at driver path ``path``.
+
+    ``requested`` is the digest the client named when it is another algorithm's digest of the
+    same bytes (linked at commit once verified): ``Docker-Content-Digest`` and ``ETag`` then
+    carry it, as the client asked for the blob by it.
+    """
     assert descriptor.digest is not None
-    digest = str(descriptor.digest)
+    digest = str(requested or descriptor.digest)
     etag = f'"{digest}"'
     headers = {
         "ETag": etag,
