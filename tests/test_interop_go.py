@@ -117,6 +117,20 @@ def _headers(source: Any) -> dict[str, str]:
     return {name: source.get(name) for name in SERVE_HEADERS if source.get(name) is not None}
 
 
+def assert_alias_headers(
+    go_headers: Any, store: LinkedBlobStore, alias: Digest, canonical: str
+) -> None:
+    """A blob asked for by ``alias`` (another algorithm's digest of a blob stored under
+    ``canonical``): Go 2.8.2 names it by ``canonical``; we answer with the digest asked for, as
+    the OCI conformance suite requires. The other headers are the same."""
+    ours = _headers(store.serve_blob(alias).headers)
+    assert go_headers["Docker-Content-Digest"] == canonical
+    assert (ours["Docker-Content-Digest"], ours["ETag"]) == (str(alias), f'"{alias}"')
+    differing = ("Docker-Content-Digest", "ETag")
+    theirs = {k: v for k, v in _headers(go_headers).items() if k not in differing}
+    assert theirs == {k: v for k, v in ours.items() if k not in differing}
+
+
 def assert_go_serves(client: RegistryClient, store: LinkedBlobStore, repo: str, data: bytes) -> str:
     """Go serves ``data`` in ``repo`` exactly, and our serve plans give the same headers."""
     digest = _sha256(data)
@@ -227,7 +241,7 @@ def test_blobs_of_other_algorithms_do_not_break_go(
     alias = Digest.from_bytes(aliased, "sha512")
     status, headers, body = client.get_blob(name, alias)
     assert (status, body) == (200, aliased)
-    assert _headers(headers) == _headers(store.serve_blob(alias).headers)
+    assert_alias_headers(headers, store, alias, _sha256(aliased))
     # blake3 is not registered in 2.8.2: the request is refused, nothing worse.
     refused = client.get_blob(name, str(blake3_blob.digest))
     assert refused.status == 400
@@ -270,7 +284,7 @@ def test_sha384_digests_both_ways(
     assert native.digest == Digest.from_bytes(b"hashed with sha384", "sha384")
     status, headers, body = client.get_blob(name, our_alias)
     assert (status, body) == (200, ours)
-    assert _headers(headers) == _headers(store.serve_blob(our_alias).headers)
+    assert_alias_headers(headers, store, our_alias, _sha256(ours))
     status, headers, body = client.get_blob(name, str(native.digest))
     assert (status, body) == (200, b"hashed with sha384")
     assert headers["Docker-Content-Digest"] == native.digest
