@@ -1061,3 +1061,106 @@ async def test_upstream_tags_pages_loops_and_junk(tmp_path: Path, anyio_backend:
     deep.blobs.put(b"a blob: the repository exists, with no tag")
     assert await store.tags(deep) == []
     await upstream.aclose()
+
+
+def _oci_manifest(config: bytes, **extra: Any) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [],
+            **extra,
+        }
+    ).encode()
+
+
+def test_referrers_come_from_upstream_cold(tmp_path: Path) -> None:
+    """Referrers are asked upstream (a cold cache knows none), filtered by artifactType."""
+    with DistblobServer(tmp_path / "upstream") as up, up.client() as upstream:
+        config = b"{}"
+        upstream.push_blob("r/app", config)
+        subject = _oci_manifest(config)
+        upstream.put_manifest("r/app", "v1", subject, OCI_MANIFEST)
+        described = {
+            "mediaType": OCI_MANIFEST,
+            "digest": sha256_digest(subject),
+            "size": len(subject),
+        }
+        referrers = {}
+        for kind in ("application/vnd.example.sig", "application/vnd.example.sbom"):
+            body = _oci_manifest(config, artifactType=kind, subject=described)
+            upstream.put_manifest("r/app", sha256_digest(body), body, OCI_MANIFEST)
+            referrers[kind] = sha256_digest(body)
+        with proxy_server(tmp_path / "cache", up.url) as cache, cache.client() as client:
+            target = f"/v2/r/app/referrers/{sha256_digest(subject)}"
+            listed = client.request("GET", target)
+            assert listed.status == 200
+            assert listed.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+            found = {m["digest"] for m in json.loads(listed.body)["manifests"]}
+            assert found == set(referrers.values())
+            kind = "application/vnd.example.sig"
+            filtered = client.request("GET", f"{target}?artifactType={kind}")
+            assert filtered.headers["OCI-Filters-Applied"] == "artifactType"
+            assert [m["digest"] for m in json.loads(filtered.body)["manifests"]] == [
+                referrers[kind]
+            ]
+            bad = client.request("GET", "/v2/r/app/referrers/sha256:nothex")
+            assert bad.status == 400
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the server's loop
+async def test_upstream_referrers_pages_filters_junk_and_fallback(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """Upstream's pages are followed, entries that name no manifest dropped, the filter applied
+    here when upstream did not; an upstream without the referrers API (404) gives the cache's."""
+    subject = "sha256:" + "a" * 64
+
+    def entry(n: int, kind: str) -> dict[str, Any]:
+        return {
+            "mediaType": OCI_MANIFEST,
+            "digest": f"sha256:{n:064x}",
+            "size": 9,
+            "artifactType": kind,
+        }
+
+    junk = [{"digest": "sha256:nothex", "mediaType": OCI_MANIFEST, "size": 1}, "x", {"size": True}]
+    first = f"/v2/p/app/referrers/{subject}?artifactType=sig"
+    pages = {
+        first: ([entry(1, "sig"), entry(2, "sbom"), *junk], f'<{first}&page=2>; rel="next"'),
+        f"{first}&page=2": ([entry(3, "sig")], ""),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        target = request.url.raw_path.decode()
+        if target not in pages:
+            return httpx.Response(404, text="404 page not found")
+        listed, link = pages[target]
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}
+        return httpx.Response(200, json={**index, "manifests": listed}, headers={"Link": link})
+
+    registry = Registry.filesystem(tmp_path)
+    upstream = Upstream("http://reg.test", transport=httpx.MockTransport(handler))
+    store = ProxyManifestStore(registry, upstream, TTLScheduler(registry, 0.0))
+    index = await store.referrers(registry.repository("p/app"), subject, "sig")
+    assert [m["digest"] for m in index["manifests"]] == [
+        entry(1, "")["digest"],
+        entry(3, "")["digest"],
+    ]
+    # No referrers API upstream: what the cache holds (here a referrer it stored earlier).
+    repo = registry.repository("q/app")
+    config = b"{}"
+    repo.blobs.put(config)
+    cached = _oci_manifest(
+        config, subject={"mediaType": OCI_MANIFEST, "digest": subject, "size": 9}
+    )
+    repo.manifests.put(sha256_digest(cached), cached, OCI_MANIFEST)
+    index = await store.referrers(repo, subject)
+    assert [m["digest"] for m in index["manifests"]] == [sha256_digest(cached)]
+    await upstream.aclose()

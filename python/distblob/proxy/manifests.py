@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import urllib.parse
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -54,6 +54,25 @@ def _next_page(link: str) -> str | None:
 
 
 logger = logging.getLogger("distblob.proxy")
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+
+
+def _is_descriptor(entry: object) -> bool:
+    """Whether ``entry`` of upstream's referrers names a manifest: a media type, a valid digest
+    and a size."""
+    if not isinstance(entry, dict):
+        return False
+    size, media_type, digest = entry.get("size"), entry.get("mediaType"), entry.get("digest")
+    if not isinstance(media_type, str) or not isinstance(digest, str):
+        return False
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return False
+    try:
+        parse_digest(digest)
+    except (DigestInvalidError, DigestUnsupportedError):
+        return False
+    return True
 
 
 class ProxyManifestStore:
@@ -100,6 +119,56 @@ class ProxyManifestStore:
             logger.info("upstream tags list %s failed: %s", repo.name, type(exc).__name__)
         local: list[str] = await anyio.to_thread.run_sync(repo.manifests.tags)
         return local
+
+    async def referrers(
+        self, repo: Repository, digest: str, artifact_type: str | None = None
+    ) -> dict[str, Any]:
+        """The OCI 1.1 referrers of ``digest`` as an image index: upstream's (pages followed,
+        filtered by ``artifact_type`` here when upstream did not), or the cache's, built from
+        the manifests it holds, when upstream cannot answer (an upstream without the referrers
+        API answers 404)."""
+        subject = parse_digest(digest)  # before anything goes upstream (DIGEST_INVALID)
+        try:
+            found = await self._upstream_referrers(repo, subject, artifact_type)
+        except (UpstreamError, ValueError, RecursionError) as exc:
+            logger.info("upstream referrers %s@%s failed: %s", repo.name, subject, exc)
+            local: dict[str, Any] = await anyio.to_thread.run_sync(
+                repo.manifests.referrers, str(subject), artifact_type
+            )
+            return local
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": found}
+
+    async def _upstream_referrers(
+        self, repo: Repository, subject: Digest, artifact_type: str | None
+    ) -> list[dict[str, Any]]:
+        query = (
+            f"?{urllib.parse.urlencode({'artifactType': artifact_type})}" if artifact_type else ""
+        )
+        target: str | None = f"/v2/{repo.name}/referrers/{subject}{query}"
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _ in range(MAX_TAG_PAGES):
+            if target is None or target in seen:
+                break
+            seen.add(target)
+            response, body = await self.upstream.get_bytes(
+                target, name=repo.name, headers={"Accept": OCI_INDEX}, limit=MAX_MANIFEST_SIZE
+            )
+            if response.status_code != 200:
+                raise unexpected_status(response.status_code, response.headers)
+            page = json.loads(body)
+            listed = page.get("manifests") if isinstance(page, dict) else None
+            if not isinstance(listed, list):
+                raise ValueError("upstream's referrers is not an image index")
+            filtered = "artifacttype" in response.headers.get("oci-filters-applied", "").lower()
+            for entry in listed:
+                if not _is_descriptor(entry):
+                    continue  # nothing a client could follow
+                if artifact_type and not filtered and entry.get("artifactType") != artifact_type:
+                    continue
+                found.append(entry)
+            target = _next_page(response.headers.get("link", ""))
+        return found
 
     async def _upstream_tags(self, repo: Repository) -> list[str]:
         tags: set[str] = set()

@@ -722,7 +722,16 @@ class _API:
     async def referrers(self, request: Request) -> Response:
         repo = self._repo(request)
         artifact_type = request.query_params.get("artifactType") or None
-        index = await _run(repo.manifests.referrers, request.path_params["digest"], artifact_type)
+        digest = request.path_params["digest"]
+        if self.proxy is not None:
+            proxy = self.proxy
+            index = await _from_upstream(
+                request, lambda: proxy.manifests.referrers(repo, digest, artifact_type)
+            )
+            if index is None:
+                return Response(status_code=CLIENT_CLOSED)
+        else:
+            index = await _run(repo.manifests.referrers, digest, artifact_type)
         body = json.dumps(index, separators=(",", ":")).encode()
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
         return Response(body, 200, headers=headers, media_type=OCI_INDEX)
