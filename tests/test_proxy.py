@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from distblob.errors import BlobUnknownError
+from distblob.errors import BlobUnknownError, NameUnknownError
 from distblob.proxy.manifests import ProxyManifestStore
 from distblob.proxy.scheduler import TTLScheduler, format_expiry, parse_expiry
 from distblob.proxy.upstream import Upstream, UpstreamAuthError, UpstreamError, parse_challenge
@@ -1058,8 +1058,15 @@ async def test_upstream_tags_pages_loops_and_junk(tmp_path: Path, anyio_backend:
     store = ProxyManifestStore(registry, upstream, TTLScheduler(registry, 0.0))
     assert await store.tags(registry.repository("t/app")) == ["a", "b", "c"]
     deep = registry.repository("deep/app")
-    deep.blobs.put(b"a blob: the repository exists, with no tag")
-    assert await store.tags(deep) == []
+    deep.blobs.put(b"{}")
+    deep.manifests.put("v1", _oci_manifest(b"{}"))
+    assert await store.tags(deep) == ["v1"]
+    # A repository the cache holds only blobs of was never tagged here: NAME_UNKNOWN, as from
+    # an upstream Go registry, whatever the cache pulled.
+    blobs_only = registry.repository("deep/blobs")
+    blobs_only.blobs.put(b"a blob: the repository exists, with no tag")
+    with pytest.raises(NameUnknownError):
+        await store.tags(blobs_only)
     await upstream.aclose()
 
 

@@ -249,15 +249,13 @@ class ManifestStore:
     # -- tags --------------------------------------------------------------------------------
 
     def tags(self) -> list[str]:
-        """Every tag, sorted; ``NameUnknownError`` if the repository does not exist at all."""
+        """Every tag, sorted; ``NameUnknownError`` if the repository was never tagged (it does
+        not exist, or holds only blobs or manifests by digest), as distribution's ``tagStore``
+        says. Once tagged, a repository whose tags were all deleted lists none."""
         try:
             entries = self.driver.list(paths.manifest_tags_root(self.name))
         except PathNotFoundError:
-            try:
-                self.driver.stat(paths.repository_path(self.name))
-            except PathNotFoundError:
-                raise NameUnknownError(self.name) from None
-            return []
+            raise NameUnknownError(self.name) from None
         return sorted(entry.rsplit("/", 1)[1] for entry in entries)
 
     def resolve(self, tag: str) -> Digest:
