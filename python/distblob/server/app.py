@@ -119,24 +119,19 @@ def _int_param(request: Request, key: str) -> int | None:
     return int(raw)
 
 
+def _declared_length(request: Request) -> int | None:
+    """The body length ``Content-Length`` declares, if it is a number."""
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and is_ascii_digits(raw) and len(raw) <= 18 else None
+
+
 def _small_body_length(request: Request) -> int | None:
     """The declared body length when it is at most :data:`CHUNK` (read whole, then stored in
     one worker-thread call); ``None`` for a larger or chunked body (streamed)."""
-    raw = request.headers.get("content-length")
-    if (
-        raw is None
-        or not is_ascii_digits(raw)
-        or len(raw) > 9
-        or "chunked" in request.headers.get("transfer-encoding", "")
-    ):
+    length = _declared_length(request)
+    if length is None or length > CHUNK:
         return None
-    length = int(raw)
-    return length if length <= CHUNK else None
-
-
-def _declared_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw and is_ascii_digits(raw) and len(raw) <= 18 else None
+    return None if "chunked" in request.headers.get("transfer-encoding", "") else length
 
 
 @dataclass(frozen=True)
