@@ -191,6 +191,17 @@ class InvalidPathError(StorageDriverError, ValueError):
         self.reason = reason
 
 
+class WriteConflictError(StorageDriverError):
+    """Another writer changed the file while this one wrote it (two writers of one upload on
+    storage shared by several processes): this writer's bytes were not kept, and the file is as
+    the other writer left it, or, when what it holds can no longer be proven, unusable."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class InvalidOffsetError(StorageDriverError, ValueError):
     """An offset outside the object (negative, or past its end)."""
 
@@ -224,4 +235,5 @@ __all__ = [
     "StorageDriverError",
     "TagInvalidError",
     "UnsupportedError",
+    "WriteConflictError",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Self
 
@@ -25,9 +26,12 @@ from distblob.digest import Digest
 from distblob.errors import (
     BlobInvalidDigestError,
     BlobInvalidLengthError,
+    BlobUploadBusyError,
+    BlobUploadInvalidError,
     BlobUploadUnknownError,
     PathNotFoundError,
     UnsupportedError,
+    WriteConflictError,
 )
 from distblob.storage import paths
 from distblob.storage.engines import UploadIO
@@ -85,6 +89,7 @@ class BlobWriter:
         # named by the bytes of the request only and covering only those.
         self._from_state = bool(saved_state_at)
         self._hash_wrong = False  # the running hash proved not to be the data's
+        self._failed = False  # a write failed: the bytes since the last close are not kept
         self._done = False  # committed, cancelled or closed
 
     # -- identity ----------------------------------------------------------------------------
@@ -138,7 +143,8 @@ class BlobWriter:
             raise UnsupportedError(
                 f"uploads are append-only: write at {self._upload.size}, not {self._position}"
             )
-        n = self._upload.write(data)
+        with self._upload_errors():
+            n = self._upload.write(data)
         self._position += n
         return n
 
@@ -147,9 +153,28 @@ class BlobWriter:
         self._check_open()
         if self._position != self._upload.size:
             raise UnsupportedError("uploads are append-only: seek to the end first")
-        n = self._upload.read_from(source)
+        with self._upload_errors():
+            n = self._upload.read_from(source)
         self._position = self._upload.size
         return n
+
+    @contextlib.contextmanager
+    def _upload_errors(self) -> Iterator[None]:
+        """Writes that fail leave the upload as the last close left it (on an object store;
+        a local file may keep some of the bytes, which the next resume finds and rehashes):
+        nothing is saved for them. Another writer of the upload (on another replica) is a
+        ``BlobUploadBusyError``; an upload another writer completed meanwhile is unknown."""
+        try:
+            yield
+        except WriteConflictError as error:
+            self._failed = True
+            raise BlobUploadBusyError(f"upload {self._id}: {error.reason}") from None
+        except PathNotFoundError:
+            self._failed = True
+            raise BlobUploadUnknownError(self._id) from None
+        except BaseException:
+            self._failed = True
+            raise
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the position within ``0..size``; writing needs it at the end."""
@@ -192,8 +217,8 @@ class BlobWriter:
     def _save_state(self) -> None:
         if not self._store.resumable_digests or self._upload.marshal_state() is None:
             return  # this engine or algorithm saves no states
-        if self._hash_wrong:
-            return  # never pass on a state known to be wrong
+        if self._hash_wrong or self._failed:
+            return  # never pass on a state known to be wrong, or of bytes not kept
         self._upload.catch_up()
         state = self._upload.marshal_state()
         if state is None:
@@ -209,7 +234,11 @@ class BlobWriter:
         """The writer is done: close the file (then, with ``remove``, delete the upload) and let
         another writer take the upload."""
         try:
-            self._upload.close()  # first: closing may write the driver's upload state
+            try:
+                self._upload.close()  # first: closing may write the driver's upload state
+            except WriteConflictError as error:
+                if not remove:
+                    raise BlobUploadBusyError(f"upload {self._id}: {error.reason}") from None
             if remove:
                 with contextlib.suppress(PathNotFoundError):
                     self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
@@ -251,7 +280,16 @@ class BlobWriter:
             raise BlobInvalidDigestError("", "a commit needs the blob's digest")
         # Make every byte visible to the read-backs below. Syncing waits until the checks pass:
         # it ends a stream upload's driver writer, and a failed commit leaves the upload writable.
-        self._upload.flush()
+        try:
+            self._upload.flush()
+        except WriteConflictError as error:
+            # An object store holds other bytes than this upload recorded (two writers raced
+            # on it): it cannot be completed, and the client must start again.
+            self._failed = True
+            raise BlobUploadInvalidError(f"upload {self._id}: {error.reason}") from None
+        except PathNotFoundError:
+            self._failed = True
+            raise BlobUploadUnknownError(self._id) from None
         size = self._upload.size
         if provisional.size > 0 and provisional.size != size:
             raise BlobInvalidLengthError(provisional.size, size)

@@ -101,6 +101,24 @@ class FileWriter(abc.ABC):
     _committed: bool = False
     _cancelled: bool = False
 
+    #: Whether :meth:`bind` keeps its value with the bytes. Drivers whose files several processes
+    #: may write at once (an object store shared by replicas) do; the others need not, since
+    #: their writers of one upload take turns (:mod:`~distblob.storage.uploadlock`).
+    binds: ClassVar[bool] = False
+    #: What the writer that last saved the file bound to it (read when appending), if anything.
+    bound: str | None = None
+    #: Whether the bytes readers now see are proven to be the ones this writer appended to and
+    #: wrote. An object store assembling a file from parts says so only when it could check the
+    #: parts; ``False`` means whoever hashed the bytes on the way must hash what is stored.
+    verified: bool = True
+
+    def bind(self, value: str | None) -> None:
+        """Keep ``value`` with the bytes written so far, in the same atomic step that saves them
+        on :meth:`close` (only where :attr:`binds`): a later appending writer reads it back as
+        :attr:`bound`, and only together with exactly these bytes. The stream upload binds its
+        hash state this way, so a state is never trusted for bytes it does not describe."""
+        return  # kept nowhere by default: see ``binds``
+
     def _check_writable(self) -> None:
         if self._cancelled:
             raise ValueError(f"the writer of {self._path} was cancelled")

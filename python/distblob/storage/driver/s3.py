@@ -25,23 +25,31 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import io
 import json
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
 from distblob._numbers import is_ascii_digits
-from distblob.errors import InvalidOffsetError, PathNotFoundError, StorageDriverError
+from distblob.errors import (
+    InvalidOffsetError,
+    PathNotFoundError,
+    StorageDriverError,
+    WriteConflictError,
+)
 from distblob.storage.driver.base import (
     FileInfo,
     FileWriter,
     StorageDriver,
     is_path_component,
     join,
+    validate_path,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +99,7 @@ class S3ParameterError(StorageDriverError, ValueError):
         self.reason = reason
 
 
-def _client_error_code(error: BaseException) -> str:
+def _client_error_code(error: BaseException | None) -> str:
     response = getattr(error, "response", None)
     if not isinstance(response, dict):
         return ""
@@ -99,7 +107,27 @@ def _client_error_code(error: BaseException) -> str:
     return str(code)
 
 
-_NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+# NoSuchUpload: a multipart upload completed or aborted meanwhile (by another replica).
+_NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
+#: What S3 answers when a conditional write finds the object changed (or present).
+_PRECONDITION: Final = frozenset({"412", "PreconditionFailed", "ConditionalRequestConflict"})
+#: What CompleteMultipartUpload answers when a part is not the one named (another writer sent
+#: other bytes under its number).
+_WRONG_PARTS: Final = frozenset({"InvalidPart", "InvalidPartOrder"})
+_MD5_ETAG: Final = re.compile(r'"?([0-9a-f]{32})"?')
+_MULTIPART_ETAG: Final = re.compile(r'"?([0-9a-f]{32})-([0-9]+)"?')
+
+
+def composite_etag(etags: Iterable[str]) -> str | None:
+    """The ETag S3 gives the object a multipart upload of parts with these ETags assembles
+    (the MD5 of their binary MD5s, ``-`` the count); ``None`` unless every ETag is an MD5."""
+    digests = []
+    for etag in etags:
+        match = _MD5_ETAG.fullmatch(etag)
+        if match is None:
+            return None
+        digests.append(bytes.fromhex(match.group(1)))
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
 @dataclass(slots=True)
@@ -110,6 +138,10 @@ class _Pending:
     parts: builtins.list[tuple[int, str, int]]  # (number, etag, size)
     tail: bytes
     mod_time: float
+    #: What the writer bound to these bytes (:meth:`FileWriter.bind`): the hash state's proof.
+    bind: str | None = None
+    #: The state object's ETag when read (not stored): a later save is conditional on it.
+    etag: str | None = None
 
     @property
     def size(self) -> int:
@@ -123,20 +155,25 @@ class _Pending:
             "tail": len(self.tail),
             "modtime": self.mod_time,
         }
+        if self.bind is not None:
+            header["bind"] = self.bind
         return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.tail
 
     @classmethod
-    def decode(cls, raw: bytes, key: str) -> _Pending:
+    def decode(cls, raw: bytes, key: str, etag: str | None = None) -> _Pending:
         head, _, tail = raw.partition(b"\n")
         try:
             header = json.loads(head)
             parts = [(int(n), str(etag), int(size)) for n, etag, size in header["parts"]]
             upload_id = header["uploadid"]
+            bind = header.get("bind")
             if header["version"] != 1 or header["tail"] != len(tail):
                 raise ValueError("bad version or tail length")
             if upload_id is not None and not isinstance(upload_id, str):
                 raise ValueError("bad upload id")
-            return cls(upload_id, parts, tail, float(header["modtime"]))
+            if bind is not None and not isinstance(bind, str):
+                raise ValueError("bad binding")
+            return cls(upload_id, parts, tail, float(header["modtime"]), bind, etag)
         except (ValueError, KeyError, TypeError) as error:
             raise StorageDriverError(f"unreadable multipart state {key}: {error}") from None
 
@@ -218,6 +255,7 @@ class S3Driver(StorageDriver):
             self._put_args["ACL"] = objectacl
         self._pool = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="s3")
         self._part_copy = True  # cleared when the server refuses UploadPartCopy
+        self._conditional_writes = True  # cleared when the server refuses If-Match/If-None-Match
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, object]) -> S3Driver:
@@ -267,6 +305,8 @@ class S3Driver(StorageDriver):
             code = _client_error_code(error)
             if code in _NOT_FOUND:
                 raise PathNotFoundError(path) from None
+            if code in _PRECONDITION:
+                raise WriteConflictError(path, "another writer saved it first") from None
             raise StorageDriverError(f"s3: {path}: {code or error}") from error
         except BotoCoreError as error:
             # The connection to the object store failed: a failure of the medium.
@@ -284,21 +324,44 @@ class S3Driver(StorageDriver):
     def _get(self, path: str, key: str, **kwargs: Any) -> Any:
         return self._call(path, self._client.get_object, Key=key, **kwargs)
 
-    def _put(self, path: str, key: str, data: ReadableBuffer) -> None:
+    def _put(
+        self, path: str, key: str, data: ReadableBuffer, *, condition: dict[str, str] | None = None
+    ) -> str | None:
+        """Store ``data`` at ``key`` (with ``condition``: ``If-Match``/``If-None-Match``, where
+        the server honours them); the new object's ETag."""
         body = data if isinstance(data, bytes) else bytes(data)
-        self._call(path, self._client.put_object, Key=key, Body=body, **self._put_args)
+        extra = condition if condition and self._conditional_writes else {}
+        try:
+            result = self._call(
+                path, self._client.put_object, Key=key, Body=body, **self._put_args, **extra
+            )
+        except StorageDriverError as error:
+            if not extra or isinstance(error, WriteConflictError):
+                raise
+            # A server that refuses the If-Match/If-None-Match headers: write unconditionally
+            # from now on (writers then compare ETags first, and commits check what they store).
+            self._conditional_writes = False
+            result = self._call(path, self._client.put_object, Key=key, Body=body, **self._put_args)
         if not body:
             # rclone serve s3 (1.75) leaves an empty PUT unfinished until the object is read
             # back, and stalls the next PUT meanwhile; one HEAD settles it, and costs S3 little.
             self._head(path, key)
+        etag = result.get("ETag") if isinstance(result, dict) else None
+        return str(etag) if etag else None
 
     def _pending(self, path: str, key: str | None = None) -> _Pending | None:
         key = (key or self._key(path)) + PENDING_SUFFIX
         try:
-            raw = self._get(path, key)["Body"].read()
+            response = self._get(path, key)
+            raw = response["Body"].read()
         except PathNotFoundError:
             return None
-        return _Pending.decode(raw, key)
+        return _Pending.decode(raw, key, response.get("ETag"))
+
+    def _pending_etag(self, path: str, key: str) -> str | None:
+        """The ETag of the pending state of ``key`` now (``None``: there is none)."""
+        head = self._head(path, key + PENDING_SUFFIX)
+        return None if head is None else str(head.get("ETag"))
 
     def _pages(self, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """The ``ListObjectsV2`` pages for the directory ``path``, S3's errors mapped."""
@@ -518,14 +581,23 @@ class S3Driver(StorageDriver):
         return upload_id
 
     def _upload_part(self, path: str, key: str, upload_id: str, number: int, data: bytes) -> str:
-        result = self._call(
-            path,
-            self._client.upload_part,
-            Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,
-        )
+        try:
+            result = self._call(
+                path,
+                self._client.upload_part,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        except StorageDriverError as error:
+            cause = error.__cause__
+            if _client_error_code(cause) == "NotImplemented" and "already" in str(cause):
+                # rclone: the part was sent before, with other bytes, and is already stored.
+                raise WriteConflictError(
+                    path, f"part {number} holds another writer's bytes"
+                ) from None
+            raise
         etag: str = result["ETag"]
         return etag
 
@@ -555,14 +627,74 @@ class S3Driver(StorageDriver):
 
     def _complete(
         self, path: str, key: str, upload_id: str, parts: builtins.list[tuple[int, str, int]]
-    ) -> None:
-        self._call(
-            path,
-            self._client.complete_multipart_upload,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _ in parts]},
-        )
+    ) -> str:
+        """Complete the upload from exactly ``parts``; the new object's ETag.
+
+        S3 checks each part's ETag, so the object holds these parts and no other bytes: a part
+        another writer sent again under the same number is ``WriteConflictError``.
+        """
+        try:
+            result = self._call(
+                path,
+                self._client.complete_multipart_upload,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _ in parts]
+                },
+            )
+        except StorageDriverError as error:
+            if _client_error_code(error.__cause__) in _WRONG_PARTS:
+                raise WriteConflictError(path, "its parts hold another writer's bytes") from None
+            raise
+        return str(result.get("ETag", ""))
+
+    def _abort_others(self, path: str, key: str, keep: str | None) -> None:
+        """Abort every multipart upload of ``key`` but ``keep``: those of writers that lost a
+        race on the same file, which nothing else would ever complete."""
+        for upload in self._multipart_uploads(path, key):
+            if upload["Key"] == key and upload["UploadId"] != keep:
+                self._abort(path, key, upload["UploadId"])
+
+    def _multipart_uploads(self, path: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """The multipart uploads in progress whose keys start with ``prefix``."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Uploads", [])
+        except ClientError as error:
+            raise StorageDriverError(f"s3: {path}: {_client_error_code(error)}") from error
+        except BotoCoreError as error:
+            raise ConnectionError(f"s3: {path}: {error}") from error
+
+    def abort_orphan_uploads(self, path: str, older_than: float) -> int:
+        """Abort the multipart uploads under directory ``path`` that no pending file names and
+        that were started before ``older_than`` (seconds since the epoch); how many.
+
+        Writers that lost a race, and writers killed before they saved their state, leave such
+        uploads; S3 keeps (and bills) their parts until they are aborted. Upload purging calls
+        this.
+        """
+        validate_path(path, allow_root=True)
+        named: set[str] = set()
+        for entry in self._keys_below(path):
+            key: str = entry["Key"]
+            if key.endswith(PENDING_SUFFIX):
+                with contextlib.suppress(PathNotFoundError, StorageDriverError):
+                    pending = self._pending(path, key.removesuffix(PENDING_SUFFIX))
+                    if pending is not None and pending.upload_id is not None:
+                        named.add(pending.upload_id)
+        aborted = 0
+        for upload in self._multipart_uploads(path, self._dir_prefix(path)):
+            started = upload.get("Initiated")
+            when = started.timestamp() if started is not None else 0.0
+            if upload["UploadId"] in named or when >= older_than:
+                continue
+            self._abort(path, upload["Key"], upload["UploadId"])
+            aborted += 1
+        return aborted
 
 
 def _mtime(entry: Mapping[str, Any]) -> float:
@@ -628,7 +760,25 @@ class _S3RawReader(io.RawIOBase):
 
 
 class S3FileWriter(FileWriter):
-    """Writes one key through a multipart upload; see the module's docs for when bytes show."""
+    """Writes one key through a multipart upload; see the module's docs for when bytes show.
+
+    Several replicas may open writers of one pending file at once (a client retrying a request
+    on another replica, or a hostile one). Nothing they do can make the file hold bytes its
+    state does not describe:
+
+    - the state object is saved whole, with what the writer binds to it (:meth:`bind`: the hash
+      state's proof), and only if it is still the one this writer started from: conditionally
+      where the server honours ``If-Match``/``If-None-Match``, else after a check of its ETag.
+      A writer that finds it changed raises :class:`~distblob.errors.WriteConflictError` and
+      leaves the other writer's file as it was;
+    - completing names every part with its ETag, which S3 checks: a part another writer sent
+      again under the same number fails the completion (``WriteConflictError``), and a
+      completion whose ETag shows other parts leaves :attr:`verified` false;
+    - a writer that failed (a part refused, the connection lost) saves nothing on close, and
+      aborts a multipart upload it started: the file stays as it was before it.
+    """
+
+    binds = True
 
     def __init__(self, driver: S3Driver, path: str, *, append: bool) -> None:
         self._driver = driver
@@ -639,8 +789,12 @@ class S3FileWriter(FileWriter):
         self._parts: builtins.list[tuple[int, str, int]] = []
         self._in_flight: builtins.list[tuple[Future[str], int, int]] = []
         self._upload_id: str | None = None
+        self._created_upload = False  # this writer started the multipart upload
         self._had_pending = False
+        self._state_etag: str | None = None  # the state object's ETag this writer started from
+        self._bind: str | None = None
         self._dirty = False  # something to save on close
+        self._failed = False  # a write failed: save nothing on close
         self._base = 0  # bytes of an existing object this writer appends to, not yet included
         if append:
             pending = driver._pending(path, self._key)
@@ -649,6 +803,8 @@ class S3FileWriter(FileWriter):
                 self._parts = list(pending.parts)
                 self._buffer += pending.tail
                 self._had_pending = True
+                self._state_etag = pending.etag
+                self._bind = self.bound = pending.bind
             else:
                 head = driver._head(path, self._key)
                 if head is None:
@@ -664,6 +820,7 @@ class S3FileWriter(FileWriter):
             if existing is not None:
                 driver._abort(path, self._key, existing.upload_id)
                 self._had_pending = True
+                self._state_etag = existing.etag
 
     # -- sizes and state ---------------------------------------------------------------------
 
@@ -672,6 +829,11 @@ class S3FileWriter(FileWriter):
         sent = sum(size for _, _, size in self._parts)
         flying = sum(size for _, _, size in self._in_flight)
         return self._base + sent + flying + len(self._buffer)
+
+    def bind(self, value: str | None) -> None:
+        if value != self._bind:
+            self._bind = value
+            self._dirty = True
 
     def _take_base(self) -> None:
         """Bring the existing object's bytes into this upload, before any new byte."""
@@ -687,6 +849,7 @@ class S3FileWriter(FileWriter):
             # Start over on a clean upload: some servers keep a part they failed to copy.
             self._driver._abort(self._path, self._key, upload_id)
             self._upload_id = None
+            self._created_upload = False
         # No server-side part copy: read the object back through this writer.
         existing = self._driver._get(self._path, self._key)["Body"]
         pending = bytes(self._buffer)
@@ -698,6 +861,7 @@ class S3FileWriter(FileWriter):
     def _ensure_upload(self) -> str:
         if self._upload_id is None:
             self._upload_id = self._driver._create_multipart(self._path, self._key)
+            self._created_upload = True
         return self._upload_id
 
     def _next_number(self) -> int:
@@ -747,63 +911,138 @@ class S3FileWriter(FileWriter):
                 self._send(bytes(self._buffer[start : start + chunk]))
             del self._buffer[:whole]
 
+    def _failing(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation``; if it fails, this writer has failed (see the class docs)."""
+        try:
+            return operation()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _check_state_unchanged(self) -> None:
+        """Raise ``WriteConflictError`` if the state object is no longer the one this writer
+        started from (another writer saved or completed the file meanwhile)."""
+        if self._driver._pending_etag(self._path, self._key) != self._state_etag:
+            raise WriteConflictError(self._path, "another writer saved it meanwhile")
+
+    def _condition(self) -> dict[str, str]:
+        if self._state_etag is None:
+            return {"IfNoneMatch": "*"}
+        return {"IfMatch": self._state_etag}
+
     # -- FileWriter --------------------------------------------------------------------------
 
     def write(self, data: ReadableBuffer) -> int:
         self._check_writable()
+        if self._failed:
+            raise StorageDriverError(f"the writer of {self._path} failed: it takes no more bytes")
         view = memoryview(data).cast("B")
         if not view.nbytes:
             return 0
         with self._lock:
-            self._take_base()
-            self._append(view)
+
+            def append() -> None:
+                self._take_base()
+                self._append(view)
+
+            self._failing(append)
             self._dirty = True
         return view.nbytes
 
     def _materialize(self) -> None:
         """Make the key hold every byte written: complete the upload (or put the object)."""
-        self._settle()
+        if self._failed:
+            raise StorageDriverError(f"the writer of {self._path} failed: nothing to store")
+        self._failing(self._settle)
         if self._base and not self._dirty:
             return  # appending writer that wrote nothing: the object is as it was
-        self._take_base()
-        if self._upload_id is None:
-            self._driver._put(self._path, self._key, self._buffer)
-        else:
-            if self._buffer or not self._parts:
-                self._send(bytes(self._buffer))
-                self._settle()
-            try:
-                self._driver._complete(self._path, self._key, self._upload_id, self._parts)
-            except PathNotFoundError:
-                # NoSuchUpload: a crash after completing and before removing the state; the
-                # object is there if its size is ours.
-                head = self._driver._head(self._path, self._key)
-                if head is None or int(head["ContentLength"]) != self.size:
-                    raise
+        self._failing(self._take_base)
         size = self.size
+        if self._upload_id is None:
+            if self._had_pending:
+                self._failing(self._check_state_unchanged)
+            self._failing(lambda: self._driver._put(self._path, self._key, self._buffer))
+        else:
+            self._failing(self._complete)
         self._buffer.clear()
         self._parts = []
         self._upload_id = None
+        self._created_upload = False
         if self._had_pending:
             with contextlib.suppress(PathNotFoundError):
                 self._driver._call(
                     self._path, self._driver._client.delete_object, Key=self._key + PENDING_SUFFIX
                 )
             self._had_pending = False
+            self._state_etag = None
         self._base = size  # further writes append to the object now stored
         self._dirty = False
 
+    def _complete(self) -> None:
+        """Send what is buffered as the last part and complete the upload."""
+        driver, path, key = self._driver, self._path, self._key
+        assert self._upload_id is not None
+        upload_id = self._upload_id
+        total = self.size
+        if self._buffer or not self._parts:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+            self._settle()
+        try:
+            etag = driver._complete(path, key, upload_id, self._parts)
+        except PathNotFoundError:
+            # NoSuchUpload: another writer completed the upload (a retried commit on another
+            # replica), or one did and was killed before removing the state. The object holds
+            # what that writer completed: usable if its size is ours, but nothing proves its
+            # bytes, so readers that hashed must hash it again.
+            head = driver._head(path, key)
+            if head is None or int(head["ContentLength"]) != total:
+                if self._had_pending:
+                    # The state names an upload that is gone: the file is over.
+                    with contextlib.suppress(PathNotFoundError):
+                        driver._call(path, driver._client.delete_object, Key=key + PENDING_SUFFIX)
+                raise
+            self.verified = False
+            return
+        except WriteConflictError:
+            # The parts are not the ones this writer recorded: the upload can never complete
+            # with them. Some servers drop it on the failed completion already.
+            driver._abort(path, key, upload_id)
+            raise
+        expected = composite_etag(e for _, e, _ in self._parts)
+        match = _MULTIPART_ETAG.fullmatch(etag)
+        if expected is not None and match is not None and f"{match[1]}-{match[2]}" != expected:
+            self.verified = False  # S3 assembled other parts than these (it checks none?)
+        with contextlib.suppress(StorageDriverError, ConnectionError):
+            driver._abort_others(path, key, keep=upload_id)
+
     def _save_pending(self) -> None:
-        """Keep what was written pending: parts sent, the rest in the state object."""
+        """Keep what was written pending: parts sent, the rest in the state object, saved only
+        if that object is still the one this writer started from."""
         self._settle()
         if len(self._buffer) >= MIN_CHUNK_SIZE:
             self._send(bytes(self._buffer))
             self._buffer.clear()
             self._settle()
-        state = _Pending(self._upload_id, self._parts, bytes(self._buffer), time.time())
-        self._driver._put(self._path, self._key + PENDING_SUFFIX, state.encode())
+        state = _Pending(
+            self._upload_id, self._parts, bytes(self._buffer), time.time(), bind=self._bind
+        )
+        key = self._key + PENDING_SUFFIX
+        if not self._driver._conditional_writes:
+            self._check_state_unchanged()
+        etag = self._driver._put(self._path, key, state.encode(), condition=self._condition())
         self._had_pending = True
+        self._created_upload = False  # the state names it now
+        self._state_etag = etag or self._driver._pending_etag(self._path, self._key)
         self._dirty = False
+
+    def _give_up(self) -> None:
+        """After a failure: drop what is in flight and abort an upload this writer started
+        (nothing names it); the state object, and so the file, stay as they were."""
+        self._drain_quietly()
+        if self._created_upload:
+            self._driver._abort(self._path, self._key, self._upload_id)
+            self._created_upload = False
 
     def flush(self) -> None:
         if self._closed:
@@ -823,6 +1062,9 @@ class S3FileWriter(FileWriter):
         if self._closed:
             return
         self._closed = True
+        if self._failed:
+            self._give_up()
+            return
         if self._cancelled or self._committed or not self._dirty:
             self._drain_quietly()
             return
@@ -831,7 +1073,7 @@ class S3FileWriter(FileWriter):
                 self._take_base()
                 self._save_pending()
             except BaseException:
-                self._drain_quietly()
+                self._give_up()
                 raise
 
     def cancel(self) -> None:

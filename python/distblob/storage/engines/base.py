@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from distblob.digest import Digest
@@ -15,6 +17,9 @@ if TYPE_CHECKING:
 
 #: Buffer size for copying from files and reading objects back.
 CHUNK = 1 << 20
+#: Hash states a stream upload keeps proofs of (the newest): a damaged newest state falls back
+#: to an older one, as on a local disk.
+MAX_PROOFS = 8
 
 
 class UploadIO(Protocol):
@@ -165,6 +170,15 @@ class StreamUpload:
     Used by both engines on drivers without local files, and by the python engine everywhere:
     the hasher is whatever the engine provides, so this class holds only the ordering rule (bytes
     not covered by a restored state are hashed before new ones).
+
+    Where the driver's writer :attr:`~distblob.storage.driver.FileWriter.binds` (an object
+    store several replicas write), the hash state is trusted only for the bytes it was saved
+    with: closing binds the state's proof (:func:`state_proof`) to the bytes, and a restored
+    hasher whose proof is not the one bound is dropped for a fresh one, which rehashes what is
+    stored. So a state another writer saved (two requests racing on one upload) never describes
+    bytes it was not computed over. Likewise, when the writer cannot prove that what it stored
+    is what it was given (:attr:`~distblob.storage.driver.FileWriter.verified`), the stored
+    bytes are hashed again.
     """
 
     def __init__(
@@ -175,14 +189,20 @@ class StreamUpload:
         create: bool,
         algorithm: str,
         hasher: Hasher,
-        fresh: Hasher,
+        fresh: Callable[[], Hasher],
     ) -> None:
         self._driver = driver
         self._path = path
         self._algorithm = algorithm
+        self._fresh = fresh
         self._writer = driver.writer(path, append=not create)
-        self._hasher = hasher if hasher.size <= self._writer.size else fresh
         self._size = self._writer.size
+        # The proofs of the states saved for these bytes, oldest first: each covers a prefix.
+        self._proofs = (self._writer.bound or "").split()
+        usable = hasher.size <= self._size
+        if usable and hasher.size and self._writer.binds:
+            usable = state_proof(algorithm, hasher) in self._proofs
+        self._hasher = hasher if usable else fresh()
 
     @property
     def algorithm(self) -> str:
@@ -211,7 +231,7 @@ class StreamUpload:
     def catch_up(self) -> None:
         if self._hasher.size >= self._size:
             return
-        self._writer.flush()
+        self.flush()  # may find the stored bytes unproven, and start the hash afresh
         with self._driver.reader(self._path, self._hasher.size) as source:
             feed(self._hasher, source, self._size - self._hasher.size)
 
@@ -228,9 +248,29 @@ class StreamUpload:
 
     def flush(self) -> None:
         self._writer.flush()
+        if not self._writer.verified:
+            # The stored bytes may not be the ones hashed: hash what is stored, from the start.
+            self._hasher = self._fresh()
+            self._writer.verified = True
 
     def sync(self) -> None:
         self._writer.commit(fsync=True)
 
     def close(self) -> None:
+        if self._writer.binds:
+            proof = state_proof(self._algorithm, self._hasher)
+            if proof is not None and self._hasher.size == self._size and self._size:
+                if proof not in self._proofs:
+                    self._proofs = [*self._proofs, proof][-MAX_PROOFS:]
+            self._writer.bind(" ".join(self._proofs) or None)
         self._writer.close()
+
+
+def state_proof(algorithm: str, hasher: Hasher) -> str | None:
+    """What binds a hash state to the bytes it covers: its algorithm, length and SHA-256 (of
+    the state in Go's format); ``None`` for a hasher whose state cannot be saved."""
+    marshal = getattr(hasher, "marshal_binary", None)
+    if marshal is None:
+        return None
+    state: bytes = marshal()
+    return f"{algorithm}:{hasher.size}:{hashlib.sha256(state).hexdigest()}"

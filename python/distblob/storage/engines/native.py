@@ -112,14 +112,13 @@ class NativeEngine(Engine):
         local = driver.local_path(path)
         if local is None:
             restored = self.restore_hasher(algorithm, state) if state is not None else None
-            fresh = self.new_hasher(algorithm)
             return StreamUpload(
                 driver,
                 path,
                 create=create,
                 algorithm=algorithm,
-                hasher=restored or fresh,
-                fresh=fresh,
+                hasher=restored or self.new_hasher(algorithm),
+                fresh=lambda: self.new_hasher(algorithm),
             )
         try:
             native = _native.UploadFile(

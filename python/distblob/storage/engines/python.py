@@ -76,7 +76,11 @@ class PythonEngine(Engine):
         durable: bool,
         paced: bool = True,
     ) -> UploadIO:
-        fresh = self.new_hasher(algorithm)
         return StreamUpload(
-            driver, path, create=create, algorithm=algorithm, hasher=fresh, fresh=fresh
+            driver,
+            path,
+            create=create,
+            algorithm=algorithm,
+            hasher=self.new_hasher(algorithm),
+            fresh=lambda: self.new_hasher(algorithm),
         )
