@@ -13,6 +13,7 @@ from distblob.storage.blobs import BlobStore
 from distblob.storage.cache import BlobDescriptorCache, InMemoryBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
 from distblob.storage.engines import Engine, get_engine
+from distblob.storage.leases import RedisUploadLeases
 from distblob.storage.linked import DescriptorCache, LinkedBlobStore
 from distblob.storage.manifests import ManifestStore
 
@@ -31,6 +32,9 @@ class Registry:
     - ``redirect``: let drivers that can answer blob GETs with a redirect URL.
     - ``descriptor_cache``: the blob descriptor cache (:mod:`distblob.storage.cache`); by
       default a new :class:`~distblob.storage.cache.InMemoryBlobDescriptorCache`.
+    - ``upload_leases``: leases in Redis that give an upload one writer at a time across
+      replicas on an object store (:mod:`~distblob.storage.leases`); ``None``: locks within
+      the process (and ``flock`` on a local filesystem) only.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class Registry:
         fsync: bool = True,
         redirect: bool = True,
         descriptor_cache: BlobDescriptorCache | None = None,
+        upload_leases: RedisUploadLeases | None = None,
     ) -> None:
         self.driver = driver
         self.engine = get_engine(engine) if isinstance(engine, str) else engine
@@ -54,6 +59,7 @@ class Registry:
             descriptor_cache = InMemoryBlobDescriptorCache()
         self.descriptor_cache = descriptor_cache
         self.descriptors = DescriptorCache(descriptor_cache)
+        self.upload_leases = upload_leases
         self.blobs = BlobStore(self)
 
     @classmethod

@@ -40,6 +40,7 @@ long before reusing it). ``proxy`` makes the server a pull-through cache of ``re
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from distblob.registry import Registry
     from distblob.storage.cache import BlobDescriptorCache
     from distblob.storage.driver import StorageDriver
+    from distblob.storage.leases import RedisUploadLeases
 
 DEFAULT_ROOT: Final = "./distblob-data"
 DEFAULT_ADDR: Final = "127.0.0.1:5000"
@@ -419,12 +421,43 @@ def build_registry(config: Config) -> Registry:
     """The :class:`~distblob.registry.Registry` ``distblob serve`` runs for ``config``."""
     from distblob.registry import Registry
 
+    driver = open_driver(config)
     return Registry(
-        open_driver(config),
+        driver,
         delete_enabled=config.delete_enabled,
         resumable_digests=config.proxy is None,  # off in proxy mode, as in distribution
         redirect=config.redirect,
         descriptor_cache=open_descriptor_cache(config),
+        upload_leases=open_upload_leases(config, driver),
+    )
+
+
+def open_upload_leases(config: Config, driver: StorageDriver) -> RedisUploadLeases | None:
+    """Upload leases in the configured Redis, for a driver replicas share (an object store);
+    ``None`` without a ``redis`` section or on a local filesystem (``flock`` serves there)."""
+    from distblob.storage.leases import DEFAULT_TIMEOUT, RedisUploadLeases
+
+    redis = config.redis
+    if redis is None or config.driver != "s3":
+        return None
+    host, port = parse_addr(redis.addr, "redis.addr")
+    if redis.addr.startswith(":"):
+        host = "localhost"
+    timeouts = [t for t in (redis.dialtimeout, redis.readtimeout, redis.writetimeout) if t > 0]
+    try:
+        import redis as _redis_package  # noqa: F401
+    except ImportError:
+        logging.getLogger("distblob.config").warning(
+            "redis: the redis package is missing (pip install 'distblob[redis]'): uploads are "
+            "not leased across replicas"
+        )
+        return None
+    return RedisUploadLeases.connect(
+        host,
+        port,
+        password=redis.password,
+        db=redis.db,
+        timeout=max(timeouts) if timeouts else DEFAULT_TIMEOUT,
     )
 
 
@@ -443,6 +476,7 @@ __all__ = [
     "load_config",
     "open_descriptor_cache",
     "open_driver",
+    "open_upload_leases",
     "parse_addr",
     "parse_config",
     "parse_duration",

@@ -287,7 +287,9 @@ class LinkedBlobStore(Statter):
         started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         started_at_path = paths.upload_started_at_path(self.name, upload_id)
         self.driver.put_content(started_at_path, format_started_at(started_at).encode())
-        lock = lock_upload(self.driver, started_at_path, upload_id)
+        lock = lock_upload(
+            self.driver, started_at_path, upload_id, leases=self.registry.upload_leases
+        )
         try:
             if algorithm != CANONICAL:
                 self.driver.put_content(
@@ -321,7 +323,13 @@ class LinkedBlobStore(Statter):
         try:
             # Held by the writer until it ends: nobody else writes meanwhile (uploadlock.py),
             # so the size and the states read below stay true.
-            lock = lock_upload(self.driver, started_at_path, upload_id, wait=wait)
+            lock = lock_upload(
+                self.driver,
+                started_at_path,
+                upload_id,
+                wait=wait,
+                leases=self.registry.upload_leases,
+            )
         except PathNotFoundError:
             raise BlobUploadUnknownError(upload_id) from None
         try:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from distblob.errors import BlobUploadBusyError, PathNotFoundError
 from distblob.storage import paths
-from distblob.storage.driver import StorageDriver
 from distblob.storage.uploadlock import lock_upload
 from distblob.storage.writer import parse_started_at
 
@@ -42,12 +41,14 @@ def _uploads(registry: Registry) -> Iterator[tuple[str, str]]:
 
 
 def _remove_unless_held(
-    driver: StorageDriver, name: str, upload_id: str, keep: Callable[[], bool] = lambda: False
+    registry: Registry, name: str, upload_id: str, keep: Callable[[], bool] = lambda: False
 ) -> bool:
     """Remove an upload unless a writer holds it or ``keep()`` (asked under its lock) says to
     keep it; whether it was removed."""
+    driver = registry.driver
+    started_at = paths.upload_started_at_path(name, upload_id)
     try:
-        lock = lock_upload(driver, paths.upload_started_at_path(name, upload_id), upload_id, wait=0)
+        lock = lock_upload(driver, started_at, upload_id, wait=0, leases=registry.upload_leases)
     except (PathNotFoundError, BlobUploadBusyError):
         return False  # gone already, or a writer holds it
     try:
@@ -78,9 +79,14 @@ def purge_uploads(
         if dry_run:
             purged.append((name, upload_id))
             logger.info("would purge upload %s of %s (started %s)", upload_id, name, started)
-        elif _remove_unless_held(driver, name, upload_id):  # a slow push is left to its writer
+        elif _remove_unless_held(registry, name, upload_id):  # a slow push is left to its writer
             purged.append((name, upload_id))
             logger.info("purged upload %s of %s (started %s)", upload_id, name, started)
+    if not dry_run:
+        # Multipart uploads no upload names (writers that lost a race, or died unsaved).
+        orphans = driver.abort_orphan_uploads("/", older_than.timestamp())
+        if orphans:
+            logger.info("aborted %d multipart uploads no upload names", orphans)
     return purged
 
 
@@ -105,7 +111,7 @@ def purge_abandoned_uploads(registry: Registry, *, idle: float) -> list[tuple[st
                 return False  # no data at all: nothing is writing it
             return now - changed < idle
 
-        if _remove_unless_held(driver, name, upload_id, keep=recently_written):
+        if _remove_unless_held(registry, name, upload_id, keep=recently_written):
             removed.append((name, upload_id))
             logger.info("removed abandoned upload %s of %s", upload_id, name)
     return removed

@@ -13,7 +13,10 @@ offset is refused instead of writing.
 On a local filesystem the lock is ``flock`` on the upload's ``startedat`` file, which every
 upload has (the Go registry's too), is never moved and goes with the upload's directory: it
 holds across processes, so several ``distblob serve`` on one root take turns. Other drivers
-(in memory, S3) lock within the process only.
+(in memory, S3) lock within the process, and on an object store shared by replicas, with a
+lease in Redis when one is configured (:mod:`~distblob.storage.leases`); without one, the
+object store's own checks keep racing writers from poisoning an upload, but both may be
+answered as if they had written (:mod:`~distblob.storage.driver.s3`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Final
 
 from distblob.errors import BlobUploadBusyError, PathNotFoundError
 from distblob.storage.driver import StorageDriver
+from distblob.storage.leases import Lease, LeaseUnavailableError, RedisUploadLeases
 
 #: How long a writer waits for another one to let go of the upload before giving up.
 LOCK_WAIT: Final = 10.0
@@ -35,6 +39,12 @@ LOCK_WAIT: Final = 10.0
 
 class UploadLock:
     """A held lock on one upload; :meth:`release` is idempotent."""
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lock was taken from this holder (a lease that expired while it stalled):
+        it must then keep nothing it wrote."""
+        return False
 
     def release(self) -> None:
         raise NotImplementedError
@@ -86,18 +96,65 @@ class _ThreadLock(UploadLock):
         self.release()
 
 
+class _LeasedLock(UploadLock):
+    """The in-process lock and a Redis lease, held together."""
+
+    def __init__(self, inner: UploadLock, lease: Lease) -> None:
+        self._inner = inner
+        self._lease = lease
+
+    @property
+    def lost(self) -> bool:
+        return self._lease.lost
+
+    def release(self) -> None:
+        try:
+            self._lease.release()
+        finally:
+            self._inner.release()
+
+
+def _lease(
+    leases: RedisUploadLeases, path: str, upload_id: str, inner: UploadLock, deadline: float
+) -> UploadLock:
+    """Add the lease on the upload to ``inner`` (released with it), waiting until ``deadline``
+    for another holder; without Redis, ``inner`` alone."""
+    pause = 0.005
+    try:
+        while True:
+            try:
+                lease = leases.try_acquire(path)
+            except LeaseUnavailableError:
+                return inner
+            if lease is not None:
+                return _LeasedLock(inner, lease)
+            if time.monotonic() >= deadline:
+                raise _busy(upload_id)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    except BaseException:
+        inner.release()
+        raise
+
+
 def _busy(upload_id: str) -> BlobUploadBusyError:
     return BlobUploadBusyError(f"upload {upload_id}: another request is writing it")
 
 
 def lock_upload(
-    driver: StorageDriver, started_at_path: str, upload_id: str, *, wait: float | None = None
+    driver: StorageDriver,
+    started_at_path: str,
+    upload_id: str,
+    *,
+    wait: float | None = None,
+    leases: RedisUploadLeases | None = None,
 ) -> UploadLock:
     """Take the upload whose ``startedat`` is at driver path ``started_at_path``.
 
     ``PathNotFoundError`` when the upload does not exist (locally), ``BlobUploadBusyError``
     (a ``BlobUploadInvalidError``) when another writer still holds it after ``wait`` seconds
-    (:data:`LOCK_WAIT` by default; ``0`` does not wait).
+    (:data:`LOCK_WAIT` by default; ``0`` does not wait). With ``leases``, a driver without
+    local files also takes the upload's lease, so writers on other replicas wait too.
     """
     wait = LOCK_WAIT if wait is None else wait
     deadline = time.monotonic() + wait
@@ -109,7 +166,9 @@ def lock_upload(
                 mutex = _mutexes[(id(driver), started_at_path)] = _Mutex()
         if not mutex.lock.acquire(timeout=max(wait, 0.0)):
             raise _busy(upload_id)
-        return _ThreadLock(mutex)
+        if leases is None:
+            return _ThreadLock(mutex)
+        return _lease(leases, started_at_path, upload_id, _ThreadLock(mutex), deadline)
     try:
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -235,7 +235,10 @@ class BlobWriter:
         another writer take the upload."""
         try:
             try:
-                self._upload.close()  # first: closing may write the driver's upload state
+                if self._failed or (self._lock is not None and self._lock.lost):
+                    self._upload.abandon()  # keep nothing of this writer's
+                else:
+                    self._upload.close()  # first: closing may write the driver's upload state
             except WriteConflictError as error:
                 if not remove:
                     raise BlobUploadBusyError(f"upload {self._id}: {error.reason}") from None
@@ -248,13 +251,22 @@ class BlobWriter:
                 self._lock.release()
 
     def close(self) -> None:
-        """Stop writing; the upload stays and can be resumed. Idempotent."""
+        """Stop writing; the upload stays and can be resumed. Idempotent.
+
+        ``BlobUploadBusyError`` when another writer (on another replica) changed the upload
+        meanwhile, or took it over after this one's lease expired: what this writer wrote is
+        then not kept, and the upload is as the other one left it.
+        """
         if self._done:
             return
+        lost = self._lock is not None and self._lock.lost
         try:
-            self._save_state()
+            if not lost:
+                self._save_state()
         finally:
             self._end()
+        if lost:
+            raise BlobUploadBusyError(f"upload {self._id}: the lease expired while writing")
 
     def cancel(self) -> None:
         """Remove the upload and its data. Idempotent, also after commit or close."""

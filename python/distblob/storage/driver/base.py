@@ -119,6 +119,12 @@ class FileWriter(abc.ABC):
         hash state this way, so a state is never trusted for bytes it does not describe."""
         return  # kept nowhere by default: see ``binds``
 
+    def abandon(self) -> None:
+        """Close without keeping what this writer wrote, where the driver can (an object
+        store's pending file stays as it was when the writer opened it); elsewhere
+        :meth:`close`. For writers that failed or lost the right to write."""
+        self.close()
+
     def _check_writable(self) -> None:
         if self._cancelled:
             raise ValueError(f"the writer of {self._path} was cancelled")
@@ -293,6 +299,20 @@ class StorageDriver(abc.ABC):
     def sync(self) -> None:
         """Make everything written so far durable at once."""
         self._sync()
+
+    @final
+    def abort_orphan_uploads(self, path: str, older_than: float) -> int:
+        """Drop what unfinished writers below directory ``path`` left behind that no file names,
+        if started before ``older_than`` (seconds since the epoch); how many were dropped.
+
+        An object store keeps (and bills) the parts of a multipart upload until it is aborted:
+        writers that lost a race on a file, or were killed before saving their state, leave
+        such uploads. Upload purging calls this. Other drivers leave nothing of the kind.
+        """
+        return self._abort_orphan_uploads(validate_path(path, allow_root=True), older_than)
+
+    def _abort_orphan_uploads(self, path: str, older_than: float) -> int:
+        return 0
 
     def deferred_sync(self) -> contextlib.AbstractContextManager[None]:
         """A block whose ``fsync=True`` writes (by this thread) become durable together at its

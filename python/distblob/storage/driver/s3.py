@@ -49,7 +49,6 @@ from distblob.storage.driver.base import (
     StorageDriver,
     is_path_component,
     join,
-    validate_path,
 )
 
 if TYPE_CHECKING:
@@ -669,30 +668,20 @@ class S3Driver(StorageDriver):
         except BotoCoreError as error:
             raise ConnectionError(f"s3: {path}: {error}") from error
 
-    def abort_orphan_uploads(self, path: str, older_than: float) -> int:
-        """Abort the multipart uploads under directory ``path`` that no pending file names and
-        that were started before ``older_than`` (seconds since the epoch); how many.
-
-        Writers that lost a race, and writers killed before they saved their state, leave such
-        uploads; S3 keeps (and bills) their parts until they are aborted. Upload purging calls
-        this.
-        """
-        validate_path(path, allow_root=True)
-        named: set[str] = set()
-        for entry in self._keys_below(path):
-            key: str = entry["Key"]
-            if key.endswith(PENDING_SUFFIX):
-                with contextlib.suppress(PathNotFoundError, StorageDriverError):
-                    pending = self._pending(path, key.removesuffix(PENDING_SUFFIX))
-                    if pending is not None and pending.upload_id is not None:
-                        named.add(pending.upload_id)
+    def _abort_orphan_uploads(self, path: str, older_than: float) -> int:
         aborted = 0
         for upload in self._multipart_uploads(path, self._dir_prefix(path)):
             started = upload.get("Initiated")
-            when = started.timestamp() if started is not None else 0.0
-            if upload["UploadId"] in named or when >= older_than:
+            if started is None or started.timestamp() >= older_than:
                 continue
-            self._abort(path, upload["Key"], upload["UploadId"])
+            key: str = upload["Key"]
+            try:
+                pending = self._pending(path, key)
+            except StorageDriverError:
+                continue  # an unreadable state: leave its upload to a purge of the upload
+            if pending is not None and pending.upload_id == upload["UploadId"]:
+                continue  # a pending file's: it goes with the file
+            self._abort(path, key, upload["UploadId"])
             aborted += 1
         return aborted
 
@@ -959,9 +948,7 @@ class S3FileWriter(FileWriter):
         self._failing(self._take_base)
         size = self.size
         if self._upload_id is None:
-            if self._had_pending:
-                self._failing(self._check_state_unchanged)
-            self._failing(lambda: self._driver._put(self._path, self._key, self._buffer))
+            self._failing(lambda: self._put_whole(size))
         else:
             self._failing(self._complete)
         self._buffer.clear()
@@ -978,17 +965,38 @@ class S3FileWriter(FileWriter):
         self._base = size  # further writes append to the object now stored
         self._dirty = False
 
+    def _put_whole(self, size: int) -> None:
+        """Store the buffered bytes (the whole file) as one object."""
+        driver = self._driver
+        if self._had_pending:
+            try:
+                self._check_state_unchanged()
+            except WriteConflictError:
+                if driver._pending_etag(self._path, self._key) is not None:
+                    raise  # saved by another writer since
+                head = driver._head(self._path, self._key)
+                if head is None:
+                    raise PathNotFoundError(self._path) from None  # completed and moved away
+                if int(head["ContentLength"]) != size:
+                    raise
+                # Another writer stored the file (a retried commit on another replica) and
+                # removed the state: usable if its bytes are the ones hashed, which nothing
+                # proves here.
+                self.verified = False
+                return
+        driver._put(self._path, self._key, self._buffer)
+
     def _complete(self) -> None:
         """Send what is buffered as the last part and complete the upload."""
         driver, path, key = self._driver, self._path, self._key
         assert self._upload_id is not None
         upload_id = self._upload_id
         total = self.size
-        if self._buffer or not self._parts:
-            self._send(bytes(self._buffer))
-            self._buffer.clear()
-            self._settle()
         try:
+            if self._buffer or not self._parts:
+                self._send(bytes(self._buffer))
+                self._buffer.clear()
+                self._settle()
             etag = driver._complete(path, key, upload_id, self._parts)
         except PathNotFoundError:
             # NoSuchUpload: another writer completed the upload (a retried commit on another
@@ -1028,8 +1036,9 @@ class S3FileWriter(FileWriter):
             self._upload_id, self._parts, bytes(self._buffer), time.time(), bind=self._bind
         )
         key = self._key + PENDING_SUFFIX
-        if not self._driver._conditional_writes:
-            self._check_state_unchanged()
+        # Checked first, then written on the condition that it still holds: servers that
+        # ignore If-Match (rclone) leave only the moment between the two requests.
+        self._check_state_unchanged()
         etag = self._driver._put(self._path, key, state.encode(), condition=self._condition())
         self._had_pending = True
         self._created_upload = False  # the state names it now
@@ -1043,6 +1052,10 @@ class S3FileWriter(FileWriter):
         if self._created_upload:
             self._driver._abort(self._path, self._key, self._upload_id)
             self._created_upload = False
+
+    def abandon(self) -> None:
+        self._failed = True
+        self.close()
 
     def flush(self) -> None:
         if self._closed:

@@ -64,6 +64,12 @@ class UploadIO(Protocol):
 
     def close(self) -> None: ...
 
+    def abandon(self) -> None:
+        """Close, keeping nothing written since the upload was opened where the driver can
+        (an object store's writer saves no state); a local file keeps its bytes, which are
+        rehashed when the upload is resumed. For writers that failed or lost their lock."""
+        ...
+
 
 class Engine(ABC):
     """An engine: how bytes are written, hashed and read back."""
@@ -259,11 +265,14 @@ class StreamUpload:
     def close(self) -> None:
         if self._writer.binds:
             proof = state_proof(self._algorithm, self._hasher)
-            if proof is not None and self._hasher.size == self._size and self._size:
-                if proof not in self._proofs:
-                    self._proofs = [*self._proofs, proof][-MAX_PROOFS:]
+            covers_all = self._hasher.size == self._size and self._size > 0
+            if proof is not None and covers_all and proof not in self._proofs:
+                self._proofs = [*self._proofs, proof][-MAX_PROOFS:]
             self._writer.bind(" ".join(self._proofs) or None)
         self._writer.close()
+
+    def abandon(self) -> None:
+        self._writer.abandon()
 
 
 def state_proof(algorithm: str, hasher: Hasher) -> str | None:

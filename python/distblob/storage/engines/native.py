@@ -69,6 +69,9 @@ class NativeUpload:
     def close(self) -> None:
         self._native.close()
 
+    def abandon(self) -> None:
+        self._native.close()  # a local file keeps its bytes: the next resume rehashes them
+
 
 def _local_template(driver: StorageDriver, template: str) -> str | None:
     """The OS form of a path template: its fixed directory part resolved by the driver."""
