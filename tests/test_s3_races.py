@@ -435,3 +435,13 @@ def test_without_redis_leases_writers_go_on(s3_server: RcloneS3, bucket: str) ->
         upload_id = writer.id
     assert try_commit(repo, upload_id, sha256(b"data")) is not None
     leases.close()
+
+
+def test_purging_a_bucket_that_never_had_a_multipart_upload(
+    s3_server: RcloneS3, bucket: str
+) -> None:
+    # rclone answers ListMultipartUploads there with NoSuchUpload, not an empty list.
+    registry = replica(s3_server, bucket)
+    with registry.repository(REPO).blobs.create() as writer:
+        writer.write(b"small")  # pending in its state object only: no multipart upload
+    assert purge_uploads(registry, utc_now() + dt.timedelta(days=1)) != []

@@ -664,6 +664,8 @@ class S3Driver(StorageDriver):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 yield from page.get("Uploads", [])
         except ClientError as error:
+            if _client_error_code(error) in _NOT_FOUND:
+                return  # rclone, on a bucket that never had a multipart upload
             raise StorageDriverError(f"s3: {path}: {_client_error_code(error)}") from error
         except BotoCoreError as error:
             raise ConnectionError(f"s3: {path}: {error}") from error
@@ -1014,8 +1016,13 @@ class S3FileWriter(FileWriter):
             return
         except WriteConflictError:
             # The parts are not the ones this writer recorded: the upload can never complete
-            # with them. Some servers drop it on the failed completion already.
+            # with them (some servers drop it on the failed completion already). The file is
+            # over, so its state goes too: the upload is unknown from now on, not stuck.
             driver._abort(path, key, upload_id)
+            if self._had_pending:
+                with contextlib.suppress(PathNotFoundError):
+                    driver._call(path, driver._client.delete_object, Key=key + PENDING_SUFFIX)
+                self._had_pending = False
             raise
         expected = composite_etag(e for _, e, _ in self._parts)
         match = _MULTIPART_ETAG.fullmatch(etag)
