@@ -437,8 +437,14 @@ def open_upload_leases(config: Config, driver: StorageDriver) -> RedisUploadLeas
     ``None`` without a ``redis`` section or on a local filesystem (``flock`` serves there)."""
     from distblob.storage.leases import DEFAULT_TIMEOUT, RedisUploadLeases
 
+    if config.driver != "s3":
+        return None
     redis = config.redis
-    if redis is None or config.driver != "s3":
+    if redis is None:
+        logging.getLogger("distblob.storage").info(
+            "storage.s3: uploads are locked within this process only; with several replicas, "
+            "configure redis for upload leases (commits check what they store either way)"
+        )
         return None
     host, port = parse_addr(redis.addr, "redis.addr")
     if redis.addr.startswith(":"):
