@@ -371,10 +371,55 @@ def test_stats_are_answered_from_the_cache(make_registry: Callable[..., Registry
     registry = make_registry()
     repo = registry.repository("cache/repo")
     repo.blobs.put(DATA, LAYER)
-    # Remove the link behind the registry's back: only the cache still knows the blob.
-    registry.driver.delete(paths.layer_link_path(repo.name, DIGEST).rsplit("/", 1)[0])
+    # Remove the data behind the registry's back: only the cache still knows the blob's size.
+    registry.driver.delete(paths.blob_dir_path(DIGEST))
     assert repo.blobs.stat(DIGEST) == describe()
-    assert registry.blobs.stat(DIGEST).size == len(DATA)
+    if registry.descriptor_cache.shared:
+        assert registry.blobs.stat(DIGEST).size == len(DATA)
+    else:
+        # This process's cache alone never says a blob is stored (gc elsewhere cannot clear it).
+        with pytest.raises(BlobUnknownError):
+            registry.blobs.stat(DIGEST)
+
+
+def test_only_a_shared_cache_answers_for_a_link(make_registry: Callable[..., Registry]) -> None:
+    registry = make_registry()
+    repo = registry.repository("cache/repo")
+    repo.blobs.put(DATA, LAYER)
+    # Remove the link behind the registry's back, as another replica's delete would.
+    registry.driver.delete(paths.layer_link_path(repo.name, DIGEST).rsplit("/", 1)[0])
+    if registry.descriptor_cache.shared:
+        # Every replica's deletes clear a shared cache: its entry is the answer.
+        assert repo.blobs.stat(DIGEST) == describe()
+        return
+    # An in-memory entry answers only while the link is there, and goes with it.
+    for method in ("HEAD", "GET"):
+        with pytest.raises(BlobUnknownError):
+            repo.blobs.serve_blob(DIGEST, method=method)
+    with pytest.raises(BlobUnknownError):
+        registry.descriptor_cache.repository_scoped(repo.name).stat(DIGEST)
+
+
+def test_in_memory_replicas_see_each_others_deletes(tmp_path: Path) -> None:
+    def replica() -> Registry:
+        return Registry(FilesystemDriver(tmp_path / "root"), delete_enabled=True)
+
+    a, b, c = replica(), replica(), replica()
+    a.repository("cache/repo").blobs.put(DATA, LAYER)
+    for other in (b, c):
+        blobs = other.repository("cache/repo").blobs
+        assert blobs.stat(DIGEST).size == len(DATA)
+        assert blobs.serve_blob(DIGEST).status == 200  # their caches hold the blob now
+        assert other.descriptor_cache.repository_scoped("cache/repo").stat(DIGEST).size
+    a.repository("cache/repo").blobs.delete(DIGEST)
+    for other in (b, c):
+        blobs = other.repository("cache/repo").blobs
+        for method in ("HEAD", "GET"):
+            with pytest.raises(BlobUnknownError):
+                blobs.serve_blob(DIGEST, method=method)
+        assert not blobs.exists(DIGEST)
+    # The data is still stored (a repository delete only unlinks), yet nobody serves it.
+    assert FilesystemDriver(tmp_path / "root").stat(paths.blob_data_path(DIGEST)).size
 
 
 def test_a_get_whose_data_is_gone_is_blob_unknown(make_registry: Callable[..., Registry]) -> None:
@@ -416,7 +461,7 @@ def test_a_stale_entry_never_stops_a_commit(make_registry: Callable[..., Registr
     repo = registry.repository("cache/repo")
     repo.blobs.put(DATA)
     registry.driver.delete(paths.blob_dir_path(DIGEST))
-    assert registry.blobs.stat(DIGEST).size == len(DATA)  # stale, from the cache
+    assert repo.blobs.stat(DIGEST).size == len(DATA)  # stale, from the cache
     # Storing the blob again must store it, whatever the cache says.
     with repo.blobs.create() as writer:
         writer.write(DATA)

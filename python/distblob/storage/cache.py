@@ -20,6 +20,12 @@ miss and go to storage (:func:`lookup`, :func:`remember`, :func:`forget`), so a 
 requests faster but never makes them fail. The cache is never the authority on whether a blob's
 data exists: the write paths and blob GETs ask storage (:mod:`distblob.storage.blobs`).
 
+A cache is ``shared`` when every process serving the storage sees its entries and its clears
+(Redis): a delete made anywhere clears it, so a repository's entry may answer whether the
+repository links the blob. An in-memory cache is not shared: other replicas' deletes never reach
+it, so the repository store still reads the link on each hit and the cache only saves the blob
+stat (size and media type, which no delete changes; see :mod:`distblob.storage.linked`).
+
 Redis keys, as distribution 2.8 writes them::
 
     blobs::<digest>                        hash: digest, size, mediatype
@@ -90,6 +96,10 @@ class BlobDescriptorCache(BlobDescriptorCacheScope, Protocol):
     #: ``"inmemory"`` or ``"redis"``, as in ``storage.cache.blobdescriptor``.
     name: str
 
+    #: Whether every process serving the storage sees this cache's entries and clears (so a
+    #: delete made by any of them clears it): ``False`` for an in-memory cache.
+    shared: bool
+
     def repository_scoped(self, name: str) -> BlobDescriptorCacheScope:
         """The scope of repository ``name``; ``NameInvalidError`` for an invalid name."""
         ...
@@ -150,10 +160,13 @@ class InMemoryBlobDescriptorCache:
 
     Thread-safe. Reading a repository's entry also refreshes the global entry it depends on,
     so the global entries of blobs in use are not the ones evicted. Nothing survives a restart,
-    and other processes never see it: with several replicas, use Redis.
+    and other processes never see it (it is not ``shared``): the repository stores read the
+    link on each hit, so with several replicas a delete made by one is seen at once by the
+    others, and Redis only saves them that read.
     """
 
     name = "inmemory"
+    shared = False
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -300,6 +313,7 @@ class RedisBlobDescriptorCache:
     """
 
     name = "redis"
+    shared = True
 
     def __init__(self, client: redis.Redis, *, retry_after: float = 1.0) -> None:
         self._client = client
