@@ -237,6 +237,14 @@ def run(args: argparse.Namespace) -> int:
     if registry is None:
         return 2
     try:
+        return _collect(args, registry)
+    finally:
+        # Redis connections, and the probe of a Redis that was away (its clears are in storage).
+        registry.descriptor_cache.close()
+
+
+def _collect(args: argparse.Namespace, registry: Registry) -> int:
+    try:
         result = plan(
             registry, delete_untagged=args.delete_untagged, manifests_only=args.manifests_only
         )
@@ -257,8 +265,8 @@ def run(args: argparse.Namespace) -> int:
         if unapplied:
             print(
                 f"distblob gc: the blob descriptor cache was unreachable: {unapplied} entries "
-                "of deleted blobs and links are still in it (restart the registries or flush "
-                "the cache)",
+                "of deleted blobs and links are still in it; their clears are kept in storage "
+                "and applied by the next registry to start or to see Redis come back",
                 file=sys.stderr,
             )
     print(
