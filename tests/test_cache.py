@@ -427,7 +427,11 @@ def test_a_failed_clear_is_kept_in_storage_and_applied_by_another_replica(
 
     def replica() -> RedisBlobDescriptorCache:
         cache = RedisBlobDescriptorCache.connect(
-            LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver)
+            LOOPBACK,
+            own_redis.port,
+            retry_after=3600,
+            journal=ClearJournal(driver),
+            sweep_every=None,
         )
         assert cache.wait_available(timeout=30)  # the (empty) journal is applied first
         return cache
@@ -458,7 +462,7 @@ def test_a_restart_during_an_outage_loses_no_clear(
 ) -> None:
     driver = FilesystemDriver(tmp_path / "root")
     cache = RedisBlobDescriptorCache.connect(
-        LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver)
+        LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver), sweep_every=None
     )
     cache.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
     own_redis.stop(save=True)
@@ -467,7 +471,7 @@ def test_a_restart_during_an_outage_loses_no_clear(
     cache.close()  # the process goes, and what it held in memory with it
     # It starts again while Redis is still down: storage only, until Redis is back.
     cache = RedisBlobDescriptorCache.connect(
-        LOOPBACK, own_redis.port, retry_after=0, journal=ClearJournal(driver)
+        LOOPBACK, own_redis.port, retry_after=0, journal=ClearJournal(driver), sweep_every=None
     )
     with pytest.raises(CacheUnavailableError):
         cache.repository_scoped("foo/bar").stat(DIGEST)
@@ -493,7 +497,11 @@ def test_a_new_replica_applies_what_it_finds_before_its_first_answer(
     driver.put_content(f"{paths.CACHE_CLEARS_ROOT}/00000000000000000001-{'0' * 32}", b"{")
     with caplog.at_level(logging.INFO, logger="distblob.cache"):
         cache = RedisBlobDescriptorCache.connect(
-            LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver)
+            LOOPBACK,
+            own_redis.port,
+            retry_after=3600,
+            journal=ClearJournal(driver),
+            sweep_every=None,
         )
         # The first call waits for the journal instead of answering from the stale entry.
         with pytest.raises(BlobUnknownError):
@@ -503,6 +511,28 @@ def test_a_new_replica_applies_what_it_finds_before_its_first_answer(
     assert "unreadable clear record" in caplog.text
     assert records(driver) == []
     assert cache.stat(DIGEST) == describe()  # a repository's clear leaves the global entry
+    cache.close()
+
+
+def test_a_replica_that_missed_an_outage_sweeps_the_clears_left_in_storage(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = FilesystemDriver(tmp_path / "root")
+    cache = RedisBlobDescriptorCache.connect(
+        LOOPBACK, own_redis.port, journal=ClearJournal(driver), sweep_every=0
+    )
+    assert cache.wait_available(timeout=30)
+    cache.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    with caplog.at_level(logging.INFO, logger="distblob.cache"):
+        # Left by a replica that died during an outage this one never saw.
+        ClearJournal(driver).record([("", DIGEST)])
+        while records(driver):
+            time.sleep(0.01)
+    assert "1 clears found in storage applied" in caplog.text
+    assert cache.available
+    with pytest.raises(BlobUnknownError):
+        cache.repository_scoped("foo/bar").stat(DIGEST)
+    assert not own_redis.client().exists(f"blobs::{DIGEST}")
     cache.close()
 
 
@@ -711,7 +741,7 @@ def test_a_registry_survives_redis_going_away(
 ) -> None:
     driver = FilesystemDriver(tmp_path)
     cache = RedisBlobDescriptorCache.connect(
-        LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver)
+        LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver), sweep_every=None
     )
     registry = Registry(driver, delete_enabled=True, descriptor_cache=cache)
     repo = registry.repository("cache/repo")

@@ -79,6 +79,12 @@ DEFAULT_DIAL_TIMEOUT: Final = 1.0
 #: at once).
 DEFAULT_TIMEOUT: Final = 1.0
 
+#: Seconds between two reads of the journal (:mod:`distblob.storage.clears`) by a Redis cache
+#: that trusts Redis: a replica that never saw an outage applies the clears others could not
+#: within this long, even when the replica that wrote them is gone. One small listing of
+#: storage each time.
+SWEEP_INTERVAL: Final = 10.0
+
 #: Seconds a call made while a new cache first applies its journal waits for that, at most
 #: (the probe's own timeouts bound it first, unless storage hangs).
 STARTUP_WAIT: Final = 10.0
@@ -345,11 +351,15 @@ class RedisBlobDescriptorCache:
       attempt, so a healthy Redis is used from the first call), so a replica started (or
       restarted) during or after an outage applies what it finds before anything else.
 
+    - While Redis is trusted, the same thread reads the journal every ``sweep_every`` seconds
+      (:data:`SWEEP_INTERVAL`) and applies what it finds: the records of an outage this replica
+      never saw, whose writer is gone.
+
     What remains: a replica that never touched Redis during an outage does not know it missed
-    one and trusts Redis as soon as it is back, before the deleting replica's probe (at most
-    ``retry_after`` later) or, if that replica is gone for good, before the next replica to
-    start or to see an outage applies its records. A clear that fails while storage is
-    unreachable too stays in memory only.
+    one and trusts Redis as soon as it is back, until the deleting replica's probe (at most
+    ``retry_after`` later) or, if that replica is gone for good, until the first sweep or the
+    probe of any replica (at most ``sweep_every`` later) applies its records. A clear that
+    fails while storage is unreachable too stays in this process's memory only.
     """
 
     name = "redis"
@@ -361,10 +371,12 @@ class RedisBlobDescriptorCache:
         *,
         retry_after: float = 1.0,
         journal: ClearJournal | None = None,
+        sweep_every: float | None = SWEEP_INTERVAL,
     ) -> None:
         self._client = client
         self.retry_after = retry_after
         self.journal = journal
+        self.sweep_every = sweep_every
         self._lock = threading.Lock()
         # Trusted only once a journal's records are applied (see the class docstring).
         self._available = journal is None
@@ -374,6 +386,7 @@ class RedisBlobDescriptorCache:
         self._pending: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._queued = 0
         self._closed = threading.Event()
+        self._wake = threading.Event()  # an outage began: the thread's next turn is a probe
         self._prober: threading.Thread | None = None
         # Set once the journal was first looked at (at once without a journal): until then
         # calls wait for it rather than go to storage, so a process that starts while Redis is
@@ -398,6 +411,7 @@ class RedisBlobDescriptorCache:
         health_check_interval: int = 0,
         retry_after: float = 1.0,
         journal: ClearJournal | None = None,
+        sweep_every: float | None = SWEEP_INTERVAL,
     ) -> RedisBlobDescriptorCache:
         """A cache over a new client pool (no connection is made until the first call).
 
@@ -405,7 +419,9 @@ class RedisBlobDescriptorCache:
         lets a hung Redis hold a request for as long as it hangs); ``max_connections`` bounds
         the pool, and a call finding it exhausted goes to storage (distribution's ``Wait:
         false``). Connections idle longer than ``health_check_interval`` seconds are checked
-        before use. ``journal``: where clears that fail are kept (see the class docstring).
+        before use. ``journal``: where clears that fail are kept, and ``sweep_every``: how
+        often (seconds, ``None`` for never) it is read while Redis is trusted (see the class
+        docstring).
         """
         try:
             import redis
@@ -429,7 +445,7 @@ class RedisBlobDescriptorCache:
             # or retrying a timeout (a hung Redis), would only delay the fallback to storage.
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
-        return cls(client, retry_after=retry_after, journal=journal)
+        return cls(client, retry_after=retry_after, journal=journal, sweep_every=sweep_every)
 
     @property
     def client(self) -> redis.Redis:
@@ -481,6 +497,7 @@ class RedisBlobDescriptorCache:
             self._outage = True
             if not self._closed.is_set():
                 self._start_prober(first_wait=self.retry_after)
+                self._wake.set()
         if was_available:
             logger.warning("redis cache unavailable (%s): using storage until it is back", error)
 
@@ -489,8 +506,8 @@ class RedisBlobDescriptorCache:
         if self._prober is not None:
             return
         self._prober = threading.Thread(
-            target=_probe_until_available,
-            args=(weakref.ref(self), self._closed, first_wait),
+            target=_watch,
+            args=(weakref.ref(self), self._closed, self._wake, first_wait),
             name="distblob-redis-probe",
             daemon=True,
         )
@@ -531,29 +548,60 @@ class RedisBlobDescriptorCache:
                     del self._pending[key]
             if self._pending:
                 return False  # a clear failed meanwhile: apply it too before trusting Redis
-            self._available = True
-            outage, self._outage = self._outage, False
-        if outage:
-            logger.info("redis cache available again (%d waiting clears applied)", applied)
-        elif applied:
-            logger.info("redis cache: %d clears left by an outage applied", applied)
+            # Logged before the cache is available, so whoever sees it available sees the line.
+            if self._outage:
+                logger.info("redis cache available again (%d waiting clears applied)", applied)
+            elif applied:
+                logger.info("redis cache: %d clears left by an outage applied", applied)
+            self._available, self._outage = True, False
         return True
 
-    def _probe_step(self) -> bool:
-        """One turn of the background probe; whether it is done (the cache is available and
-        no longer counts on this thread)."""
+    def sweep(self) -> int:
+        """Apply and remove the journal's records while Redis is trusted: the clears of an
+        outage this process never saw (its replica missed it, and the one that wrote them is
+        gone). The number of clears applied; a Redis failure starts an outage."""
+        import redis
+
+        if self.journal is None or not self.available:
+            return 0
+        records = self.journal.load()
+        if not records:
+            return 0
+        try:
+            pipe = self._client.pipeline()
+            for _, clears in records:
+                for name, digest in clears:
+                    _queue_clear(pipe, name, digest)
+            pipe.execute()
+        except redis.RedisError as error:
+            self._went_away(error)
+            return 0
+        applied = sum(len(clears) for _, clears in records)
+        logger.info("redis cache: %d clears found in storage applied", applied)
+        for path, _ in records:
+            self.journal.remove(path)
+        return applied
+
+    def _watch_step(self) -> float | None:
+        """One turn of the background thread: probe an unavailable Redis, else sweep the
+        journal. The seconds until the next turn, or ``None`` when the thread is done (the
+        cache is available and has nothing to sweep, or no longer counts on this thread)."""
         try:
             if not self.available:
                 self.probe()
+            elif self.sweep_every is not None:
+                self.sweep()
         finally:
             self._started.set()
         with self._lock:
             if self._prober is not threading.current_thread():
-                return True  # replaced: the cache was closed, or this thread is a stray
-            if self._available:
-                self._prober = None
-                return True
-            return False
+                return None  # replaced: the cache was closed, or this thread is a stray
+            if not self._available:
+                return max(self.retry_after, MIN_PROBE_INTERVAL)
+            if self.journal is not None and self.sweep_every is not None:
+                return max(self.sweep_every, MIN_PROBE_INTERVAL)
+            self._prober = None
+            return None
 
     def _clear(self, name: str, digest: Digest) -> None:
         def run(client: redis.Redis) -> None:
@@ -622,6 +670,7 @@ class RedisBlobDescriptorCache:
     def close(self) -> None:
         """Stop the background probe (if any) and release the connections."""
         self._closed.set()
+        self._wake.set()
         self._started.set()
         self._client.close()
 
@@ -629,23 +678,35 @@ class RedisBlobDescriptorCache:
         return f"<RedisBlobDescriptorCache {self._client!r}>"
 
 
-def _probe_until_available(
-    ref: weakref.ref[RedisBlobDescriptorCache], closed: threading.Event, first_wait: float
+def _watch(
+    ref: weakref.ref[RedisBlobDescriptorCache],
+    closed: threading.Event,
+    wake: threading.Event,
+    first_wait: float,
 ) -> None:
-    """The background probe: every ``retry_after`` seconds (the first after ``first_wait``)
-    until the cache is available again, closed or gone (it holds no reference to the cache
-    between probes, so a cache nobody uses is not kept alive)."""
-    wait = first_wait
-    while not closed.wait(wait):
+    """The background thread (the first turn after ``first_wait``): probes an unavailable
+    Redis every ``retry_after`` seconds and, with a journal, sweeps it every ``sweep_every``
+    seconds while Redis is trusted; ``wake`` (an outage began) makes the next turn a probe,
+    ``retry_after`` later. Until the cache is closed or gone (it holds no reference to the
+    cache between turns, so a cache nobody uses is not kept alive)."""
+    wait: float | None = first_wait
+    while wait is not None:
+        woken = wake.wait(wait)
+        if closed.is_set():
+            return
         cache = ref()
         if cache is None:
             return
-        wait = max(cache.retry_after, MIN_PROBE_INTERVAL)
+        if woken:
+            wake.clear()
+            wait = max(cache.retry_after, MIN_PROBE_INTERVAL)
+            del cache
+            continue
         try:
-            if cache._probe_step():
-                return
-        except Exception:  # never let the probe die: the cache would stay unavailable
+            wait = cache._watch_step()
+        except Exception:  # never let the thread die: the cache would stay unavailable
             logger.exception("redis cache: probe failed")
+            wait = max(cache.retry_after, MIN_PROBE_INTERVAL)
         del cache
 
 
@@ -713,6 +774,7 @@ __all__ = [
     "DEFAULT_SIZE",
     "DEFAULT_TIMEOUT",
     "MAX_PENDING",
+    "SWEEP_INTERVAL",
     "BlobDescriptorCache",
     "BlobDescriptorCacheScope",
     "CacheUnavailableError",
