@@ -336,10 +336,11 @@ class RedisBlobDescriptorCache:
     (the cache is ``shared``). Redis going away must therefore neither stall requests nor let
     an entry outlive a delete:
 
-    - Every call has a timeout (:data:`DEFAULT_DIAL_TIMEOUT`, :data:`DEFAULT_TIMEOUT`), so a
-      hung Redis fails like a down one. The first failure makes the cache unavailable: every
-      call then raises :class:`CacheUnavailableError` at once (the stores use storage), one
-      warning is logged, and a background thread probes Redis every ``retry_after`` seconds.
+    - Every call has a timeout (:data:`DEFAULT_DIAL_TIMEOUT`, :data:`DEFAULT_TIMEOUT` unless
+      told otherwise; a timeout is not retried), so a hung Redis fails like a down one. The
+      first failure makes the cache unavailable: every call then raises
+      :class:`CacheUnavailableError` at once (the stores use storage), one warning is logged,
+      and a background thread probes Redis every ``retry_after`` seconds.
       Requests never wait on a Redis known to be bad; only the probe does.
     - A clear that fails is kept in memory (up to :data:`MAX_PENDING`) and, with a ``journal``
       (:class:`~distblob.storage.clears.ClearJournal`), written to storage, where every replica
@@ -350,7 +351,6 @@ class RedisBlobDescriptorCache:
       journal, a new cache starts unavailable and probes at once (calls wait for that first
       attempt, so a healthy Redis is used from the first call), so a replica started (or
       restarted) during or after an outage applies what it finds before anything else.
-
     - While Redis is trusted, the same thread reads the journal every ``sweep_every`` seconds
       (:data:`SWEEP_INTERVAL`) and applies what it finds: the records of an outage this replica
       never saw, whose writer is gone.
