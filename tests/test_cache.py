@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,18 @@ import pytest
 from distblob import Registry
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
-from distblob.errors import BlobUnknownError, NameInvalidError
+from distblob.errors import BlobUnknownError, NameInvalidError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import (
+    DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_TIMEOUT,
     BlobDescriptorCache,
     BlobDescriptorCacheScope,
     CacheUnavailableError,
     InMemoryBlobDescriptorCache,
     RedisBlobDescriptorCache,
 )
+from distblob.storage.clears import ClearJournal
 from distblob.storage.driver import FilesystemDriver
 from support.blobstore import payload, sha256
 from support.goregistry import LOOPBACK, GoRegistry, free_port
@@ -315,21 +319,26 @@ def test_an_unreachable_redis_raises_cache_unavailable(
     assert "redis cache unavailable" in caplog.records[0].getMessage()
 
 
-def test_after_a_failure_redis_is_left_alone_for_a_while(own_redis: RedisServer) -> None:
+def test_after_a_failure_only_the_probe_asks_redis(own_redis: RedisServer) -> None:
     cache = RedisBlobDescriptorCache.connect(LOOPBACK, own_redis.port, retry_after=3600)
     own_redis.stop(save=True)
     with pytest.raises(CacheUnavailableError):
         cache.stat(DIGEST)
     own_redis.start()
-    # Back, but the cache does not ask again before retry_after has passed.
-    with pytest.raises(CacheUnavailableError, match="retrying soon"):
+    # Back, but calls do not ask it: the background probe (not due for an hour) does.
+    with pytest.raises(CacheUnavailableError, match="probing in the background"):
         cache.stat(DIGEST)
+    assert not cache.available
+    assert cache.probe()
+    with pytest.raises(BlobUnknownError):
+        cache.stat(DIGEST)  # a miss from Redis, not an outage
+    cache.close()
 
 
-def test_clears_made_during_an_outage_are_applied_when_redis_is_back(
+def test_clears_made_during_an_outage_are_applied_before_redis_is_trusted(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = own_redis.cache()
+    cache = RedisBlobDescriptorCache.connect(LOOPBACK, own_redis.port, retry_after=3600)
     scope = cache.repository_scoped("foo/bar")
     scope.set_descriptor(DIGEST, describe())
     scope.set_descriptor(OTHER_DIGEST, describe(OTHER_DIGEST, size=len(OTHER)))
@@ -340,15 +349,208 @@ def test_clears_made_during_an_outage_are_applied_when_redis_is_back(
         cache.clear(OTHER_DIGEST)
     assert cache.pending == 2
     own_redis.start()
-    # Redis came back with both entries; the clears are applied before anything is read.
+    # Redis came back with both entries; the probe applies the clears before trusting it.
     assert own_redis.client().exists(f"blobs::{OTHER_DIGEST}")
-    with caplog.at_level(logging.INFO, logger="distblob.cache"), pytest.raises(BlobUnknownError):
-        scope.stat(DIGEST)
+    with caplog.at_level(logging.INFO, logger="distblob.cache"):
+        assert cache.probe()
     assert cache.pending == 0
     assert "available again (2 waiting clears applied)" in caplog.text
-    with pytest.raises(BlobUnknownError):
-        scope.stat(OTHER_DIGEST)
+    assert not own_redis.client().exists(f"blobs::{OTHER_DIGEST}")
+    for cleared in (lambda: scope.stat(DIGEST), lambda: scope.stat(OTHER_DIGEST)):
+        with pytest.raises(BlobUnknownError):
+            cleared()
     assert cache.stat(DIGEST) == describe()
+    cache.close()
+
+
+def test_the_probe_brings_redis_back_by_itself(own_redis: RedisServer) -> None:
+    cache = own_redis.cache()  # probes as often as it may
+    cache.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    own_redis.stop(save=True)
+    with pytest.raises(CacheUnavailableError):
+        cache.repository_scoped("foo/bar").clear(DIGEST)
+    own_redis.start()
+    assert cache.wait_available(timeout=30)
+    assert cache.pending == 0
+    assert not own_redis.client().sismember("repository::foo/bar::blobs", DIGEST)
+    cache.close()
+
+
+def test_a_hung_redis_fails_like_a_down_one(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The default timeouts: nothing is configured.
+    cache = RedisBlobDescriptorCache.connect(LOOPBACK, own_redis.port, retry_after=3600)
+    cache.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    own_redis.pause()
+    try:
+        with caplog.at_level(logging.WARNING, logger="distblob.cache"):
+            with pytest.raises(CacheUnavailableError, match=r"[Tt]imeout"):
+                cache.repository_scoped("foo/bar").stat(DIGEST)
+            # From now on calls do not wait on it at all.
+            with pytest.raises(CacheUnavailableError, match="probing in the background"):
+                cache.stat(DIGEST)
+            with pytest.raises(CacheUnavailableError):
+                cache.clear(DIGEST)
+        assert "redis cache unavailable" in caplog.text
+        assert not cache.probe()  # still hung: the probe times out too
+    finally:
+        own_redis.resume()
+    assert cache.probe()
+    with pytest.raises(BlobUnknownError):
+        cache.repository_scoped("foo/bar").stat(DIGEST)  # cleared: the global entry is gone
+    cache.close()
+
+
+def test_redis_has_timeouts_by_default(own_redis: RedisServer) -> None:
+    cache = RedisBlobDescriptorCache.connect(LOOPBACK, own_redis.port)
+    kwargs = cache.client.connection_pool.connection_kwargs
+    assert kwargs["socket_connect_timeout"] == DEFAULT_DIAL_TIMEOUT > 0
+    assert kwargs["socket_timeout"] == DEFAULT_TIMEOUT > 0
+    cache.close()
+
+
+# -- clears kept in storage (distblob.storage.clears) -------------------------------------------
+
+
+def records(driver: FilesystemDriver) -> list[str]:
+    try:
+        return driver.list(paths.CACHE_CLEARS_ROOT)
+    except PathNotFoundError:
+        return []
+
+
+def test_a_failed_clear_is_kept_in_storage_and_applied_by_another_replica(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    driver = FilesystemDriver(tmp_path / "root")
+
+    def replica() -> RedisBlobDescriptorCache:
+        cache = RedisBlobDescriptorCache.connect(
+            LOOPBACK,
+            own_redis.port,
+            retry_after=3600,
+            journal=ClearJournal(driver),
+            sweep_every=None,
+        )
+        assert cache.wait_available(timeout=30)  # the (empty) journal is applied first
+        return cache
+
+    a, b = replica(), replica()
+    a.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    own_redis.stop(save=True)
+    with pytest.raises(CacheUnavailableError):
+        a.repository_scoped("foo/bar").clear(DIGEST)
+    assert len(records(driver)) == 1
+    with pytest.raises(CacheUnavailableError):
+        b.stat(DIGEST)  # B sees the outage too
+    own_redis.start()
+    assert own_redis.client().sismember("repository::foo/bar::blobs", DIGEST)
+    # B applies A's clear before it trusts Redis again, and removes the record.
+    assert b.probe()
+    assert records(driver) == []
+    with pytest.raises(BlobUnknownError):
+        b.repository_scoped("foo/bar").stat(DIGEST)
+    assert a.pending == 1  # A applies its own when its probe comes: no harm done twice
+    assert a.probe() and a.pending == 0
+    a.close()
+    b.close()
+
+
+def test_a_restart_during_an_outage_loses_no_clear(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = FilesystemDriver(tmp_path / "root")
+    cache = RedisBlobDescriptorCache.connect(
+        LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver), sweep_every=None
+    )
+    cache.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    own_redis.stop(save=True)
+    with pytest.raises(CacheUnavailableError):
+        cache.clear(DIGEST)
+    cache.close()  # the process goes, and what it held in memory with it
+    # It starts again while Redis is still down: storage only, until Redis is back.
+    cache = RedisBlobDescriptorCache.connect(
+        LOOPBACK, own_redis.port, retry_after=0, journal=ClearJournal(driver), sweep_every=None
+    )
+    with pytest.raises(CacheUnavailableError):
+        cache.repository_scoped("foo/bar").stat(DIGEST)
+    assert not cache.available
+    with caplog.at_level(logging.INFO, logger="distblob.cache"):
+        own_redis.start()
+        assert cache.wait_available(timeout=30)
+    assert "available again (1 waiting clears applied)" in caplog.text
+    assert records(driver) == []
+    assert not own_redis.client().exists(f"blobs::{DIGEST}")
+    with pytest.raises(BlobUnknownError):
+        cache.repository_scoped("foo/bar").stat(DIGEST)
+    cache.close()
+
+
+def test_a_new_replica_applies_what_it_finds_before_its_first_answer(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = FilesystemDriver(tmp_path / "root")
+    own_redis.cache().repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    # A record left by a replica that died during an outage, and one that is not a record.
+    ClearJournal(driver).record([("foo/bar", DIGEST)])
+    driver.put_content(f"{paths.CACHE_CLEARS_ROOT}/00000000000000000001-{'0' * 32}", b"{")
+    with caplog.at_level(logging.INFO, logger="distblob.cache"):
+        cache = RedisBlobDescriptorCache.connect(
+            LOOPBACK,
+            own_redis.port,
+            retry_after=3600,
+            journal=ClearJournal(driver),
+            sweep_every=None,
+        )
+        # The first call waits for the journal instead of answering from the stale entry.
+        with pytest.raises(BlobUnknownError):
+            cache.repository_scoped("foo/bar").stat(DIGEST)
+    assert cache.available
+    assert "1 clears left by an outage applied" in caplog.text
+    assert "unreadable clear record" in caplog.text
+    assert records(driver) == []
+    assert cache.stat(DIGEST) == describe()  # a repository's clear leaves the global entry
+    cache.close()
+
+
+def test_a_replica_that_missed_an_outage_sweeps_the_clears_left_in_storage(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = FilesystemDriver(tmp_path / "root")
+    cache = RedisBlobDescriptorCache.connect(
+        LOOPBACK, own_redis.port, journal=ClearJournal(driver), sweep_every=0
+    )
+    assert cache.wait_available(timeout=30)
+    cache.repository_scoped("foo/bar").set_descriptor(DIGEST, describe())
+    with caplog.at_level(logging.INFO, logger="distblob.cache"):
+        # Left by a replica that died during an outage this one never saw.
+        ClearJournal(driver).record([("", DIGEST)])
+        while records(driver):
+            time.sleep(0.01)
+    assert "1 clears found in storage applied" in caplog.text
+    assert cache.available
+    with pytest.raises(BlobUnknownError):
+        cache.repository_scoped("foo/bar").stat(DIGEST)
+    assert not own_redis.client().exists(f"blobs::{DIGEST}")
+    cache.close()
+
+
+def test_journal_records_round_trip(tmp_path: Path) -> None:
+    journal = ClearJournal(FilesystemDriver(tmp_path))
+    assert journal.load() == []
+    first = journal.record([("", DIGEST), ("foo/bar", SHA512)])
+    second = journal.record([("a/b", OTHER_DIGEST)])
+    assert first.startswith(paths.CACHE_CLEARS_ROOT + "/")
+    assert journal.load() == [
+        (first, [("", DIGEST), ("foo/bar", SHA512)]),
+        (second, [("a/b", OTHER_DIGEST)]),
+    ]
+    journal.remove(first)
+    journal.remove(first)  # gone already: fine
+    assert [path for path, _ in journal.load()] == [second]
+    # Outside distribution's tree: the Go registry never reads it.
+    assert not paths.CACHE_CLEARS_ROOT.startswith(paths.ROOT)
 
 
 # -- registries over each cache ----------------------------------------------------------------
@@ -371,10 +573,55 @@ def test_stats_are_answered_from_the_cache(make_registry: Callable[..., Registry
     registry = make_registry()
     repo = registry.repository("cache/repo")
     repo.blobs.put(DATA, LAYER)
-    # Remove the link behind the registry's back: only the cache still knows the blob.
-    registry.driver.delete(paths.layer_link_path(repo.name, DIGEST).rsplit("/", 1)[0])
+    # Remove the data behind the registry's back: only the cache still knows the blob's size.
+    registry.driver.delete(paths.blob_dir_path(DIGEST))
     assert repo.blobs.stat(DIGEST) == describe()
-    assert registry.blobs.stat(DIGEST).size == len(DATA)
+    if registry.descriptor_cache.shared:
+        assert registry.blobs.stat(DIGEST).size == len(DATA)
+    else:
+        # This process's cache alone never says a blob is stored (gc elsewhere cannot clear it).
+        with pytest.raises(BlobUnknownError):
+            registry.blobs.stat(DIGEST)
+
+
+def test_only_a_shared_cache_answers_for_a_link(make_registry: Callable[..., Registry]) -> None:
+    registry = make_registry()
+    repo = registry.repository("cache/repo")
+    repo.blobs.put(DATA, LAYER)
+    # Remove the link behind the registry's back, as another replica's delete would.
+    registry.driver.delete(paths.layer_link_path(repo.name, DIGEST).rsplit("/", 1)[0])
+    if registry.descriptor_cache.shared:
+        # Every replica's deletes clear a shared cache: its entry is the answer.
+        assert repo.blobs.stat(DIGEST) == describe()
+        return
+    # An in-memory entry answers only while the link is there, and goes with it.
+    for method in ("HEAD", "GET"):
+        with pytest.raises(BlobUnknownError):
+            repo.blobs.serve_blob(DIGEST, method=method)
+    with pytest.raises(BlobUnknownError):
+        registry.descriptor_cache.repository_scoped(repo.name).stat(DIGEST)
+
+
+def test_in_memory_replicas_see_each_others_deletes(tmp_path: Path) -> None:
+    def replica() -> Registry:
+        return Registry(FilesystemDriver(tmp_path / "root"), delete_enabled=True)
+
+    a, b, c = replica(), replica(), replica()
+    a.repository("cache/repo").blobs.put(DATA, LAYER)
+    for other in (b, c):
+        blobs = other.repository("cache/repo").blobs
+        assert blobs.stat(DIGEST).size == len(DATA)
+        assert blobs.serve_blob(DIGEST).status == 200  # their caches hold the blob now
+        assert other.descriptor_cache.repository_scoped("cache/repo").stat(DIGEST).size
+    a.repository("cache/repo").blobs.delete(DIGEST)
+    for other in (b, c):
+        blobs = other.repository("cache/repo").blobs
+        for method in ("HEAD", "GET"):
+            with pytest.raises(BlobUnknownError):
+                blobs.serve_blob(DIGEST, method=method)
+        assert not blobs.exists(DIGEST)
+    # The data is still stored (a repository delete only unlinks), yet nobody serves it.
+    assert FilesystemDriver(tmp_path / "root").stat(paths.blob_data_path(DIGEST)).size
 
 
 def test_a_get_whose_data_is_gone_is_blob_unknown(make_registry: Callable[..., Registry]) -> None:
@@ -416,7 +663,7 @@ def test_a_stale_entry_never_stops_a_commit(make_registry: Callable[..., Registr
     repo = registry.repository("cache/repo")
     repo.blobs.put(DATA)
     registry.driver.delete(paths.blob_dir_path(DIGEST))
-    assert registry.blobs.stat(DIGEST).size == len(DATA)  # stale, from the cache
+    assert repo.blobs.stat(DIGEST).size == len(DATA)  # stale, from the cache
     # Storing the blob again must store it, whatever the cache says.
     with repo.blobs.create() as writer:
         writer.write(DATA)
@@ -492,8 +739,11 @@ def test_replicas_on_one_redis_see_each_others_entries(
 def test_a_registry_survives_redis_going_away(
     own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = own_redis.cache()
-    registry = Registry(FilesystemDriver(tmp_path), delete_enabled=True, descriptor_cache=cache)
+    driver = FilesystemDriver(tmp_path)
+    cache = RedisBlobDescriptorCache.connect(
+        LOOPBACK, own_redis.port, retry_after=3600, journal=ClearJournal(driver), sweep_every=None
+    )
+    registry = Registry(driver, delete_enabled=True, descriptor_cache=cache)
     repo = registry.repository("cache/repo")
     repo.blobs.put(DATA, LAYER)
     own_redis.stop(save=True)
@@ -514,10 +764,15 @@ def test_a_registry_survives_redis_going_away(
         own_redis.start()
         assert own_redis.client().sismember("repository::cache/repo::blobs", DIGEST)
         with pytest.raises(BlobUnknownError):
-            repo.blobs.stat(DIGEST)
+            repo.blobs.stat(DIGEST)  # storage, until the probe
+        assert cache.probe()
+        with pytest.raises(BlobUnknownError):
+            repo.blobs.stat(DIGEST)  # Redis, with the clear applied
         assert "redis cache available again" in caplog.text
+    assert not own_redis.client().sismember("repository::cache/repo::blobs", DIGEST)
     assert repo.blobs.stat(OTHER_DIGEST).size == len(OTHER)
     assert cache.repository_scoped(repo.name).stat(OTHER_DIGEST).size == len(OTHER)
+    cache.close()
 
 
 # -- distblob serve ----------------------------------------------------------------------------
@@ -565,6 +820,43 @@ def test_a_server_on_redis_survives_redis_stopping(own_redis: RedisServer, tmp_p
         assert client.get_blob("serve/repo", other).body == OTHER
         client.delete_blob("serve/repo", digest)
         assert client.get_blob("serve/repo", digest).status == 404
+        log = server.log_text()
+    assert "redis cache unavailable" in log
+    assert "unexpected error" not in log and "status=500" not in log, log
+
+
+@pytest.mark.timeout(60)
+def test_a_server_degrades_to_storage_when_redis_hangs(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    # No timeouts in the config: the defaults must keep a hung Redis from holding requests.
+    config = {
+        "storage": {"cache": {"blobdescriptor": "redis"}},
+        "redis": {"addr": f"{LOOPBACK}:{own_redis.port}"},
+    }
+    with (
+        DistblobServer(tmp_path / "root", delete_enabled=True, extra_config=config) as server,
+        server.client() as client,
+    ):
+        kept = client.push_blob("serve/repo", DATA)
+        gone = client.push_blob("serve/repo", OTHER)
+        for digest in (kept, gone):
+            assert client.head_blob("serve/repo", digest).status == 200  # cached
+        own_redis.pause()
+        try:
+            assert client.head_blob("serve/repo", kept).status == 200
+            client.delete_blob("serve/repo", gone)
+            assert client.head_blob("serve/repo", gone).status == 404
+            assert client.get_blob("serve/repo", gone).status == 404
+            assert client.get_blob("serve/repo", kept).body == DATA
+        finally:
+            own_redis.resume()
+        # The clear made while Redis hung reaches it before the server trusts it again.
+        while "redis cache available again" not in server.log_text():
+            time.sleep(0.05)
+        assert not own_redis.client().sismember("repository::serve/repo::blobs", gone)
+        assert client.head_blob("serve/repo", gone).status == 404
+        assert client.head_blob("serve/repo", kept).status == 200
         log = server.log_text()
     assert "redis cache unavailable" in log
     assert "unexpected error" not in log and "status=500" not in log, log

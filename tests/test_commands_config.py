@@ -18,7 +18,9 @@ from distblob import Registry
 from distblob.commands import main
 from distblob.descriptor import Descriptor
 from distblob.errors import BlobUnknownError
+from distblob.server.config import build_registry, load_config
 from distblob.storage import paths
+from distblob.storage.cache import RedisBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver
 from support.blobstore import payload, sha256
 from support.redisserver import RedisServer
@@ -103,6 +105,37 @@ def test_gc_clears_what_it_deletes_from_a_shared_redis_cache(
         with pytest.raises(BlobUnknownError):
             replica.blobs.stat(sha256(STRAY))
         assert replica.blobs.stat(sha256(KEPT)).size == len(KEPT)
+
+
+def test_gc_keeps_in_storage_the_clears_redis_missed(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    root = tmp_path / "root"
+    with RedisServer(redis_dir) as redis_server:
+        serving = Registry(FilesystemDriver(root), descriptor_cache=redis_server.cache())
+        stray_blob(serving)
+        assert serving.blobs.stat(sha256(STRAY)).size == len(STRAY)
+        config = fs_config(tmp_path, root, **redis_server.config())
+        redis_server.stop(save=True)
+        assert main(["gc", "--config", config]) == 0  # gc runs, and exits, during the outage
+        assert "kept in storage" in capsys.readouterr().err
+        assert FilesystemDriver(root).list(paths.CACHE_CLEARS_ROOT)
+        redis_server.start()
+        client = redis_server.client()
+        assert client.exists(f"blobs::{sha256(STRAY)}")  # Redis came back with the entry
+        # The next registry to start on the config applies the clear before it trusts Redis.
+        registry = build_registry(load_config(config))
+        cache = registry.descriptor_cache
+        assert isinstance(cache, RedisBlobDescriptorCache)
+        assert cache.wait_available(timeout=30)
+        assert not client.exists(f"blobs::{sha256(STRAY)}")
+        assert client.exists(f"blobs::{sha256(KEPT)}")
+        assert FilesystemDriver(root).list(paths.CACHE_CLEARS_ROOT) == []
+        with pytest.raises(BlobUnknownError):
+            registry.blobs.stat(sha256(STRAY))
+        cache.close()
 
 
 def test_ingest_verify_gc_on_s3(

@@ -36,7 +36,12 @@ from distblob.server.config import (
     parse_config,
     parse_duration,
 )
-from distblob.storage.cache import InMemoryBlobDescriptorCache, RedisBlobDescriptorCache
+from distblob.storage.cache import (
+    DEFAULT_DIAL_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    InMemoryBlobDescriptorCache,
+    RedisBlobDescriptorCache,
+)
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver
 from distblob.storage.driver.s3 import S3Driver
 from support import wait_until
@@ -791,6 +796,34 @@ def test_config_storage_cache_and_redis(tmp_path: Path) -> None:
         "socket_timeout": 2.0,  # the longer of readtimeout and writetimeout
     }
     cache.close()
+
+    # Timeouts left out are not none (distribution's default) but 1 s; 0 is none.
+    assert parse_config({"redis": {"addr": "h:6379"}}).redis == RedisConfig(
+        addr="h:6379",
+        dialtimeout=DEFAULT_DIAL_TIMEOUT,
+        readtimeout=DEFAULT_TIMEOUT,
+        writetimeout=DEFAULT_TIMEOUT,
+    )
+    assert DEFAULT_DIAL_TIMEOUT == DEFAULT_TIMEOUT == 1.0
+    for timeouts, expected in (
+        ({}, {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}),
+        (
+            {"dialtimeout": 0, "readtimeout": "0s", "writetimeout": "0"},
+            {"socket_connect_timeout": None, "socket_timeout": None},
+        ),
+    ):
+        config = parse_config(
+            {
+                "storage": {"inmemory": None, "cache": {"blobdescriptor": "redis"}},
+                "redis": {"addr": "127.0.0.1:6390", **timeouts},
+            }
+        )
+        cache = build_registry(config).descriptor_cache
+        assert isinstance(cache, RedisBlobDescriptorCache)
+        kwargs = cache.client.connection_pool.connection_kwargs
+        assert {key: kwargs[key] for key in expected} == expected
+        assert cache.journal is not None  # in the registry's storage
+        cache.close()
 
     # A redis section alone changes nothing; the in-memory cache is the default.
     config = parse_config(

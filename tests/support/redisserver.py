@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -69,7 +70,18 @@ class RedisServer:
                 break  # a restart must keep its port
         raise RuntimeError(f"redis-server did not start:\n{self._log.read_text()}")
 
+    def pause(self) -> None:
+        """Hang the server (SIGSTOP): connections are accepted by the kernel, never answered."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self, *, save: bool = False) -> None:
+        self.resume()  # a paused server would never answer its shutdown
         process, self._process = self._process, None
         if process is None:
             return
@@ -83,12 +95,15 @@ class RedisServer:
                 process.wait()
 
     def client(self, port: int = 0) -> redis.Redis:
-        """A plain client (no retries: the harness wants to see a refusal at once)."""
+        """A plain client (no retries: the harness wants to see a refusal at once; a timeout,
+        so a paused server fails it rather than hanging the test)."""
         return redis.Redis(
             host=LOOPBACK,
             port=port or self.port,
             decode_responses=True,
             retry=Retry(NoBackoff(), 0),
+            socket_timeout=10,
+            socket_connect_timeout=10,
         )
 
     def cache(self, **options: Any) -> RedisBlobDescriptorCache:

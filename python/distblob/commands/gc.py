@@ -17,7 +17,8 @@ walk, where it was not a revision and so was not followed. With ``--delete-untag
 deletes the layers of a multi-arch image whose child manifest is untagged in the repository that
 tags the index. Here each repository follows its own revisions whatever is already marked.
 
-Sweep: every blob not marked is deleted (its ``blobs/<alg>/<hh>/<hex>`` directory). A dry run
+Sweep: every blob not marked is deleted (its ``blobs/<alg>/<hh>/<hex>`` directory), after the
+layer links ``--manifests-only`` removes, so no link outlives the data it names. A dry run
 lists what would go and deletes nothing. A manifest that cannot be read stops the collection
 before anything is deleted, since whatever it references cannot be marked. As with distribution,
 run it while nothing pushes to the registry.
@@ -213,12 +214,14 @@ def sweep(registry: Registry, result: Plan, repos: dict[str, RepositoryLinks]) -
                 _delete(driver, paths.manifest_tag_index_entry_link_path(name, tag, digest))
         _delete(driver, paths.manifest_revision_link_path(name, digest))
         forget(cache.repository_scoped(name), digest)
-    for digest in result.blobs:
-        _delete(driver, paths.blob_dir_path(digest))
-        forget(cache, digest)  # a shared (Redis) cache must not go on answering for it
+    # Layer links before the data they name: a registry whose in-memory cache trusts an entry
+    # while the link is there (distblob.storage.linked) never sees a link to data that is gone.
     for name, digest in result.layer_links:
         _delete(driver, paths.layer_link_path(name, digest))
         forget(cache.repository_scoped(name), digest)
+    for digest in result.blobs:
+        _delete(driver, paths.blob_dir_path(digest))
+        forget(cache, digest)  # a shared (Redis) cache must not go on answering for it
 
 
 def _delete(driver: StorageDriver, link_or_dir: str) -> None:
@@ -233,6 +236,14 @@ def run(args: argparse.Namespace) -> int:
     registry = open_registry(args, "gc")
     if registry is None:
         return 2
+    try:
+        return _collect(args, registry)
+    finally:
+        # Redis connections, and the probe of a Redis that was away (its clears are in storage).
+        registry.descriptor_cache.close()
+
+
+def _collect(args: argparse.Namespace, registry: Registry) -> int:
     try:
         result = plan(
             registry, delete_untagged=args.delete_untagged, manifests_only=args.manifests_only
@@ -254,8 +265,8 @@ def run(args: argparse.Namespace) -> int:
         if unapplied:
             print(
                 f"distblob gc: the blob descriptor cache was unreachable: {unapplied} entries "
-                "of deleted blobs and links are still in it (restart the registries or flush "
-                "the cache)",
+                "of deleted blobs and links are still in it; their clears are kept in storage "
+                "and applied by the next registry to start or to see Redis come back",
                 file=sys.stderr,
             )
     print(

@@ -291,7 +291,8 @@ class Ingester:
             digest, hashed = self._hash(fd, buffer)
             _check_size(size, hashed)
             try:
-                stored = self.repo.registry.blobs.stat(digest)
+                # Storage, not the cache: a blob is linked only to data that is there.
+                stored = self.repo.registry.blobs.stat_stored(digest)
             except DistblobError:
                 stored = None
             if stored is not None:

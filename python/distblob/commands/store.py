@@ -51,10 +51,11 @@ def open_registry(
         config = load_config(args.config)
         if config.driver == "filesystem" and not create and not os.path.isdir(config.root):
             raise ConfigError("storage.filesystem.rootdirectory", f"{config.root}: not a directory")
+        driver = open_driver(config)
         return Registry(
-            open_driver(config),
+            driver,
             delete_enabled=config.delete_enabled,
-            descriptor_cache=open_descriptor_cache(config),
+            descriptor_cache=open_descriptor_cache(config, driver),
             **options,
         )
     except (ConfigError, ImportError, ValueError) as exc:

@@ -29,8 +29,9 @@ Exactly one storage driver: ``filesystem`` (the default, at ``./distblob-data``)
 or ``s3`` (distribution's parameters, checked by
 :meth:`~distblob.storage.driver.s3.S3Driver.from_parameters`). ``storage.cache.blobdescriptor``
 picks the blob descriptor cache (:mod:`distblob.storage.cache`); ``redis`` needs the ``redis``
-section, whose keys are distribution 2.8's (the Python client has one socket timeout: the
-longer of ``readtimeout`` and ``writetimeout``; it keeps the connections it opened, so
+section, whose keys are distribution 2.8's (a timeout left out is 1 s here, not none as in
+distribution, and ``0`` is none; the Python client has one socket timeout: the longer of
+``readtimeout`` and ``writetimeout``; it keeps the connections it opened, so
 ``pool.maxidle`` is accepted and not used, and ``pool.idletimeout`` checks a connection idle that
 long before reusing it). ``proxy`` makes the server a pull-through cache of ``remoteurl``
 (:mod:`distblob.proxy`). :func:`build_registry` turns a config into a
@@ -51,6 +52,8 @@ import yaml
 
 from distblob._numbers import is_ascii_digits
 from distblob.errors import DistblobError
+from distblob.storage.cache import DEFAULT_DIAL_TIMEOUT as DEFAULT_REDIS_DIAL_TIMEOUT
+from distblob.storage.cache import DEFAULT_TIMEOUT as DEFAULT_REDIS_TIMEOUT
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -111,14 +114,16 @@ class RedisPool:
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
     """``redis``: the server the ``redis`` blob descriptor cache uses; timeouts in seconds,
-    0 = none."""
+    0 = none (as in distribution). Unlike distribution, a timeout the config does not give is
+    not none but :data:`~distblob.storage.cache.DEFAULT_DIAL_TIMEOUT` or
+    :data:`~distblob.storage.cache.DEFAULT_TIMEOUT`: a hung Redis must not hold requests."""
 
     addr: str
     password: str | None = field(default=None, repr=False)
     db: int = 0
-    dialtimeout: float = 0.0
-    readtimeout: float = 0.0
-    writetimeout: float = 0.0
+    dialtimeout: float = DEFAULT_REDIS_DIAL_TIMEOUT
+    readtimeout: float = DEFAULT_REDIS_TIMEOUT
+    writetimeout: float = DEFAULT_REDIS_TIMEOUT
     pool: RedisPool = field(default_factory=RedisPool)
 
 
@@ -233,6 +238,12 @@ def _s3_parameters(doc: object) -> dict[str, Any]:
     return parameters
 
 
+def _timeout(raw: Mapping[str, Any], key: str, default: float) -> float:
+    """``redis.<key>`` in seconds: ``default`` when the config does not give it."""
+    value = raw.get(key)
+    return default if value is None else parse_duration(value, f"redis.{key}")
+
+
 def _redis(doc: object) -> RedisConfig:
     raw = _section(
         doc,
@@ -248,9 +259,9 @@ def _redis(doc: object) -> RedisConfig:
         addr=addr,
         password=_str(raw, "password", "redis"),
         db=_int(raw, "db", "redis", 0),
-        dialtimeout=parse_duration(raw.get("dialtimeout", 0), "redis.dialtimeout"),
-        readtimeout=parse_duration(raw.get("readtimeout", 0), "redis.readtimeout"),
-        writetimeout=parse_duration(raw.get("writetimeout", 0), "redis.writetimeout"),
+        dialtimeout=_timeout(raw, "dialtimeout", DEFAULT_REDIS_DIAL_TIMEOUT),
+        readtimeout=_timeout(raw, "readtimeout", DEFAULT_REDIS_TIMEOUT),
+        writetimeout=_timeout(raw, "writetimeout", DEFAULT_REDIS_TIMEOUT),
         pool=RedisPool(
             maxidle=_int(pool, "maxidle", "redis.pool", 0),
             maxactive=_int(pool, "maxactive", "redis.pool", 0),
@@ -392,9 +403,14 @@ def open_driver(config: Config) -> StorageDriver:
     return FilesystemDriver(config.root)
 
 
-def open_descriptor_cache(config: Config) -> BlobDescriptorCache:
-    """The blob descriptor cache ``config`` names (a Redis one connects on first use)."""
+def open_descriptor_cache(
+    config: Config, driver: StorageDriver | None = None
+) -> BlobDescriptorCache:
+    """The blob descriptor cache ``config`` names (a Redis one connects on first use). A Redis
+    cache keeps the clears it cannot apply in ``driver``'s storage (the registry's), so that no
+    replica, and no restart of this one, loses them (:mod:`distblob.storage.clears`)."""
     from distblob.storage.cache import InMemoryBlobDescriptorCache, RedisBlobDescriptorCache
+    from distblob.storage.clears import ClearJournal
 
     if config.blob_descriptor_cache != "redis":
         return InMemoryBlobDescriptorCache()
@@ -414,6 +430,7 @@ def open_descriptor_cache(config: Config) -> BlobDescriptorCache:
         timeout=max(timeouts) if timeouts else None,
         max_connections=redis.pool.maxactive or None,
         health_check_interval=max(1, round(idle)) if idle > 0 else 0,
+        journal=ClearJournal(driver) if driver is not None else None,
     )
 
 
@@ -427,7 +444,7 @@ def build_registry(config: Config) -> Registry:
         delete_enabled=config.delete_enabled,
         resumable_digests=config.proxy is None,  # off in proxy mode, as in distribution
         redirect=config.redirect,
-        descriptor_cache=open_descriptor_cache(config),
+        descriptor_cache=open_descriptor_cache(config, driver),
         upload_leases=open_upload_leases(config, driver),
     )
 

@@ -5,10 +5,13 @@ uploads into place, and deletes blob data (garbage collection's job). Repositori
 through their links (:mod:`distblob.storage.linked`).
 
 :meth:`BlobStore.stat` answers from the registry's blob descriptor cache
-(:mod:`distblob.storage.cache`) when it can, as distribution's cached statter does. What decides
-on data, never: :meth:`BlobStore.exists` and :meth:`BlobStore.stat_stored` ask storage, so a
-commit never skips storing a blob a stale entry claims is there, and a GET never promises bytes
-that are gone.
+(:mod:`distblob.storage.cache`) when the cache is shared by every process serving the storage
+(Redis, which ``distblob gc`` clears), as distribution's cached statter does. A cache of this
+process alone (in memory) never answers whether a blob is stored, since garbage collection run
+elsewhere cannot clear it: this stat asks storage, and the entry serves the repository stores
+only after they have read a link (:mod:`distblob.storage.linked`). What decides on data, never:
+:meth:`BlobStore.exists` and :meth:`BlobStore.stat_stored` ask storage, so a commit never skips
+storing a blob a stale entry claims is there, and a GET never promises bytes that are gone.
 """
 
 from __future__ import annotations
@@ -69,9 +72,11 @@ class BlobStore(Statter):
         self.cache = registry.descriptor_cache
 
     def stat(self, digest: str) -> Descriptor:
-        """The blob's size and digest, from the cache or storage; ``BlobUnknownError`` if it is
-        not stored. The media type is always the default: the global store knows bytes."""
+        """The blob's size and digest, from a shared cache or storage; ``BlobUnknownError`` if
+        it is not stored. The media type is always the default: the global store knows bytes."""
         dgst = parse_digest(digest)
+        if not self.cache.shared:
+            return self.stat_stored(dgst)
         cached = lookup(self.cache, dgst)
         # An alias entry (another algorithm's digest naming this blob) is a repository's
         # business: blobs/ holds each blob under its own digest only.

@@ -20,6 +20,12 @@ miss and go to storage (:func:`lookup`, :func:`remember`, :func:`forget`), so a 
 requests faster but never makes them fail. The cache is never the authority on whether a blob's
 data exists: the write paths and blob GETs ask storage (:mod:`distblob.storage.blobs`).
 
+A cache is ``shared`` when every process serving the storage sees its entries and its clears
+(Redis): a delete made anywhere clears it, so a repository's entry may answer whether the
+repository links the blob. An in-memory cache is not shared: other replicas' deletes never reach
+it, so the repository store still reads the link on each hit and the cache only saves the blob
+stat (size and media type, which no delete changes; see :mod:`distblob.storage.linked`).
+
 Redis keys, as distribution 2.8 writes them::
 
     blobs::<digest>                        hash: digest, size, mediatype
@@ -33,6 +39,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
@@ -50,6 +57,8 @@ from distblob.storage import paths
 if TYPE_CHECKING:
     import redis
 
+    from distblob.storage.clears import ClearJournal
+
 logger = logging.getLogger("distblob.cache")
 
 #: Entries an in-memory cache keeps (global and per-repository together): distribution's
@@ -58,6 +67,31 @@ DEFAULT_SIZE: Final = 10_000
 
 #: Invalidations a Redis cache holds while Redis is unreachable, to apply once it is back.
 MAX_PENDING: Final = 100_000
+
+#: Seconds a Redis cache waits to connect, when not told (distribution 2.8 has no default:
+#: without ``redis.dialtimeout`` it waits as long as the kernel does).
+DEFAULT_DIAL_TIMEOUT: Final = 1.0
+
+#: Seconds a Redis cache waits for one call's reply (and to send it), when not told. A cache
+#: call is one round trip on a few small keys, well under a millisecond on a healthy Redis and
+#: rarely more than tens under load; a second still rules out false alarms, and bounds what a
+#: hung Redis costs the requests already waiting on it when it hangs (the others go to storage
+#: at once).
+DEFAULT_TIMEOUT: Final = 1.0
+
+#: Seconds between two reads of the journal (:mod:`distblob.storage.clears`) by a Redis cache
+#: that trusts Redis: a replica that never saw an outage applies the clears others could not
+#: within this long, even when the replica that wrote them is gone. One small listing of
+#: storage each time.
+SWEEP_INTERVAL: Final = 10.0
+
+#: Seconds a call made while a new cache first applies its journal waits for that, at most
+#: (the probe's own timeouts bound it first, unless storage hangs).
+STARTUP_WAIT: Final = 10.0
+
+#: The background probe of an unavailable Redis waits at least this long between attempts,
+#: whatever ``retry_after`` says (tests use 0).
+MIN_PROBE_INTERVAL: Final = 0.02
 
 _T = TypeVar("_T")
 
@@ -89,6 +123,10 @@ class BlobDescriptorCache(BlobDescriptorCacheScope, Protocol):
 
     #: ``"inmemory"`` or ``"redis"``, as in ``storage.cache.blobdescriptor``.
     name: str
+
+    #: Whether every process serving the storage sees this cache's entries and clears (so a
+    #: delete made by any of them clears it): ``False`` for an in-memory cache.
+    shared: bool
 
     def repository_scoped(self, name: str) -> BlobDescriptorCacheScope:
         """The scope of repository ``name``; ``NameInvalidError`` for an invalid name."""
@@ -150,10 +188,13 @@ class InMemoryBlobDescriptorCache:
 
     Thread-safe. Reading a repository's entry also refreshes the global entry it depends on,
     so the global entries of blobs in use are not the ones evicted. Nothing survives a restart,
-    and other processes never see it: with several replicas, use Redis.
+    and other processes never see it (it is not ``shared``): the repository stores read the
+    link on each hit, so with several replicas a delete made by one is seen at once by the
+    others, and Redis only saves them that read.
     """
 
     name = "inmemory"
+    shared = False
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -291,26 +332,70 @@ class RedisBlobDescriptorCache:
     """``redis``: distribution's Redis layout, so replicas and Go registries share entries.
 
     Entries never expire (as in distribution); a blob deleted through any registry sharing the
-    Redis is cleared there. When Redis cannot be reached, every call raises
-    :class:`CacheUnavailableError` at once for ``retry_after`` seconds instead of waiting on a
-    dead connection each time; one warning is logged when it goes away and one line when it is
-    back. Clears that fail meanwhile are kept (up to :data:`MAX_PENDING`) and applied before
-    anything else once Redis answers again, so an entry for a blob deleted during the outage
-    does not come back to life (a process that exits during the outage loses them).
+    Redis is cleared there, and the repository stores answer from a hit without reading storage
+    (the cache is ``shared``). Redis going away must therefore neither stall requests nor let
+    an entry outlive a delete:
+
+    - Every call has a timeout (:data:`DEFAULT_DIAL_TIMEOUT`, :data:`DEFAULT_TIMEOUT` unless
+      told otherwise; a timeout is not retried), so a hung Redis fails like a down one. The
+      first failure makes the cache unavailable: every call then raises
+      :class:`CacheUnavailableError` at once (the stores use storage), one warning is logged,
+      and a background thread probes Redis every ``retry_after`` seconds.
+      Requests never wait on a Redis known to be bad; only the probe does.
+    - A clear that fails is kept in memory (up to :data:`MAX_PENDING`) and, with a ``journal``
+      (:class:`~distblob.storage.clears.ClearJournal`), written to storage, where every replica
+      and a restart of this one find it.
+    - The probe makes the cache available again only after applying, in Redis, every clear in
+      the journal (removing each record applied) and every clear held in memory: no replica
+      that saw the outage trusts Redis before the deletes made during it are there. With a
+      journal, a new cache starts unavailable and probes at once (calls wait for that first
+      attempt, so a healthy Redis is used from the first call), so a replica started (or
+      restarted) during or after an outage applies what it finds before anything else.
+    - While Redis is trusted, the same thread reads the journal every ``sweep_every`` seconds
+      (:data:`SWEEP_INTERVAL`) and applies what it finds: the records of an outage this replica
+      never saw, whose writer is gone.
+
+    What remains: a replica that never touched Redis during an outage does not know it missed
+    one and trusts Redis as soon as it is back, until the deleting replica's probe (at most
+    ``retry_after`` later) or, if that replica is gone for good, until the first sweep or the
+    probe of any replica (at most ``sweep_every`` later) applies its records. A clear that
+    fails while storage is unreachable too stays in this process's memory only.
     """
 
     name = "redis"
+    shared = True
 
-    def __init__(self, client: redis.Redis, *, retry_after: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        retry_after: float = 1.0,
+        journal: ClearJournal | None = None,
+        sweep_every: float | None = SWEEP_INTERVAL,
+    ) -> None:
         self._client = client
         self.retry_after = retry_after
+        self.journal = journal
+        self.sweep_every = sweep_every
         self._lock = threading.Lock()
-        self._retry_at = 0.0
-        self._available = True
+        # Trusted only once a journal's records are applied (see the class docstring).
+        self._available = journal is None
+        self._outage = False  # whether an outage was seen (for the log line when it ends)
         # (repository or "" for global, digest) -> when it was queued, so a clear queued again
         # while an older queue is being applied stays queued.
         self._pending: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._queued = 0
+        self._closed = threading.Event()
+        self._wake = threading.Event()  # an outage began: the thread's next turn is a probe
+        self._prober: threading.Thread | None = None
+        # Set once the journal was first looked at (at once without a journal): until then
+        # calls wait for it rather than go to storage, so a process that starts while Redis is
+        # fine (a gc run, say) never sends its clears around it.
+        self._started = threading.Event()
+        if self._available:
+            self._started.set()
+        else:
+            self._start_prober(first_wait=0.0)
 
     @classmethod
     def connect(
@@ -320,18 +405,23 @@ class RedisBlobDescriptorCache:
         *,
         password: str | None = None,
         db: int = 0,
-        dial_timeout: float | None = None,
-        timeout: float | None = None,
+        dial_timeout: float | None = DEFAULT_DIAL_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         max_connections: int | None = None,
         health_check_interval: int = 0,
         retry_after: float = 1.0,
+        journal: ClearJournal | None = None,
+        sweep_every: float | None = SWEEP_INTERVAL,
     ) -> RedisBlobDescriptorCache:
         """A cache over a new client pool (no connection is made until the first call).
 
-        ``dial_timeout`` and ``timeout`` (reads and writes) in seconds, ``None`` for none;
-        ``max_connections`` bounds the pool, and a call finding it exhausted goes to storage
-        (distribution's ``Wait: false``). Connections idle longer than
-        ``health_check_interval`` seconds are checked before use.
+        ``dial_timeout`` and ``timeout`` (reads and writes) in seconds, ``None`` for none (which
+        lets a hung Redis hold a request for as long as it hangs); ``max_connections`` bounds
+        the pool, and a call finding it exhausted goes to storage (distribution's ``Wait:
+        false``). Connections idle longer than ``health_check_interval`` seconds are checked
+        before use. ``journal``: where clears that fail are kept, and ``sweep_every``: how
+        often (seconds, ``None`` for never) it is read while Redis is trusted (see the class
+        docstring).
         """
         try:
             import redis
@@ -351,11 +441,11 @@ class RedisBlobDescriptorCache:
             max_connections=max_connections,
             health_check_interval=health_check_interval,
             decode_responses=True,
-            # One immediate retry replaces a pooled connection Redis closed (a restart); more
-            # would only delay the fallback to storage.
-            retry=Retry(NoBackoff(), 1),
+            # One immediate retry replaces a pooled connection Redis closed (a restart); more,
+            # or retrying a timeout (a hung Redis), would only delay the fallback to storage.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
-        return cls(client, retry_after=retry_after)
+        return cls(client, retry_after=retry_after, journal=journal, sweep_every=sweep_every)
 
     @property
     def client(self) -> redis.Redis:
@@ -363,46 +453,155 @@ class RedisBlobDescriptorCache:
 
     @property
     def pending(self) -> int:
-        """Clears waiting for Redis to come back."""
+        """Clears held in memory, waiting for Redis to come back."""
         with self._lock:
             return len(self._pending)
+
+    @property
+    def available(self) -> bool:
+        """Whether calls go to Redis (``False`` during an outage, and until a journal's records
+        are applied)."""
+        with self._lock:
+            return self._available
+
+    def wait_available(self, timeout: float | None = None) -> bool:
+        """Wait until the cache is available (or ``timeout`` seconds); whether it is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.available:
+            if self._closed.is_set():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     # -- calls, with the outage handling ------------------------------------------------------
 
     def _call(self, operation: Callable[[redis.Redis], _T]) -> _T:
         import redis
 
+        if not self._started.is_set():
+            self._started.wait(STARTUP_WAIT)
         with self._lock:
-            if time.monotonic() < self._retry_at:
-                raise CacheUnavailableError("redis cache: unavailable (retrying soon)")
+            if not self._available:
+                raise CacheUnavailableError("redis cache: unavailable (probing in the background)")
+        try:
+            return operation(self._client)
+        except redis.RedisError as error:
+            self._went_away(error)
+            raise CacheUnavailableError(f"redis cache: {error}") from error
+
+    def _went_away(self, error: Exception) -> None:
+        with self._lock:
+            was_available, self._available = self._available, False
+            self._outage = True
+            if not self._closed.is_set():
+                self._start_prober(first_wait=self.retry_after)
+                self._wake.set()
+        if was_available:
+            logger.warning("redis cache unavailable (%s): using storage until it is back", error)
+
+    def _start_prober(self, *, first_wait: float) -> None:
+        """Start the background probe unless it runs (called with the lock held)."""
+        if self._prober is not None:
+            return
+        self._prober = threading.Thread(
+            target=_watch,
+            args=(weakref.ref(self), self._closed, self._wake, first_wait),
+            name="distblob-redis-probe",
+            daemon=True,
+        )
+        self._prober.start()
+
+    def probe(self) -> bool:
+        """Try Redis now, as the background probe does: apply the journal's records and the
+        clears held in memory, then trust Redis again; whether it worked (``False``: Redis or
+        storage still failing, or a clear failed meanwhile). Idempotent."""
+        import redis
+
+        with self._lock:
             pending = list(self._pending.items())
         try:
-            if pending:
-                self._apply_clears([key for key, _ in pending])
-            result = operation(self._client)
-        except redis.RedisError as error:
+            records = self.journal.load() if self.journal is not None else []
+            keys = [key for key, _ in pending]
+            keys += [(name, str(digest)) for _, clears in records for name, digest in clears]
+            pipe = self._client.pipeline()
+            for name, digest in dict.fromkeys(keys):
+                _queue_clear(pipe, name, digest)
+            pipe.ping()  # an answer even when there is nothing to clear
+            pipe.execute()
+            for path, _ in records:
+                assert self.journal is not None
+                self.journal.remove(path)
+        except (redis.RedisError, DistblobError, OSError) as error:
             with self._lock:
-                self._retry_at = time.monotonic() + self.retry_after
-                was_available, self._available = self._available, False
-            if was_available:
+                first, self._outage = not self._outage, True
+            if first:  # a cache that started during an outage
                 logger.warning(
                     "redis cache unavailable (%s): using storage until it is back", error
                 )
-            raise CacheUnavailableError(f"redis cache: {error}") from error
+            return False
+        applied = len(pending) + sum(len(clears) for _, clears in records)
         with self._lock:
             for key, queued in pending:
                 if self._pending.get(key) == queued:
                     del self._pending[key]
-            was_available, self._available = self._available, True
-        if not was_available:
-            logger.info("redis cache available again (%d waiting clears applied)", len(pending))
-        return result
+            if self._pending:
+                return False  # a clear failed meanwhile: apply it too before trusting Redis
+            # Logged before the cache is available, so whoever sees it available sees the line.
+            if self._outage:
+                logger.info("redis cache available again (%d waiting clears applied)", applied)
+            elif applied:
+                logger.info("redis cache: %d clears left by an outage applied", applied)
+            self._available, self._outage = True, False
+        return True
 
-    def _apply_clears(self, keys: list[tuple[str, str]]) -> None:
-        pipe = self._client.pipeline()
-        for name, digest in keys:
-            _queue_clear(pipe, name, digest)
-        pipe.execute()
+    def sweep(self) -> int:
+        """Apply and remove the journal's records while Redis is trusted: the clears of an
+        outage this process never saw (its replica missed it, and the one that wrote them is
+        gone). The number of clears applied; a Redis failure starts an outage."""
+        import redis
+
+        if self.journal is None or not self.available:
+            return 0
+        records = self.journal.load()
+        if not records:
+            return 0
+        try:
+            pipe = self._client.pipeline()
+            for _, clears in records:
+                for name, digest in clears:
+                    _queue_clear(pipe, name, digest)
+            pipe.execute()
+        except redis.RedisError as error:
+            self._went_away(error)
+            return 0
+        applied = sum(len(clears) for _, clears in records)
+        logger.info("redis cache: %d clears found in storage applied", applied)
+        for path, _ in records:
+            self.journal.remove(path)
+        return applied
+
+    def _watch_step(self) -> float | None:
+        """One turn of the background thread: probe an unavailable Redis, else sweep the
+        journal. The seconds until the next turn, or ``None`` when the thread is done (the
+        cache is available and has nothing to sweep, or no longer counts on this thread)."""
+        try:
+            if not self.available:
+                self.probe()
+            elif self.sweep_every is not None:
+                self.sweep()
+        finally:
+            self._started.set()
+        with self._lock:
+            if self._prober is not threading.current_thread():
+                return None  # replaced: the cache was closed, or this thread is a stray
+            if not self._available:
+                return max(self.retry_after, MIN_PROBE_INTERVAL)
+            if self.journal is not None and self.sweep_every is not None:
+                return max(self.sweep_every, MIN_PROBE_INTERVAL)
+            self._prober = None
+            return None
 
     def _clear(self, name: str, digest: Digest) -> None:
         def run(client: redis.Redis) -> None:
@@ -413,18 +612,31 @@ class RedisBlobDescriptorCache:
         try:
             self._call(run)
         except CacheUnavailableError:
-            with self._lock:
-                self._queued += 1
-                self._pending[(name, digest)] = self._queued
-                self._pending.move_to_end((name, digest))
-                if len(self._pending) > MAX_PENDING:
-                    dropped = self._pending.popitem(last=False)[0]
-                    logger.error(
-                        "redis cache: more than %d clears waiting; %s may stay stale",
-                        MAX_PENDING,
-                        _blob_key(dropped[1]),
-                    )
+            self._keep(name, digest)
             raise
+
+    def _keep(self, name: str, digest: Digest) -> None:
+        """Hold a clear that failed until the probe applies it, in memory and in the journal."""
+        with self._lock:
+            self._queued += 1
+            self._pending[(name, digest)] = self._queued
+            self._pending.move_to_end((name, digest))
+            if len(self._pending) > MAX_PENDING:
+                dropped = self._pending.popitem(last=False)[0]
+                logger.error(
+                    "redis cache: more than %d clears waiting; %s may stay stale",
+                    MAX_PENDING,
+                    _blob_key(dropped[1]),
+                )
+        if self.journal is not None:
+            try:
+                self.journal.record([(name, digest)])
+            except (DistblobError, OSError) as error:
+                logger.error(
+                    "redis cache: clear of %s kept in memory only (storage: %s)",
+                    _blob_key(digest),
+                    error,
+                )
 
     def _stat_global(self, client: redis.Redis, digest: str) -> Descriptor | None:
         fields = client.hmget(_blob_key(digest), ["digest", "size", "mediatype"])
@@ -456,10 +668,46 @@ class RedisBlobDescriptorCache:
         return _RedisRepositoryScope(self, paths.validate_repository_name(name))
 
     def close(self) -> None:
+        """Stop the background probe (if any) and release the connections."""
+        self._closed.set()
+        self._wake.set()
+        self._started.set()
         self._client.close()
 
     def __repr__(self) -> str:
         return f"<RedisBlobDescriptorCache {self._client!r}>"
+
+
+def _watch(
+    ref: weakref.ref[RedisBlobDescriptorCache],
+    closed: threading.Event,
+    wake: threading.Event,
+    first_wait: float,
+) -> None:
+    """The background thread (the first turn after ``first_wait``): probes an unavailable
+    Redis every ``retry_after`` seconds and, with a journal, sweeps it every ``sweep_every``
+    seconds while Redis is trusted; ``wake`` (an outage began) makes the next turn a probe,
+    ``retry_after`` later. Until the cache is closed or gone (it holds no reference to the
+    cache between turns, so a cache nobody uses is not kept alive)."""
+    wait: float | None = first_wait
+    while wait is not None:
+        woken = wake.wait(wait)
+        if closed.is_set():
+            return
+        cache = ref()
+        if cache is None:
+            return
+        if woken:
+            wake.clear()
+            wait = max(cache.retry_after, MIN_PROBE_INTERVAL)
+            del cache
+            continue
+        try:
+            wait = cache._watch_step()
+        except Exception:  # never let the thread die: the cache would stay unavailable
+            logger.exception("redis cache: probe failed")
+            wait = max(cache.retry_after, MIN_PROBE_INTERVAL)
+        del cache
 
 
 def _queue_set_global(pipe: Any, digest: str, descriptor: Descriptor) -> None:
@@ -522,8 +770,11 @@ class _RedisRepositoryScope:
 
 
 __all__ = [
+    "DEFAULT_DIAL_TIMEOUT",
     "DEFAULT_SIZE",
+    "DEFAULT_TIMEOUT",
     "MAX_PENDING",
+    "SWEEP_INTERVAL",
     "BlobDescriptorCache",
     "BlobDescriptorCacheScope",
     "CacheUnavailableError",

@@ -5,12 +5,26 @@ distribution's ``linkedBlobStore``: a blob belongs to a repository when
 another until it is uploaded or mounted there. Uploads live under ``_uploads/<id>``.
 
 Stats go through the repository's scope of the registry's blob descriptor cache
-(:mod:`distblob.storage.cache`), as distribution wraps its linked statter in a cached one: a hit
-answers without reading the link or the blob; a miss reads both and fills the entry, then reads
-the link again, so an unlink racing the stat (which clears after unlinking) never leaves an entry
-behind. Commits, puts and mounts record the descriptor; unlinking clears it. A GET still asks
-storage for the data before promising it: entries do not see deletes made behind the registry's
-back (``distblob gc``, another tool), and a blob whose data is gone answers ``BlobUnknownError``.
+(:mod:`distblob.storage.cache`), as distribution wraps its linked statter in a cached one. A miss
+reads the link and stats the blob, fills the entry, then (with a shared cache) reads the link
+again, so an unlink racing the stat (which clears after unlinking) never leaves an entry behind.
+Commits, puts and mounts record the descriptor; unlinking clears it. What a hit saves depends on
+whether the cache is shared by every process serving the storage:
+
+- A shared cache (Redis) answers without reading anything: every replica's unlinks clear it
+  (and clears that could not reach it are applied before it is trusted again, see
+  :class:`~distblob.storage.cache.RedisBlobDescriptorCache`).
+- A cache of this process alone (in memory) never learns of another replica's unlink, so it is
+  never the answer to "does this repository link this blob": a hit still reads the link (one
+  small read) and answers only if the link names the cached blob; it saves the blob stat.
+  Whether the blob's data is still there is taken from the entry: blob data goes only with
+  garbage collection, and ``distblob gc`` removes a layer link before the data it names (or
+  keeps the data of every linked blob), so a link that is there names data that is there.
+  distribution's ``garbage-collect`` does leave layer links behind; after it, a HEAD may answer
+  from an entry until the replicas restart, as with distribution's own caches.
+
+A GET still asks storage for the data before promising it (entries do not see data removed
+behind the registry's back), and a blob whose data is gone answers ``BlobUnknownError``.
 """
 
 from __future__ import annotations
@@ -108,6 +122,8 @@ class LinkedBlobStore(Statter):
         self.engine = registry.engine
         self.blobs = registry.blobs
         self.cache = registry.descriptor_cache.repository_scoped(self.name)
+        #: Whether a cache hit may answer without reading the link (see the module docstring).
+        self.shared_cache = registry.descriptor_cache.shared
         self.fsync = registry.fsync
         self.resumable_digests = registry.resumable_digests
 
@@ -129,18 +145,26 @@ class LinkedBlobStore(Statter):
         """The linked blob's descriptor; ``BlobUnknownError`` if not linked or not stored."""
         digest = parse_digest(digest)
         cached = lookup(self.cache, digest)
-        if cached is not None:
+        if cached is not None and self.shared_cache:
             return cached
-        target = self._target(digest)
+        try:
+            target = self._target(digest)
+        except BlobUnknownError:
+            if cached is not None:
+                forget(self.cache, digest)  # unlinked by another process
+            raise
+        if cached is not None and cached.digest == target:
+            return cached  # this process's entry, for a link that is still there
         descriptor = self.blobs.stat(target)
         if target != digest:
             # An alias in another algorithm: the blob it names may have a media type here.
             named = lookup(self.cache, target)
             if named is not None:
                 descriptor = descriptor.with_(media_type=named.media_type)
-        if remember(self.cache, digest, descriptor):
+        if remember(self.cache, digest, descriptor) and self.shared_cache:
             # An unlink clears the entry after removing the link: one that ran since the link
-            # was read is seen here (see the module docstring).
+            # was read is seen here (see the module docstring). An unshared entry needs no such
+            # check: every hit reads the link anyway.
             try:
                 self._target(digest)
             except BlobUnknownError:

@@ -1,8 +1,8 @@
 """distribution's storage layout: where every object of a registry lives, as driver paths.
 
 This is the layout of distribution's ``registry/storage/paths.go``, byte for byte, so that the Go
-registry and distblob can share one storage tree. Everything but the proxy's scheduler state lives
-under ``/docker/registry/v2``::
+registry and distblob can share one storage tree. Everything but the proxy's scheduler state and
+distblob's pending cache clears lives under ``/docker/registry/v2``::
 
     /docker/registry/v2
         blobs/
@@ -33,6 +33,9 @@ under ``/docker/registry/v2``::
                             <algorithm>/
                                 <offset>        the hasher's state after <offset> bytes
     /scheduler-state.json                       the proxy's expiry timers (at the driver root)
+    /distblob/cache/clears/<record>             distblob only, outside distribution's tree:
+                                                Redis cache clears not applied yet
+                                                (distblob.storage.clears)
 
 A ``link`` file holds a digest string, ``sha256:<hex>``, with no newline. Manifests are blobs like
 any other; only their links differ. Hash states are in Go's ``MarshalBinary`` format and their
@@ -58,11 +61,16 @@ from distblob.errors import (
     TagInvalidError,
 )
 
-#: Every path of the layout but :data:`SCHEDULER_STATE_PATH` starts here.
+#: Every path of the layout but :data:`SCHEDULER_STATE_PATH` and :data:`CACHE_CLEARS_ROOT`
+#: starts here.
 ROOT: Final = "/docker/registry/v2"
 
 #: The proxy scheduler's state file, at the driver root rather than under :data:`ROOT`.
 SCHEDULER_STATE_PATH: Final = "/scheduler-state.json"
+
+#: Where clears a Redis cache could not apply wait (:mod:`distblob.storage.clears`): distblob's
+#: own, beside ``/docker`` rather than under :data:`ROOT`, so the Go registry never reads it.
+CACHE_CLEARS_ROOT: Final = "/distblob/cache/clears"
 
 #: Longest repository name, as distribution enforces (``reference.NameTotalLengthMax``).
 MAX_NAME_LENGTH: Final = 255
@@ -300,6 +308,7 @@ def upload_hash_state_path(name: str, upload_id: str, algorithm: str, offset: in
 
 
 __all__ = [
+    "CACHE_CLEARS_ROOT",
     "MAX_NAME_LENGTH",
     "MAX_UPLOAD_ID_LENGTH",
     "ROOT",
