@@ -70,6 +70,8 @@ REDIRECT_EXPIRY: Final = 20 * 60
 PENDING_SUFFIX: Final = "#multipart"
 #: Parts one writer may have in flight while it buffers the next.
 PARTS_IN_FLIGHT: Final = 2
+#: Reads of a small object that came back shorter than it is, before giving up.
+READ_ATTEMPTS: Final = 5
 
 _T = TypeVar("_T")
 
@@ -348,14 +350,30 @@ class S3Driver(StorageDriver):
         etag = result.get("ETag") if isinstance(result, dict) else None
         return str(etag) if etag else None
 
+    def _read_whole(self, path: str, key: str) -> tuple[bytes, str | None]:
+        """The whole object at ``key`` and its ETag.
+
+        S3 replaces an object atomically, but some S3-compatible servers (rclone) let a GET
+        racing a PUT of the same key end early without an error: a body shorter than its
+        ``Content-Length`` is read again (a few times), never returned.
+        """
+        for _attempt in range(READ_ATTEMPTS):
+            response = self._get(path, key)
+            data: bytes = response["Body"].read()
+            length = response.get("ContentLength")
+            if length is None or len(data) == int(length):
+                etag = response.get("ETag")
+                return data, str(etag) if etag else None
+            time.sleep(0.01)
+        raise StorageDriverError(f"s3: {path}: the object ended early {READ_ATTEMPTS} times")
+
     def _pending(self, path: str, key: str | None = None) -> _Pending | None:
         key = (key or self._key(path)) + PENDING_SUFFIX
         try:
-            response = self._get(path, key)
-            raw = response["Body"].read()
+            raw, etag = self._read_whole(path, key)
         except PathNotFoundError:
             return None
-        return _Pending.decode(raw, key, response.get("ETag"))
+        return _Pending.decode(raw, key, etag)
 
     def _pending_etag(self, path: str, key: str) -> str | None:
         """The ETag of the pending state of ``key`` now (``None``: there is none)."""
@@ -399,8 +417,7 @@ class S3Driver(StorageDriver):
     # -- the driver ---------------------------------------------------------------------------
 
     def _get_content(self, path: str) -> bytes:
-        data: bytes = self._get(path, self._key(path))["Body"].read()
-        return data
+        return self._read_whole(path, self._key(path))[0]
 
     def _put_content(self, path: str, data: ReadableBuffer, *, fsync: bool) -> None:
         self._put(path, self._key(path), data)  # S3 stores a whole object atomically
