@@ -464,9 +464,43 @@ def test_a_read_that_ends_early_is_read_again(
         calls += 1
         response = real(path, key, **kwargs)
         if calls == 1:
-            response["Body"] = io.BytesIO(b"01234")
+            response["Body"] = io.BytesIO(b"01234")  # ends early, no error
+        elif calls == 2:
+            response["Body"] = _Broken()  # ends early with the connection
         return response
 
     monkeypatch.setattr(driver, "_get", ends_early)
     assert driver.get_content("/f") == b"0123456789"
-    assert calls == 2
+    assert calls == 3
+
+
+class _Broken(io.RawIOBase):
+    def read(self, size: int = -1) -> bytes:
+        from botocore.exceptions import ResponseStreamingError
+
+        raise ResponseStreamingError(error="IncompleteRead(5 bytes read, 5 more expected)")
+
+
+def test_a_commit_never_copies_bytes_another_replica_put_after_its_checks(
+    pair: tuple[Registry, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 a move is a copy: a replica appending to the upload between a commit's checks
+    and its copy (a hostile client's well-timed request) would have the copy take its bytes."""
+    a, b = pair
+    data = body(2 * MiB, 7)
+    upload_id = start(a.repository(REPO), data)
+    source = paths.upload_data_path(REPO, upload_id)
+    driver = a.driver
+    real = driver._move
+
+    def raced(src: str, dst: str, *, fsync: bool) -> None:
+        # Another replica replaced the upload's data just now, with the bytes appended.
+        b.driver.put_content(src, data + b"appended elsewhere")
+        real(src, dst, fsync=fsync)
+
+    monkeypatch.setattr(driver, "_move", raced)
+    writer = a.repository(REPO).blobs.resume(upload_id)
+    with pytest.raises(BlobUploadInvalidError):
+        writer.commit(Descriptor(digest=sha256(data)))
+    assert stored_blobs(a) == {}
+    assert source  # the upload's data is not a blob

@@ -16,6 +16,7 @@ storing a blob a stale entry claims is there, and a GET never promises bytes tha
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -25,6 +26,7 @@ from distblob.errors import (
     BlobDigestUnsupportedError,
     BlobInvalidDigestError,
     BlobUnknownError,
+    BlobUploadInvalidError,
     DigestInvalidError,
     DigestUnsupportedError,
     PathNotFoundError,
@@ -197,17 +199,31 @@ class BlobStore(Statter):
 
     # -- used by commit and put --------------------------------------------------------------
 
-    def move_into_place(self, source: str, digest: Digest) -> bool:
+    def move_into_place(self, source: str, digest: Digest, size: int | None = None) -> bool:
         """Make the file at ``source`` the blob ``digest``, unless that blob is already there;
         whether ``source`` was moved (``False``: it is still there).
 
         Content addressing makes an existing blob with this digest the same bytes, so it is kept
         and never rewritten; two commits of the same content racing here both succeed, since the
         rename is atomic and either result is the same blob.
+
+        On an object store a move is a copy, and nothing stops another replica from replacing
+        ``source`` between the commit's checks and the copy (a writer appending to the upload
+        at that moment): with ``size`` (the checked size), a copy of another size is removed
+        again and ``BlobUploadInvalidError`` raised, so the blob never holds those bytes.
         """
         if self.exists(digest):
             return False
-        self.driver.move(source, paths.blob_data_path(digest), fsync=self._registry.fsync)
+        target = paths.blob_data_path(digest)
+        self.driver.move(source, target, fsync=self._registry.fsync)
+        if size is not None and self.driver.local_path(target) is None:
+            stored = self.driver.stat(target).size
+            if stored != size:
+                with contextlib.suppress(PathNotFoundError):
+                    self.driver.delete(target)
+                raise BlobUploadInvalidError(
+                    f"{digest}: the upload changed while it was stored ({stored} bytes, not {size})"
+                )
         return True
 
     def write(self, digest: Digest, data: bytes | bytearray | memoryview) -> None:

@@ -441,9 +441,12 @@ class RedisBlobDescriptorCache:
             max_connections=max_connections,
             health_check_interval=health_check_interval,
             decode_responses=True,
-            # One immediate retry replaces a pooled connection Redis closed (a restart); more,
-            # or retrying a timeout (a hung Redis), would only delay the fallback to storage.
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            # No retry, not even on a pooled connection Redis closed: a closed connection means
+            # Redis restarted, and deletes may have been made meanwhile that it never heard of.
+            # The call goes to storage and the probe applies the stored clears before Redis is
+            # trusted again (a retry would answer from the stale entry at once). A retry of a
+            # timeout (a hung Redis) would only delay the fallback to storage.
+            retry=Retry(NoBackoff(), 0),
         )
         return cls(client, retry_after=retry_after, journal=journal, sweep_every=sweep_every)
 

@@ -331,7 +331,7 @@ class BlobWriter:
         # distribution reads it), never a reported commit that is lost.
         try:
             with store.driver.deferred_sync():
-                moved = store.blobs.move_into_place(self._data_path(), canonical)
+                moved = store.blobs.move_into_place(self._data_path(), canonical, size)
                 store.link(canonical)
                 if expected != canonical:
                     store.link(expected, target=canonical)

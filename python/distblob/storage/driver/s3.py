@@ -354,12 +354,18 @@ class S3Driver(StorageDriver):
         """The whole object at ``key`` and its ETag.
 
         S3 replaces an object atomically, but some S3-compatible servers (rclone) let a GET
-        racing a PUT of the same key end early without an error: a body shorter than its
-        ``Content-Length`` is read again (a few times), never returned.
+        racing a PUT of the same key end early, with or without an error: a body shorter than
+        its ``Content-Length`` is read again (a few times), never returned.
         """
+        from botocore.exceptions import ResponseStreamingError
+
         for _attempt in range(READ_ATTEMPTS):
             response = self._get(path, key)
-            data: bytes = response["Body"].read()
+            try:
+                data: bytes = response["Body"].read()
+            except ResponseStreamingError:
+                time.sleep(0.01)
+                continue
             length = response.get("ContentLength")
             if length is None or len(data) == int(length):
                 etag = response.get("ETag")
