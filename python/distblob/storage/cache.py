@@ -328,6 +328,20 @@ def _descriptor(fields: list[Any], digest: str) -> Descriptor | None:
     return Descriptor(raw_media_type or "", size, canonical)
 
 
+class _Reconnects:
+    """Counts the times a connection of the pool that had been open is opened again (Redis
+    closed it: a restart, most often); the connect hook of a Redis client."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, connection: Any) -> None:
+        connection.on_connect()
+        if getattr(connection, "_distblob_opened", False):
+            self.count += 1
+        connection._distblob_opened = True
+
+
 class RedisBlobDescriptorCache:
     """``redis``: distribution's Redis layout, so replicas and Go registries share entries.
 
@@ -386,6 +400,7 @@ class RedisBlobDescriptorCache:
         self._pending: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._queued = 0
         self._closed = threading.Event()
+        self._reconnects: _Reconnects | None = None  # set by connect()
         self._wake = threading.Event()  # an outage began: the thread's next turn is a probe
         self._prober: threading.Thread | None = None
         # Set once the journal was first looked at (at once without a journal): until then
@@ -431,6 +446,7 @@ class RedisBlobDescriptorCache:
             raise ImportError(
                 "the redis descriptor cache needs the redis package: pip install 'distblob[redis]'"
             ) from None
+        reconnects = _Reconnects()
         client = redis.Redis(
             host=host,
             port=port,
@@ -447,8 +463,13 @@ class RedisBlobDescriptorCache:
             # trusted again (a retry would answer from the stale entry at once). A retry of a
             # timeout (a hung Redis) would only delay the fallback to storage.
             retry=Retry(NoBackoff(), 0),
+            # redis-py also reconnects a pooled connection found closed before using it, with
+            # no error: counted, so that the call made on it is not trusted (see _call).
+            redis_connect_func=reconnects,  # type: ignore[arg-type]  # called with the connection
         )
-        return cls(client, retry_after=retry_after, journal=journal, sweep_every=sweep_every)
+        cache = cls(client, retry_after=retry_after, journal=journal, sweep_every=sweep_every)
+        cache._reconnects = reconnects
+        return cache
 
     @property
     def client(self) -> redis.Redis:
@@ -488,11 +509,21 @@ class RedisBlobDescriptorCache:
         with self._lock:
             if not self._available:
                 raise CacheUnavailableError("redis cache: unavailable (probing in the background)")
+        reconnects = self._reconnects
+        before = reconnects.count if reconnects is not None else 0
         try:
-            return operation(self._client)
+            result = operation(self._client)
         except redis.RedisError as error:
             self._went_away(error)
             raise CacheUnavailableError(f"redis cache: {error}") from error
+        if reconnects is not None and reconnects.count != before:
+            # A connection Redis had closed was opened again meanwhile: Redis may have
+            # restarted, and missed clears made while it was away. Not trusted until the
+            # probe has applied the stored ones.
+            reconnected = redis.ConnectionError("redis reconnected (it may have restarted)")
+            self._went_away(reconnected)
+            raise CacheUnavailableError(f"redis cache: {reconnected}")
+        return result
 
     def _went_away(self, error: Exception) -> None:
         with self._lock:
