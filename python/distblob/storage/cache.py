@@ -53,6 +53,7 @@ from distblob.errors import (
     DistblobError,
 )
 from distblob.storage import paths
+from distblob.storage.redisclient import redis_client
 
 if TYPE_CHECKING:
     import redis
@@ -438,34 +439,25 @@ class RedisBlobDescriptorCache:
         often (seconds, ``None`` for never) it is read while Redis is trusted (see the class
         docstring).
         """
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            raise ImportError(
-                "the redis descriptor cache needs the redis package: pip install 'distblob[redis]'"
-            ) from None
         reconnects = _Reconnects()
-        client = redis.Redis(
-            host=host,
-            port=port,
+        client = redis_client(
+            host,
+            port,
             db=db,
             password=password,
-            socket_connect_timeout=dial_timeout,
-            socket_timeout=timeout,
+            dial_timeout=dial_timeout,
+            timeout=timeout,
             max_connections=max_connections,
             health_check_interval=health_check_interval,
-            decode_responses=True,
             # No retry, not even on a pooled connection Redis closed: a closed connection means
             # Redis restarted, and deletes may have been made meanwhile that it never heard of.
             # The call goes to storage and the probe applies the stored clears before Redis is
-            # trusted again (a retry would answer from the stale entry at once). A retry of a
-            # timeout (a hung Redis) would only delay the fallback to storage.
-            retry=Retry(NoBackoff(), 0),
-            # redis-py also reconnects a pooled connection found closed before using it, with
-            # no error: counted, so that the call made on it is not trusted (see _call).
-            redis_connect_func=reconnects,  # type: ignore[arg-type]  # called with the connection
+            # trusted again (a retry would answer from the stale entry at once). redis-py also
+            # reconnects a pooled connection found closed before using it, with no error: that
+            # is counted, so the call made on it is not trusted either (see _call).
+            retries=0,
+            on_connect=reconnects,
+            needed_by="the redis descriptor cache",
         )
         cache = cls(client, retry_after=retry_after, journal=journal, sweep_every=sweep_every)
         cache._reconnects = reconnects

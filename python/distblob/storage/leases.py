@@ -103,19 +103,18 @@ class RedisUploadLeases:
         ttl: float = LEASE_TTL,
     ) -> RedisUploadLeases:
         """Leases over a new client (no connection is made until the first lease)."""
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from distblob.storage.redisclient import redis_client
 
-        client = redis.Redis(
-            host=host,
-            port=port,
-            db=db,
+        # One retry replaces a pooled connection Redis closed (a lease is safe to ask again).
+        client = redis_client(
+            host,
+            port,
             password=password,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 1),
+            db=db,
+            dial_timeout=timeout,
+            timeout=timeout,
+            retries=1,
+            needed_by="upload leases",
         )
         return cls(client, ttl=ttl)
 

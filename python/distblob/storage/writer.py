@@ -159,16 +159,18 @@ class BlobWriter:
         return n
 
     @contextlib.contextmanager
-    def _upload_errors(self) -> Iterator[None]:
+    def _upload_errors(
+        self, conflict: type[BlobUploadInvalidError] = BlobUploadBusyError
+    ) -> Iterator[None]:
         """Writes that fail leave the upload as the last close left it (on an object store;
         a local file may keep some of the bytes, which the next resume finds and rehashes):
         nothing is saved for them. Another writer of the upload (on another replica) is a
-        ``BlobUploadBusyError``; an upload another writer completed meanwhile is unknown."""
+        ``conflict``; an upload another writer completed meanwhile is unknown."""
         try:
             yield
         except WriteConflictError as error:
             self._failed = True
-            raise BlobUploadBusyError(f"upload {self._id}: {error.reason}") from None
+            raise conflict(f"upload {self._id}: {error.reason}") from None
         except PathNotFoundError:
             self._failed = True
             raise BlobUploadUnknownError(self._id) from None
@@ -292,16 +294,10 @@ class BlobWriter:
             raise BlobInvalidDigestError("", "a commit needs the blob's digest")
         # Make every byte visible to the read-backs below. Syncing waits until the checks pass:
         # it ends a stream upload's driver writer, and a failed commit leaves the upload writable.
-        try:
+        # A conflict here: an object store holds other bytes than this upload recorded (two
+        # writers raced on it), so it cannot be completed and the client must start again.
+        with self._upload_errors(conflict=BlobUploadInvalidError):
             self._upload.flush()
-        except WriteConflictError as error:
-            # An object store holds other bytes than this upload recorded (two writers raced
-            # on it): it cannot be completed, and the client must start again.
-            self._failed = True
-            raise BlobUploadInvalidError(f"upload {self._id}: {error.reason}") from None
-        except PathNotFoundError:
-            self._failed = True
-            raise BlobUploadUnknownError(self._id) from None
         size = self._upload.size
         if provisional.size > 0 and provisional.size != size:
             raise BlobInvalidLengthError(provisional.size, size)
