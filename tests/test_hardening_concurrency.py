@@ -158,9 +158,9 @@ def _hooked_commit(
             fired = True
             action()
 
-    def move(source: str, digest: Digest) -> Any:
+    def move(source: str, digest: Digest, size: int | None = None) -> Any:
         fire("before_move")
-        return original_move(source, digest)
+        return original_move(source, digest, size)
 
     def link(self: LinkedBlobStore, digest: Digest, *, target: Digest | None = None) -> None:
         fire("before_link")
