@@ -17,8 +17,9 @@ storing a blob a stale entry claims is there, and a GET never promises bytes tha
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
@@ -48,6 +49,10 @@ def parse_digest(value: str) -> Digest:
         raise BlobDigestUnsupportedError(exc.digest, exc.reason) from None
     except DigestInvalidError as exc:
         raise BlobInvalidDigestError(exc.digest, exc.reason) from None
+
+
+#: Looks at a blob just copied into place on an object store (see ``move_into_place``).
+COPY_CHECKS: Final = 5
 
 
 class Statter:
@@ -217,14 +222,33 @@ class BlobStore(Statter):
         target = paths.blob_data_path(digest)
         self.driver.move(source, target, fsync=self._registry.fsync)
         if size is not None and self.driver.local_path(target) is None:
-            stored = self.driver.stat(target).size
-            if stored != size:
-                with contextlib.suppress(PathNotFoundError):
-                    self.driver.delete(target)
-                raise BlobUploadInvalidError(
-                    f"{digest}: the upload changed while it was stored ({stored} bytes, not {size})"
-                )
+            self._check_copied(target, digest, size)
         return True
+
+    def _check_copied(self, target: str, digest: Digest, size: int) -> None:
+        """Remove ``target`` and raise ``BlobUploadInvalidError`` unless it holds ``size`` bytes.
+
+        Looked at a few times over a tenth of a second first: an S3-compatible server that
+        replaces objects non-atomically (rclone) shows a copy of the same blob racing this one
+        as missing or empty for a moment, and a right blob must not be removed for that.
+        """
+        stored: int | None = None
+        for attempt in range(COPY_CHECKS):
+            if attempt:
+                time.sleep(0.02)
+            try:
+                stored = self.driver.stat(target).size
+            except PathNotFoundError:
+                stored = None
+            if stored == size:
+                return
+        if stored is None:
+            raise PathNotFoundError(target)
+        with contextlib.suppress(PathNotFoundError):
+            self.driver.delete(target)
+        raise BlobUploadInvalidError(
+            f"{digest}: the upload changed while it was stored ({stored} bytes, not {size})"
+        )
 
     def write(self, digest: Digest, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` as the blob ``digest`` (already verified), unless it is there."""
