@@ -678,6 +678,10 @@ class S3Driver(StorageDriver):
             if upload["Key"] == key and upload["UploadId"] != keep:
                 self._abort(path, key, upload["UploadId"])
 
+    def _abort_others_quietly(self, path: str, key: str, keep: str | None) -> None:
+        with contextlib.suppress(StorageDriverError, ConnectionError):
+            self._abort_others(path, key, keep)
+
     def _multipart_uploads(self, path: str, prefix: str) -> Iterator[dict[str, Any]]:
         """The multipart uploads in progress whose keys start with ``prefix``."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -1051,8 +1055,9 @@ class S3FileWriter(FileWriter):
         match = _MULTIPART_ETAG.fullmatch(etag)
         if expected is not None and match is not None and f"{match[1]}-{match[2]}" != expected:
             self.verified = False  # S3 assembled other parts than these (it checks none?)
-        with contextlib.suppress(StorageDriverError, ConnectionError):
-            driver._abort_others(path, key, keep=upload_id)
+        # Uploads of this key that lost a race: aborted in the background, off the commit's path
+        # (upload purging gets any this misses).
+        driver._pool.submit(driver._abort_others_quietly, path, key, upload_id)
 
     def _save_pending(self) -> None:
         """Keep what was written pending: parts sent, the rest in the state object, saved only
