@@ -12,9 +12,9 @@ another replica, continues the same multipart upload instead of copying what is 
 what makes a chunked blob upload cost one pass over its bytes. A pending file is described by
 one small object next to its key, ``<key>#multipart``: the multipart upload id, the parts sent
 and the bytes too few for a part (S3 wants 5 MiB per part but the last). No driver path can
-name it (``#`` is not allowed), so it never shows up in listings; :meth:`stat` and
-:meth:`walk` report the pending file with its full size, and deleting the file (or a directory
-above it) aborts its multipart upload.
+name it (``#`` is not allowed), so it never shows up in listings; :meth:`S3Driver.stat` and
+:meth:`S3Driver.walk` report the pending file with its full size, and deleting the file (or a
+directory above it) aborts its multipart upload.
 
 Object stores have no tree: a directory exists while something is stored below it (it goes
 with its last file), and a file and a directory can share a name if written so. distblob's
