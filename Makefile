@@ -43,4 +43,8 @@ bench-smoke:
 bench:
 	$(PYTHON) -m benches.compare --json benches/results.json
 
-test: deps lint test-rust test-python bench-smoke
+.PHONY: docs  ## Build the docs site (mkdocs build --strict)
+docs:
+	$(PYTHON) -m mkdocs build --strict
+
+test: deps lint docs test-rust test-python bench-smoke
