@@ -1,8 +1,9 @@
 """Run every benchmark scenario side by side and print ratios; ``python -m benches.compare``.
 
-Figures are best-of-N throughputs from one run on one machine; the ratios are the claims (see the
-README). ``--quick`` runs tiny sizes so CI can check the script still works (its figures mean
-nothing). ``--json FILE`` writes the results.
+Figures are best-of-N throughputs from one run on one machine; the ratios are the claims (see
+docs/performance.md). ``--quick`` runs tiny sizes so CI can check the script still works (its
+figures mean nothing). ``--json FILE`` writes the results, which ``python -m benches.charts``
+draws.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def start_replicas(
 def memory_replicas(
     tmp_path_factory: pytest.TempPathFactory, s3_server: RcloneS3
 ) -> Iterator[Replicas]:
-    """Three replicas with the default cache (none configured, as in the README's example)."""
+    """Three replicas with the default cache (none configured, as in docs/guide/s3.md's example)."""
     parameters = s3_server.parameters(s3_server.new_bucket("memcache"), rootdirectory="/registry")
     yield from start_replicas(tmp_path_factory, parameters, {})
 
