@@ -15,10 +15,8 @@ import distblob.storage
 from distblob.storage.driver.s3 import MIN_CHUNK_SIZE, S3Driver
 from support.s3server import RcloneS3
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-#: ``shared/`` sits beside the checkout (in CI too, where it is a read-only copy).
-SHARED = ROOT.parent / "shared"
-GO_FIXTURES = SHARED / "fixtures" / "go-registry"
+#: What the real Go registry wrote (see the README there).
+GO_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "go-registry"
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ test here has one side write and the other read, resume or serve:
 - uploads we leave are resumed and committed by Go from our hash state (a corrupt state makes Go
   fail, a well-formed wrong one makes its digest wrong: it reads ours rather than rehashing), and
   uploads Go leaves are resumed by us from Go's state, without rehashing;
-- the tree and the upload the real registry wrote (``shared/fixtures/go-registry``) read, serve
+- the tree and the upload the real registry wrote (``tests/fixtures/go-registry``) read, serve
   and resume correctly;
 - what we write survives a restart of Go, and what Go writes (HTTP pushes, skopeo) reads back.
 

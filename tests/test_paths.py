@@ -19,7 +19,7 @@ DIGEST = f"sha256:{HEX}"
 SHA512 = "sha512:" + "ab" * 64
 V2 = "/docker/registry/v2"
 
-# The objects in the Go registry's tree (see ../shared/fixtures/README.md).
+# The objects in the Go registry's tree (see tests/fixtures/go-registry/README.md).
 MANIFEST = "sha256:34673efd11ed5362d5ab2f4bd35a42c838f90de61be174d98c7e59f386f0a847"
 DEMO_LAYERS = [
     "sha256:6d105b0d41ba5d6928d4a7e559bf94155c02380ab8d7ad75f8dce89d4472f8e3",
