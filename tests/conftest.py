@@ -13,10 +13,11 @@ import pytest
 import distblob
 import distblob.storage
 from distblob.storage.driver.s3 import MIN_CHUNK_SIZE, S3Driver
+from support import gofixtures
 from support.s3server import RcloneS3
 
-#: What the real Go registry wrote (see the README there).
-GO_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "go-registry"
+#: What the real Go registry wrote (see the README there, and ``support.gofixtures``).
+GO_FIXTURES = gofixtures.FIXTURES
 
 
 @pytest.fixture(scope="session")
@@ -29,20 +30,8 @@ def go_fixtures() -> pathlib.Path:
 def go_upload(go_fixtures: pathlib.Path) -> dict[str, Any]:
     """The fixture upload's description, with its data regenerated as ``data``."""
     spec: dict[str, Any] = json.loads((go_fixtures / "upload.json").read_text())
-    spec["data"] = fixture_data(spec["seed_prefix"], spec["length"])
+    spec["data"] = gofixtures.fixture_data(spec["seed_prefix"], spec["length"])
     return spec
-
-
-def fixture_data(prefix: str, length: int) -> bytes:
-    """Regenerate the upload: sha256(prefix + i) digests for i = 0, 1, ... cut to ``length``."""
-    import hashlib
-
-    out = bytearray()
-    i = 0
-    while len(out) < length:
-        out += hashlib.sha256(f"{prefix}{i}".encode()).digest()
-        i += 1
-    return bytes(out[:length])
 
 
 # -- a real S3-compatible server --------------------------------------------------------------

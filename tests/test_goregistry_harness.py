@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from support import gofixtures
 from support.goregistry import (
     OCI_MANIFEST,
     SHA256_STATE_SIZE,
@@ -257,3 +258,20 @@ def test_startup_failure_reports_log(tmp_path: Path) -> None:
     ):
         pass
     assert "version" in str(info.value).lower()
+
+
+def test_committed_fixtures_are_what_the_registry_writes(tmp_path: Path) -> None:
+    """tests/fixtures/go-registry comes out of the registry again byte for byte, but for the
+    upload's start time (the README there says so, and how to regenerate)."""
+    out = tmp_path / "go-registry"
+    gofixtures.regenerate(out)
+    assert gofixtures.differences(gofixtures.FIXTURES, out) == ["upload/startedat"]
+    assert gofixtures.started_at_is_valid(out / "upload")
+    assert gofixtures.started_at_is_valid(gofixtures.FIXTURES / "upload")
+    # The check itself sees a change: one flipped byte in one hash state.
+    state = out / "upload/hashstates/sha256/193"
+    state.write_bytes(bytes([state.read_bytes()[0] ^ 1]) + state.read_bytes()[1:])
+    assert gofixtures.differences(gofixtures.FIXTURES, out) == [
+        "upload/hashstates/sha256/193",
+        "upload/startedat",
+    ]
