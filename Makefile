@@ -12,7 +12,10 @@ run:
 	$(PIP) install -q .
 	distblob serve
 
+# A native module built before abi3 (_native.cpython-3XX-*.so) would be imported before the
+# abi3 one the install builds (_native.abi3.so): remove it.
 install:
+	rm -f python/distblob/_native.cpython-*.so
 	$(PIP) install -q -e '.[test]'
 
 debian-deps:

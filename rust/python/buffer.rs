@@ -1,4 +1,7 @@
 //! Borrowing a Python buffer without copying it, with the GIL released for large inputs.
+//!
+//! The module is built against the stable ABI (`abi3-py311` in Cargo.toml): `PyObject_GetBuffer`
+//! and `PyBuffer_Release`, behind `PyUntypedBuffer`, are in the limited API from CPython 3.11 on.
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
