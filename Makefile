@@ -22,7 +22,7 @@ run:
 	distblob serve
 
 .PHONY: test  ## Install what the tests need, then run every gate and test (what CI runs)
-test: deps lint docs test-rust test-python bench-smoke
+test: deps lint docs test-rust test-python bench-smoke wheel-check
 
 # A native module built before abi3 (_native.cpython-3XX-*.so) would be imported before the
 # abi3 one the install builds (_native.abi3.so): remove it.
@@ -44,8 +44,8 @@ deps: debian-deps install
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets --all-features -- -D warnings
-	ruff check python tests benches
-	ruff format --check python tests benches
+	ruff check python tests benches scripts
+	ruff format --check python tests benches scripts
 	mypy --strict python/
 	$(PYTHON) -m mypy.stubtest distblob._native
 
@@ -69,3 +69,7 @@ bench-smoke:
 .PHONY: bench  ## Every benchmark scenario side by side, into benches/results.json
 bench:
 	$(PYTHON) -m benches.compare --json benches/results.json
+
+.PHONY: wheel-check  ## Build the one abi3 wheel, install it where no Rust is, smoke-test it
+wheel-check:
+	PYTHON=$(PYTHON) bash scripts/wheel-check.sh
