@@ -43,7 +43,14 @@ pick_python() {
 
 rm -rf "$work"
 step "building the wheel"
-"$PYTHON" -m maturin build --release --out "$work/dist"
+if "$PYTHON" -m maturin --version >/dev/null 2>&1; then
+    maturin=("$PYTHON" -m maturin)
+else
+    # `python -m maturin` looks for its binary in the interpreter's own scripts directory only:
+    # a venv that sees maturin through --system-site-packages has to use the one on PATH.
+    maturin=(maturin)
+fi
+"${maturin[@]}" build --release --out "$work/dist"
 shopt -s nullglob
 wheels=("$work"/dist/*.whl)
 if [[ ${#wheels[@]} -ne 1 || ${wheels[0]} != *-cp311-abi3-*.whl ]]; then
