@@ -504,3 +504,37 @@ def test_a_commit_never_copies_bytes_another_replica_put_after_its_checks(
         writer.commit(Descriptor(digest=sha256(data)))
     assert stored_blobs(a) == {}
     assert source  # the upload's data is not a blob
+
+
+def test_a_read_broken_off_goes_on_and_a_replaced_object_is_a_conflict(
+    s3_server: RcloneS3, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distblob.errors import WriteConflictError
+
+    driver = replica(s3_server, bucket).driver
+    assert isinstance(driver, S3Driver)
+    data = os.urandom(3 * MiB)
+    driver.put_content("/obj", data)
+    real = driver._get
+    calls = 0
+
+    def breaks_once(path: str, key: str, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        response = real(path, key, **kwargs)
+        if calls == 1:
+            response["Body"] = _Broken()
+        return response
+
+    monkeypatch.setattr(driver, "_get", breaks_once)
+    with driver.reader("/obj") as reader:
+        assert reader.read() == data  # the second GET went on where the first broke off
+    monkeypatch.undo()
+    # Another replica replaces the object between two GETs of one reader: never a mix.
+    with driver.reader("/obj") as reader:
+        first = reader.read(1 << 20)
+        assert first == data[: 1 << 20]
+        replica(s3_server, bucket).driver.put_content("/obj", os.urandom(3 * MiB))
+        reader.seek(2 << 20)  # a new ranged GET
+        with pytest.raises(WriteConflictError):
+            reader.read()

@@ -264,7 +264,8 @@ class BlobWriter:
         lost = self._lock is not None and self._lock.lost
         try:
             if not lost:
-                self._save_state()
+                with self._upload_errors():  # saving may read the data back
+                    self._save_state()
         finally:
             self._end()
         if lost:
@@ -273,6 +274,23 @@ class BlobWriter:
     def cancel(self) -> None:
         """Remove the upload and its data. Idempotent, also after commit or close."""
         self._end(remove=True)
+
+    def _check_digest(self, expected: Digest) -> tuple[Digest, Digest]:
+        """The uploaded data's digest in ``expected``'s algorithm, and its canonical digest."""
+        store = self._store
+        canonical = Digest.from_parts(self.algorithm, self._upload.hexdigest())
+        if self._from_state and expected != canonical:
+            # A mismatch (or a digest of another algorithm, where ``canonical`` names the blob
+            # unchecked) with a hash resumed from a state: the state may be wrong, the data not.
+            rehashed = store.engine.hash_object(store.driver, self._data_path(), self.algorithm)
+            if rehashed != canonical.encoded:
+                canonical = Digest.from_parts(self.algorithm, rehashed)
+                self._hash_wrong = True
+        if expected.algorithm == canonical.algorithm:
+            return canonical, canonical
+        # The client named another algorithm: hash the stored data with that one.
+        other = store.engine.hash_object(store.driver, self._data_path(), expected.algorithm)
+        return Digest.from_parts(expected.algorithm, other), canonical
 
     def commit(self, provisional: Descriptor, *, cleanup: bool = True) -> Descriptor:
         """Verify and store the upload; returns the blob's canonical descriptor.
@@ -301,20 +319,8 @@ class BlobWriter:
         size = self._upload.size
         if provisional.size > 0 and provisional.size != size:
             raise BlobInvalidLengthError(provisional.size, size)
-        canonical = Digest.from_parts(self.algorithm, self._upload.hexdigest())
-        if self._from_state and expected != canonical:
-            # A mismatch (or a digest of another algorithm, where ``canonical`` names the blob
-            # unchecked) with a hash resumed from a state: the state may be wrong, the data not.
-            rehashed = store.engine.hash_object(store.driver, self._data_path(), self.algorithm)
-            if rehashed != canonical.encoded:
-                canonical = Digest.from_parts(self.algorithm, rehashed)
-                self._hash_wrong = True
-        if expected.algorithm == canonical.algorithm:
-            actual = canonical
-        else:
-            # The client named another algorithm: hash the stored data with that one.
-            other = store.engine.hash_object(store.driver, self._data_path(), expected.algorithm)
-            actual = Digest.from_parts(expected.algorithm, other)
+        with self._upload_errors(conflict=BlobUploadInvalidError):  # these read the data back
+            actual, canonical = self._check_digest(expected)
         if actual != expected:
             self._save_state()
             raise BlobInvalidDigestError(str(expected), "content does not match digest")

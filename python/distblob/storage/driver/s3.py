@@ -722,7 +722,13 @@ def _mtime(entry: Mapping[str, Any]) -> float:
 
 
 class _S3RawReader(io.RawIOBase):
-    """A seekable reader of one object: each read continues a ranged GET, a seek starts anew."""
+    """A seekable reader of one object: each read continues a ranged GET, a seek starts anew.
+
+    Every GET after the first asks for the object the first one found (``If-Match`` its ETag,
+    and the ETag compared, for servers that ignore the header): a read broken off (the
+    connection lost, or rclone ending a GET that races a PUT of the key) goes on where it
+    stopped, and an object replaced meanwhile is ``WriteConflictError``, never a mix of two.
+    """
 
     def __init__(self, driver: S3Driver, path: str, key: str, size: int) -> None:
         self._driver = driver
@@ -731,6 +737,7 @@ class _S3RawReader(io.RawIOBase):
         self._size = size
         self._position = 0
         self._body: Any = None
+        self._etag: str | None = None
 
     def readable(self) -> bool:
         return True
@@ -751,20 +758,39 @@ class _S3RawReader(io.RawIOBase):
             self._position = target
         return target
 
+    def _open(self) -> None:
+        condition = {"IfMatch": self._etag} if self._etag else {}
+        response = self._driver._get(
+            self._path, self._key, Range=f"bytes={self._position}-", **condition
+        )
+        etag = response.get("ETag")
+        if self._etag is None:
+            self._etag = etag
+        elif etag != self._etag:
+            response["Body"].close()
+            raise WriteConflictError(self._path, "the object was replaced while it was read")
+        self._body = response["Body"]
+
     def readinto(self, buffer: Any) -> int:
+        from botocore.exceptions import ResponseStreamingError
+
         view = memoryview(buffer).cast("B")
         if self._position >= self._size or not view.nbytes:
             return 0
-        if self._body is None:
-            response = self._driver._get(self._path, self._key, Range=f"bytes={self._position}-")
-            self._body = response["Body"]
-        chunk = self._body.read(min(view.nbytes, self._size - self._position))
-        n = len(chunk)
-        if not n:
-            raise StorageDriverError(f"s3: {self._path}: the object ended early")
-        view[:n] = chunk
-        self._position += n
-        return n
+        for _attempt in range(READ_ATTEMPTS):
+            if self._body is None:
+                self._open()
+            try:
+                chunk = self._body.read(min(view.nbytes, self._size - self._position))
+            except ResponseStreamingError:
+                chunk = b""
+            n = len(chunk)
+            if n:
+                view[:n] = chunk
+                self._position += n
+                return n
+            self._drop()  # broken off: go on from here with a new GET of the same object
+        raise StorageDriverError(f"s3: {self._path}: the object ended early {READ_ATTEMPTS} times")
 
     def _drop(self) -> None:
         body, self._body = self._body, None
