@@ -538,3 +538,27 @@ def test_a_read_broken_off_goes_on_and_a_replaced_object_is_a_conflict(
         reader.seek(2 << 20)  # a new ranged GET
         with pytest.raises(WriteConflictError):
             reader.read()
+
+
+def test_after_a_failure_redis_is_not_asked_for_a_lease_at_once() -> None:
+    """A hung Redis costs one upload request the timeout, not every one."""
+    import redis
+
+    from distblob.storage.leases import LeaseUnavailableError
+
+    asked = 0
+
+    class Down:
+        def register_script(self, script: str) -> Callable[..., int]:
+            return lambda **_: 0
+
+        def set(self, *args: Any, **kwargs: Any) -> bool:
+            nonlocal asked
+            asked += 1
+            raise redis.TimeoutError("Timeout reading from socket")
+
+    leases = RedisUploadLeases(Down())  # type: ignore[arg-type]
+    for _ in range(3):
+        with pytest.raises(LeaseUnavailableError):
+            leases.try_acquire("/docker/registry/v2/repositories/a/_uploads/u/startedat")
+    assert asked == 1

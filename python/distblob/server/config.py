@@ -33,7 +33,9 @@ section, whose keys are distribution 2.8's (a timeout left out is 1 s here, not 
 distribution, and ``0`` is none; the Python client has one socket timeout: the longer of
 ``readtimeout`` and ``writetimeout``; it keeps the connections it opened, so
 ``pool.maxidle`` is accepted and not used, and ``pool.idletimeout`` checks a connection idle that
-long before reusing it). ``proxy`` makes the server a pull-through cache of ``remoteurl``
+long before reusing it). On S3 the ``redis`` section also gives uploads one writer at a time
+across replicas (:mod:`distblob.storage.leases`, :func:`open_upload_leases`).
+``proxy`` makes the server a pull-through cache of ``remoteurl``
 (:mod:`distblob.proxy`). :func:`build_registry` turns a config into a
 :class:`~distblob.registry.Registry`.
 """

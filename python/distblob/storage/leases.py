@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Final
 
@@ -40,6 +41,9 @@ LEASE_TTL: Final = 30.0
 #: Redis answers slower than this (seconds) count as an outage: a hung Redis must not stall
 #: uploads.
 DEFAULT_TIMEOUT: Final = 1.0
+#: After Redis failed, uploads go on without leases for this long (seconds) before it is asked
+#: again.
+RETRY_AFTER: Final = 1.0
 
 _RENEW: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -88,6 +92,7 @@ class RedisUploadLeases:
         self._wake = threading.Event()
         self._renewer: threading.Thread | None = None
         self._warned = False
+        self._retry_at = 0.0  # after a failure, Redis is not asked again before this
         self._renew = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
 
@@ -130,9 +135,13 @@ class RedisUploadLeases:
 
         key = self.key(path)
         token = secrets.token_hex(16)
+        if time.monotonic() < self._retry_at:
+            raise LeaseUnavailableError("redis: unavailable (asked again soon)")
         try:
             taken = self._client.set(key, token, nx=True, px=int(self.ttl * 1000))
         except redis.RedisError as error:
+            # A hung Redis costs one request the timeout, then none for RETRY_AFTER seconds.
+            self._retry_at = time.monotonic() + RETRY_AFTER
             if not self._warned:
                 self._warned = True
                 logger.warning(
