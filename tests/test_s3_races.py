@@ -562,3 +562,30 @@ def test_after_a_failure_redis_is_not_asked_for_a_lease_at_once() -> None:
         with pytest.raises(LeaseUnavailableError):
             leases.try_acquire("/docker/registry/v2/repositories/a/_uploads/u/startedat")
     assert asked == 1
+
+
+def test_a_hash_state_the_store_refuses_is_skipped_on_a_shared_store(
+    pair: tuple[Registry, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rclone can fail one of two racing PUTs of one key: a hash state that cannot be saved
+    only costs the next request a rehash, never the request itself."""
+    a, b = pair
+    data = body(6 * MiB, 4)
+    upload_id = start(a.repository(REPO), b"")
+    driver = a.driver
+    real = driver.put_content
+
+    def refusing(path: str, content: Any, *, fsync: bool = False) -> None:
+        if "/hashstates/" in path:
+            raise StorageDriverError(f"s3: {path}: InternalError")
+        real(path, content, fsync=fsync)
+
+    monkeypatch.setattr(driver, "put_content", refusing)
+    with a.repository(REPO).blobs.resume(upload_id) as writer:
+        writer.write(data)  # closing saves no state, and says nothing to the client
+    monkeypatch.undo()
+    resumed = b.repository(REPO).blobs.resume(upload_id)
+    assert resumed.hashed == 0
+    resumed.close()
+    assert try_commit(b.repository(REPO), upload_id, sha256(data)) is not None
+    assert stored_blobs(a) == {sha256(data): data}

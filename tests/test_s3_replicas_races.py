@@ -379,6 +379,19 @@ class Cluster:
         """``unexpected error`` lines (a 500's traceback) logged by the replicas so far."""
         return sum(r.log_text().count("unexpected error") for r in self.all)
 
+    def tracebacks(self) -> str:
+        """The last lines of every 500's traceback the replicas logged (for a failure)."""
+        return tracebacks(self.all)
+
+
+def tracebacks(replicas: Sequence[S3Replica], lines: int = 12) -> str:
+    found = []
+    for replica in replicas:
+        for entry in replica.log_text().split("unexpected error")[1:]:
+            tail = [line for line in entry.splitlines() if line.strip()][:200]
+            found.append("\n".join(tail[-lines:]))
+    return "\n---\n".join(found)
+
 
 def pid(replica: S3Replica) -> int:
     process = replica._proc
@@ -562,7 +575,9 @@ def test_racing_patches_never_store_a_blob_under_another_digest(
     figures.notes["log errors"] = cluster.log_errors() - errors_before
     figures.notes["orphan multipart uploads after purge"] = bucket.purge_and_count(repo)
     assert figures.poisoned == 0, f"poisoned blobs: {figures.message()}"
-    assert figures.server_errors == 0, f"5xx answers: {figures.message()}"
+    assert figures.server_errors == 0, (
+        f"5xx answers: {figures.message()}\n{(leased or cluster).tracebacks()}"
+    )
     assert not figures.notes.get("leased: not exactly one PATCH accepted"), figures.message()
 
 
@@ -728,7 +743,7 @@ def test_two_final_puts_at_once_answer_no_5xx(
     figures.notes["log errors"] = cluster.log_errors() - errors_before
     figures.notes["orphan multipart uploads after purge"] = bucket.purge_and_count(repo)
     assert figures.poisoned == 0, f"poisoned blobs: {figures.message()}"
-    assert figures.server_errors == 0, f"5xx answers: {figures.message()}"
+    assert figures.server_errors == 0, f"5xx answers: {figures.message()}\n{cluster.tracebacks()}"
     assert not figures.notes.get("no 201"), f"neither PUT stored the blob: {figures.message()}"
 
 
@@ -777,7 +792,7 @@ def test_a_replica_killed_mid_commit_leaves_an_upload_another_can_finish(
             figures.count(f"PUT retried on c: {retry.label}")
     figures.notes["orphan multipart uploads after purge"] = bucket.purge_and_count(repo)
     assert figures.poisoned == 0, f"poisoned blobs: {figures.message()}"
-    assert figures.server_errors == 0, f"5xx answers: {figures.message()}"
+    assert figures.server_errors == 0, f"5xx answers: {figures.message()}\n{cluster.tracebacks()}"
     assert not figures.notes.get("not finished"), f"uploads left unfinished: {figures.message()}"
 
 
@@ -834,6 +849,9 @@ class CacheCluster:
     c: S3Replica
     d: S3Replica
     bucket: Bucket
+
+    def tracebacks(self) -> str:
+        return tracebacks((self.a, self.b, self.c, self.d))
 
 
 @pytest.fixture(scope="module")

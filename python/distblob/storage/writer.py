@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterator
 from types import TracebackType
@@ -30,6 +31,7 @@ from distblob.errors import (
     BlobUploadInvalidError,
     BlobUploadUnknownError,
     PathNotFoundError,
+    StorageDriverError,
     UnsupportedError,
     WriteConflictError,
 )
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
 
     from distblob.storage.linked import LinkedBlobStore
     from distblob.storage.uploadlock import UploadLock
+
+
+logger = logging.getLogger("distblob.storage")
 
 
 def format_started_at(when: dt.datetime) -> str:
@@ -229,7 +234,17 @@ class BlobWriter:
         if offset == self._saved_state_at:
             return
         path = paths.upload_hash_state_path(self._store.name, self._id, self.algorithm, offset)
-        self._store.driver.put_content(path, blob)
+        driver = self._store.driver
+        try:
+            driver.put_content(path, blob)
+        except (StorageDriverError, ConnectionError) as error:
+            if not driver.shared_by_replicas or isinstance(error, PathNotFoundError):
+                raise
+            # Another replica writing the same state at once (a racing request) can make the
+            # object store fail this PUT. The state only saves a rehash, and is trusted only
+            # where the pending file binds it: go on without it.
+            logger.warning("upload %s: hash state not saved (%s)", self._id, error)
+            return
         self._saved_state_at = offset
 
     def _end(self, *, remove: bool = False) -> None:

@@ -196,6 +196,11 @@ class StorageDriver(abc.ABC):
     #: (an object store's multipart upload), they show after ``flush`` or ``commit`` only, and
     #: until then ``stat`` reports the file and a writer opened with ``append`` continues it.
     visible_on_close: ClassVar[bool] = True
+    #: Whether other processes may write the same files at once with no lock between them (an
+    #: object store several replicas share). Then a write that fails may be another writer's
+    #: doing, and what only saves work (a hash state, which is trusted only where the pending
+    #: file binds it) is skipped when it cannot be written rather than failing the request.
+    shared_by_replicas: ClassVar[bool] = False
 
     @final
     def get_content(self, path: str) -> bytes:

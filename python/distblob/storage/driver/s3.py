@@ -186,6 +186,7 @@ class S3Driver(StorageDriver):
     keeps_empty_directories = False
     checks_tree = False
     visible_on_close = False
+    shared_by_replicas = True
 
     def __init__(
         self,
@@ -1100,7 +1101,15 @@ class S3FileWriter(FileWriter):
         # Checked first, then written on the condition that it still holds: servers that
         # ignore If-Match (rclone) leave only the moment between the two requests.
         self._check_state_unchanged()
-        etag = self._driver._put(self._path, key, state.encode(), condition=self._condition())
+        try:
+            etag = self._driver._put(self._path, key, state.encode(), condition=self._condition())
+        except StorageDriverError as error:
+            if isinstance(error, WriteConflictError):
+                raise
+            # Some servers (rclone) fail one of two PUTs of a key racing each other: if the
+            # state changed meanwhile, that is the race, not the medium.
+            self._check_state_unchanged()
+            raise
         self._had_pending = True
         self._created_upload = False  # the state names it now
         self._state_etag = etag or self._driver._pending_etag(self._path, self._key)
