@@ -115,6 +115,8 @@ _PRECONDITION: Final = frozenset({"412", "PreconditionFailed", "ConditionalReque
 #: What CompleteMultipartUpload answers when a part is not the one named (another writer sent
 #: other bytes under its number).
 _WRONG_PARTS: Final = frozenset({"InvalidPart", "InvalidPartOrder"})
+#: What a server answers a conditional PUT whose headers it does not implement.
+_REFUSED_HEADER: Final = frozenset({"NotImplemented", "501", "InvalidArgument", "InvalidRequest"})
 _MD5_ETAG: Final = re.compile(r'"?([0-9a-f]{32})"?')
 _MULTIPART_ETAG: Final = re.compile(r'"?([0-9a-f]{32})-([0-9]+)"?')
 
@@ -338,7 +340,7 @@ class S3Driver(StorageDriver):
                 path, self._client.put_object, Key=key, Body=body, **self._put_args, **extra
             )
         except StorageDriverError as error:
-            if not extra or isinstance(error, WriteConflictError):
+            if not extra or _client_error_code(error.__cause__) not in _REFUSED_HEADER:
                 raise
             # A server that refuses the If-Match/If-None-Match headers: write unconditionally
             # from now on (writers then compare ETags first, and commits check what they store).
@@ -956,14 +958,6 @@ class S3FileWriter(FileWriter):
                 self._send(bytes(self._buffer[start : start + chunk]))
             del self._buffer[:whole]
 
-    def _failing(self, operation: Callable[[], _T]) -> _T:
-        """Run ``operation``; if it fails, this writer has failed (see the class docs)."""
-        try:
-            return operation()
-        except BaseException:
-            self._failed = True
-            raise
-
     def _check_state_unchanged(self) -> None:
         """Raise ``WriteConflictError`` if the state object is no longer the one this writer
         started from (another writer saved or completed the file meanwhile)."""
@@ -985,12 +979,12 @@ class S3FileWriter(FileWriter):
         if not view.nbytes:
             return 0
         with self._lock:
-
-            def append() -> None:
+            try:
                 self._take_base()
                 self._append(view)
-
-            self._failing(append)
+            except BaseException:
+                self._failed = True  # see the class docs
+                raise
             self._dirty = True
         return view.nbytes
 
@@ -998,28 +992,36 @@ class S3FileWriter(FileWriter):
         """Make the key hold every byte written: complete the upload (or put the object)."""
         if self._failed:
             raise StorageDriverError(f"the writer of {self._path} failed: nothing to store")
-        self._failing(self._settle)
-        if self._base and not self._dirty:
-            return  # appending writer that wrote nothing: the object is as it was
-        self._failing(self._take_base)
-        size = self.size
-        if self._upload_id is None:
-            self._failing(lambda: self._put_whole(size))
-        else:
-            self._failing(self._complete)
+        try:
+            self._settle()
+            if self._base and not self._dirty:
+                return  # appending writer that wrote nothing: the object is as it was
+            self._take_base()
+            size = self.size
+            if self._upload_id is None:
+                self._put_whole(size)
+            else:
+                self._complete()
+        except BaseException:
+            self._failed = True  # see the class docs
+            raise
         self._buffer.clear()
         self._parts = []
         self._upload_id = None
         self._created_upload = False
         if self._had_pending:
-            with contextlib.suppress(PathNotFoundError):
-                self._driver._call(
-                    self._path, self._driver._client.delete_object, Key=self._key + PENDING_SUFFIX
-                )
-            self._had_pending = False
+            self._drop_state()
             self._state_etag = None
         self._base = size  # further writes append to the object now stored
         self._dirty = False
+
+    def _drop_state(self) -> None:
+        """Remove the pending state object (gone already is fine)."""
+        with contextlib.suppress(PathNotFoundError):
+            self._driver._call(
+                self._path, self._driver._client.delete_object, Key=self._key + PENDING_SUFFIX
+            )
+        self._had_pending = False
 
     def _put_whole(self, size: int) -> None:
         """Store the buffered bytes (the whole file) as one object."""
@@ -1062,9 +1064,7 @@ class S3FileWriter(FileWriter):
             head = driver._head(path, key)
             if head is None or int(head["ContentLength"]) != total:
                 if self._had_pending:
-                    # The state names an upload that is gone: the file is over.
-                    with contextlib.suppress(PathNotFoundError):
-                        driver._call(path, driver._client.delete_object, Key=key + PENDING_SUFFIX)
+                    self._drop_state()  # it names an upload that is gone: the file is over
                 raise
             self.verified = False
             return
@@ -1074,9 +1074,7 @@ class S3FileWriter(FileWriter):
             # over, so its state goes too: the upload is unknown from now on, not stuck.
             driver._abort(path, key, upload_id)
             if self._had_pending:
-                with contextlib.suppress(PathNotFoundError):
-                    driver._call(path, driver._client.delete_object, Key=key + PENDING_SUFFIX)
-                self._had_pending = False
+                self._drop_state()
             raise
         expected = composite_etag(e for _, e, _ in self._parts)
         match = _MULTIPART_ETAG.fullmatch(etag)
