@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         results += more_results
         comparisons += more_comparisons
-    if not args.hashing_only and not args.proxy and not args.s3:
+    # --server, --proxy and --s3 combine: each names a part to run (none named: all).
+    if not args.hashing_only and (args.server or not only):
         more_results, more_comparisons = server.run(args.quick)
         results += more_results
         comparisons += more_comparisons
-    if not args.hashing_only and not args.server and not args.s3:
+    if not args.hashing_only and (args.proxy or not only):
         more_results, more_comparisons = proxy.run(args.quick)
         results += more_results
         comparisons += more_comparisons
