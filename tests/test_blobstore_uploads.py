@@ -525,10 +525,10 @@ def test_commit_with_the_whole_blob_on_an_empty_upload(
         (Descriptor(size=len(DATA) + 1, digest=expected), BlobInvalidLengthError),
     ):
         with pytest.raises(error):
-            writer.commit_with(DATA, provisional)
+            writer.commit(provisional, tail=DATA)
         assert writer.size == 0 and not writer.closed
         assert list(registry.blobs.enumerate()) == []
-    descriptor = writer.commit_with(bytearray(DATA), Descriptor(digest=expected), cleanup=cleanup)
+    descriptor = writer.commit(Descriptor(digest=expected), tail=bytearray(DATA), cleanup=cleanup)
     assert descriptor == Descriptor(DEFAULT_MEDIA_TYPE, len(DATA), expected)
     assert writer.closed
     assert repo.blobs.get(expected) == DATA
@@ -556,7 +556,7 @@ def test_commit_with_appends_to_an_upload_that_holds_data(
     writer.write(first)
     rest = DATA[len(first) :]
     other = Digest.from_bytes(DATA, "sha512")
-    descriptor = writer.commit_with(rest, Descriptor(digest=other if not first else DIGEST))
+    descriptor = writer.commit(Descriptor(digest=other if not first else DIGEST), tail=rest)
     assert descriptor.digest == DIGEST
     assert repo.blobs.get(DIGEST) == DATA
     assert_gone(blob_driver, repo, writer.id)

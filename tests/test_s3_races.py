@@ -268,13 +268,13 @@ def test_a_commit_killed_after_s3_assembled_the_upload_is_finished_elsewhere(
     monkeypatch.setattr(driver, "_call", dying)
     writer = a.repository(REPO).blobs.resume(upload_id)
     with pytest.raises(_Killed):
-        writer.commit_with(data[before:], Descriptor(digest=sha256(data)))
+        writer.commit(Descriptor(digest=sha256(data)), tail=data[before:])
     monkeypatch.undo()
     # The upload still stands where the client left it before its PUT, and the PUT retried
     # on another replica finishes it.
     retry = b.repository(REPO).blobs.resume(upload_id)
     assert retry.size == before
-    committed = retry.commit_with(data[before:], Descriptor(digest=sha256(data)))
+    committed = retry.commit(Descriptor(digest=sha256(data)), tail=data[before:])
     assert committed.digest == sha256(data)
     assert stored_blobs(a) == {sha256(data): data}
     with pytest.raises(BlobUploadUnknownError):

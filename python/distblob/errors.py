@@ -211,6 +211,29 @@ class InvalidOffsetError(StorageDriverError, ValueError):
         self.offset = offset
 
 
+# -- a pull-through cache's upstream -----------------------------------------------------------
+
+
+class UpstreamError(DistblobError):
+    """The upstream registry of a pull-through cache could not be reached or answered
+    unexpectedly. ``status`` 429 means it is rate limiting, with its ``Retry-After`` (if any)
+    in ``retry_after``."""
+
+    def __init__(self, message: str, status: int = 0, *, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class UpstreamAuthError(UpstreamError):
+    """The upstream registry refused the configured (or anonymous) credentials."""
+
+
+class TransferError(DistblobError):
+    """The upstream transfer of a cold blob failed: nothing was cached, and the responses
+    streaming it are aborted mid-body."""
+
+
 __all__ = [
     "BlobDigestUnsupportedError",
     "BlobExistsError",
@@ -234,6 +257,9 @@ __all__ = [
     "PathNotFoundError",
     "StorageDriverError",
     "TagInvalidError",
+    "TransferError",
     "UnsupportedError",
+    "UpstreamAuthError",
+    "UpstreamError",
     "WriteConflictError",
 ]

@@ -1,26 +1,42 @@
-"""distribution's blob interfaces as Python protocols.
+"""distribution's interfaces as Python protocols: the blob store, and the contract the HTTP
+layer serves.
 
-Each protocol is one Go interface of ``registry/distribution`` (``blobs.go``) under its Python
-name: :class:`BlobStatter`, :class:`BlobDeleter`, :class:`BlobDescriptorService`,
+**Blobs.** Each protocol is one Go interface of ``registry/distribution`` (``blobs.go``) under
+its Python name: :class:`BlobStatter`, :class:`BlobDeleter`, :class:`BlobDescriptorService`,
 :class:`BlobProvider`, :class:`BlobServer`, :class:`BlobIngester`, :class:`BlobWriter`, and the
 compositions :class:`BlobService` and :class:`BlobStore`. They are ``runtime_checkable``, so
-``isinstance(store, BlobStore)`` checks that an object offers the methods.
+``isinstance(store, BlobStore)`` checks that an object offers the methods. The storage layer
+(:class:`~distblob.storage.linked.LinkedBlobStore`) implements them; its methods block.
+
+**What the HTTP layer serves** (distribution's ``Namespace`` and ``Repository``):
+:class:`AsyncRegistry`, :class:`AsyncRepository`, :class:`AsyncBlobStore` and
+:class:`AsyncManifestService`. Their verbs are coroutines, since one implementation waits on an
+upstream registry. Two implement them, and the server cannot tell which it was given: the
+storage registry, its blocking verbs run in worker threads
+(:class:`~distblob.storage.aio.ThreadedRegistry`), and the pull-through cache
+(:class:`~distblob.proxy.ProxyRegistry`), whose write verbs raise ``UnsupportedError``.
 
 :meth:`BlobServer.serve_blob` is framework-free: it returns a :class:`ServePlan` (status,
-headers and a file region to send, or a redirect) that any HTTP layer can execute.
+headers and the regions to send, or a redirect) that any HTTP layer can execute. A region is
+a :class:`FileRegion` (bytes stored) or a :class:`GrowingRegion` (bytes still arriving, as a
+cache's cold fetch lands).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, runtime_checkable
 
 from distblob.descriptor import Descriptor
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
+
+    from distblob.digest import Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +44,43 @@ class FileRegion:
     """Bytes ``[offset, offset + length)`` of the object at driver path ``path``.
 
     ``local_path`` is the OS path when the driver is a local filesystem, so an HTTP layer can
-    send the region with ``sendfile``; otherwise read it through ``open()``.
+    send the region with ``sendfile``; otherwise ``reader(offset)`` opens the object from a
+    byte offset (the driver's reader).
     """
 
     path: str
     offset: int
     length: int
     local_path: str | None = None
+    reader: Callable[[int], BinaryIO] | None = field(default=None, compare=False, repr=False)
+
+
+@runtime_checkable
+class GrowingRegion(Protocol):
+    """A whole blob whose bytes are still arriving in a local file (a pull-through cache's
+    cold fetch), sent to clients as they land.
+
+    The last byte is held back until the blob's digest is verified, so a client never takes a
+    short or wrong body for a complete one: when the transfer fails, :meth:`available` raises
+    :class:`~distblob.errors.TransferError` and the response must end without its end.
+    """
+
+    @property
+    def length(self) -> int | None:
+        """The blob's size when known in advance (a ``Content-Length``)."""
+        ...
+
+    async def open(self) -> int:
+        """A read-only descriptor of the file the bytes land in (the caller closes it)."""
+        ...
+
+    def available(self) -> tuple[int, bool]:
+        """How many bytes may be sent now, and whether they are the whole (verified) blob."""
+        ...
+
+    async def wait(self, sent: int) -> None:
+        """Return once more than ``sent`` bytes may be sent, or the blob is complete or failed."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +90,13 @@ class ServePlan:
     ``body`` is the region to send (``None`` for HEAD, 304, 416 and redirects); ``redirect`` a
     URL to send the client to with 307, when the driver offers one. A response to several
     ranges has no ``body`` but ``parts``: a ``multipart/byteranges`` body as the pieces to send
-    in order, its delimiters and part headers as bytes between the regions.
+    in order, its delimiters and part headers as bytes between the regions. Without a
+    ``Content-Length`` header (a cold blob whose upstream named none), none is sent.
     """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: FileRegion | None = None
+    body: FileRegion | GrowingRegion | None = None
     redirect: str | None = None
     descriptor: Descriptor | None = None
     parts: tuple[bytes | FileRegion, ...] = ()
@@ -122,8 +169,12 @@ class BlobWriter(Protocol):
         """Copy from a file object or descriptor to its end; returns the bytes copied."""
         ...
 
-    def commit(self, provisional: Descriptor) -> Descriptor:
-        """Verify size and digest, move the data into place, link it; the final descriptor."""
+    def commit(
+        self, provisional: Descriptor, *, tail: ReadableBuffer = b"", cleanup: bool = True
+    ) -> Descriptor:
+        """Append ``tail`` (an upload's last chunk), verify size and digest, move the data into
+        place and link it; the final descriptor. ``cleanup=False`` leaves the emptied upload
+        for :meth:`cancel` to remove later (after a server answered)."""
         ...
 
     def cancel(self) -> None:
@@ -157,8 +208,9 @@ class BlobIngester(Protocol):
         """Start an upload hashed with ``algorithm``."""
         ...
 
-    def resume(self, upload_id: str) -> BlobWriter:
-        """Continue an upload; ``BlobUploadUnknownError`` if there is none with that id."""
+    def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
+        """Continue an upload; ``BlobUploadUnknownError`` if there is none with that id,
+        ``BlobUploadBusyError`` if another writer still holds it after ``wait`` seconds."""
         ...
 
 
@@ -172,7 +224,114 @@ class BlobStore(BlobService, BlobServer, BlobDeleter, Protocol):
     """Everything a repository does with blobs."""
 
 
+# -- what the HTTP layer serves ------------------------------------------------------------------
+
+
+@runtime_checkable
+class AsyncBlobStore(Protocol):
+    """A repository's blobs as the HTTP layer uses them.
+
+    Uploads are :class:`BlobWriter`\\ s, whose blocking methods the caller runs in a worker
+    thread. A pull-through cache raises ``UnsupportedError`` from every write verb.
+    """
+
+    async def serve_blob(
+        self,
+        digest: str,
+        *,
+        method: str = "GET",
+        range: str | None = None,
+        if_none_match: str | None = None,
+    ) -> ServePlan:
+        """How to answer a GET or HEAD of the blob; ``BlobUnknownError`` if there is none."""
+        ...
+
+    async def delete(self, digest: str) -> None:
+        """Unlink the blob from the repository."""
+        ...
+
+    async def mount(self, source: str, digest: str) -> Descriptor:
+        """Link a blob of repository ``source`` (cross-repository mount)."""
+        ...
+
+    async def put(self, data: bytes, *, algorithm: str, expected: Digest) -> Descriptor:
+        """Store a whole blob given in memory (a monolithic upload), hashed with
+        ``algorithm``; ``BlobInvalidDigestError`` unless it matches ``expected``."""
+        ...
+
+    async def create(self, *, algorithm: str = "sha256") -> BlobWriter:
+        """Start an upload."""
+        ...
+
+    async def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
+        """Continue an upload, waiting up to ``wait`` seconds (a default when ``None``; ``0``
+        not at all) while another writer holds it, without holding a worker thread."""
+        ...
+
+
+@runtime_checkable
+class AsyncManifestService(Protocol):
+    """A repository's manifests and tags as the HTTP layer uses them."""
+
+    async def get(self, reference: str) -> tuple[bytes, Descriptor]:
+        """The manifest a tag or digest names, and its descriptor."""
+        ...
+
+    async def stat(self, reference: str) -> Descriptor:
+        """The manifest's descriptor (a HEAD)."""
+        ...
+
+    async def put(self, reference: str, body: bytes, media_type: str | None) -> Descriptor:
+        """Store a manifest under a tag or its digest."""
+        ...
+
+    async def delete(self, reference: str) -> None:
+        """Delete a manifest by digest (with its tags), or one tag."""
+        ...
+
+    async def tags(self) -> list[str]:
+        """Every tag, sorted; ``NameUnknownError`` if the repository was never tagged."""
+        ...
+
+    async def referrers(self, digest: str, artifact_type: str | None = None) -> dict[str, Any]:
+        """The OCI 1.1 referrers of ``digest`` as an image index."""
+        ...
+
+
+@runtime_checkable
+class AsyncRepository(Protocol):
+    """One repository: its validated name, blobs and manifests."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def blobs(self) -> AsyncBlobStore: ...
+    @property
+    def manifests(self) -> AsyncManifestService: ...
+
+
+@runtime_checkable
+class AsyncRegistry(Protocol):
+    """What the HTTP layer serves (distribution's ``Namespace``)."""
+
+    def repository(self, name: str) -> AsyncRepository:
+        """The repository ``name``; ``NameInvalidError`` unless it is a valid OCI name."""
+        ...
+
+    async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
+        """Repository names after ``last``, at most ``n`` (distribution's catalog order)."""
+        ...
+
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The registry's background work while it is served (the server's lifespan)."""
+        ...
+
+
 __all__ = [
+    "AsyncBlobStore",
+    "AsyncManifestService",
+    "AsyncRegistry",
+    "AsyncRepository",
     "BlobDeleter",
     "BlobDescriptorService",
     "BlobIngester",
@@ -183,5 +342,6 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "FileRegion",
+    "GrowingRegion",
     "ServePlan",
 ]

@@ -9,7 +9,7 @@ import os
 
 from distblob.errors import NameInvalidError, PathNotFoundError
 from distblob.storage import paths
-from distblob.storage.blobs import BlobStore
+from distblob.storage.blobs import BlobStore, parse_digest
 from distblob.storage.cache import BlobDescriptorCache, InMemoryBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
 from distblob.storage.engines import Engine, get_engine
@@ -120,6 +120,21 @@ class Registry:
                 elif not base.startswith("_"):
                     pending.append(child)  # Listing a file finds nothing; no stat needed.
         return list(dict.fromkeys(found))
+
+    def is_linked(self, digest: str) -> bool:
+        """Whether any repository links the blob ``digest``, as a layer or as a manifest."""
+        dgst = parse_digest(digest)
+        for name in self.catalog():
+            for path in (
+                paths.layer_link_path(name, dgst),
+                paths.manifest_revision_link_path(name, dgst),
+            ):
+                try:
+                    self.driver.stat(path)
+                except PathNotFoundError:
+                    continue
+                return True
+        return False
 
     def sync(self) -> None:
         """Make everything written so far durable (for batch jobs run with ``fsync=False``)."""

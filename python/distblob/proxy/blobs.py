@@ -6,9 +6,10 @@
   :class:`~distblob.storage.writer.BlobWriter` (no resumable states; the bytes go to disk and
   into the hash in one native call), then commits with its digest and size verified; the blob
   is then scheduled for expiry. The event loop only hears of the progress. Every client asking
-  for it meanwhile (the first one included) streams from the growing upload file as the bytes
-  land, so ten concurrent cold GETs cost one upstream GET and one local write
-  (distribution #1334).
+  for it meanwhile (the first one included) is given a plan whose body is the :class:`Fetch`
+  itself (a :class:`~distblob.interfaces.GrowingRegion`): its response streams the growing
+  upload file as the bytes land, so ten concurrent cold GETs cost one upstream GET and one
+  local write (distribution #1334).
 - A client never receives the last byte before the commit verified the digest: if the upstream
   body is short, long or wrong, nothing is cached and every response is aborted mid-body (the
   connection is dropped), so no client takes bad bytes for a complete blob.
@@ -29,38 +30,25 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import httpx
 import urllib3
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
-from distblob._asgi import ZEROCOPY_SEND, until_disconnect, zerocopy
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
-from distblob.errors import BlobUnknownError, DistblobError
-from distblob.interfaces import ServePlan
-from distblob.proxy.upstream import (
-    Upstream,
-    UpstreamAuthError,
-    in_own_thread,
-    unexpected_status,
-)
-from distblob.storage import paths
-from distblob.storage.writer import BlobWriter
+from distblob.errors import BlobUnknownError, DistblobError, TransferError, UpstreamAuthError
+from distblob.interfaces import GrowingRegion, ServePlan
+from distblob.proxy.upstream import Upstream, in_own_thread, unexpected_status
 
 if TYPE_CHECKING:
     from distblob.proxy.scheduler import TTLScheduler
     from distblob.registry import Registry, Repository
+    from distblob.storage.writer import BlobWriter
 
-#: Bytes per local write and per client read.
+#: Bytes per local write.
 CHUNK: Final = 1 << 20
 #: Seconds a shutdown waits for an interrupted fetch to remove its upload.
 INTERRUPT_WAIT: Final = 5.0
 
 logger = logging.getLogger("distblob.proxy")
-
-
-class TransferError(DistblobError):
-    """The upstream transfer of a cold blob failed; the responses streaming it are aborted."""
 
 
 class Fetch:
@@ -105,112 +93,39 @@ class Fetch:
             with contextlib.suppress(Exception):
                 response.shutdown()
 
+    # -- a GrowingRegion: what clients streaming the blob as it lands see ---------------------
+
     @property
-    def changed(self) -> asyncio.Event:
-        return self._changed
+    def length(self) -> int | None:
+        return self.size
 
-
-class FetchResponse(Response):
-    """Streams a blob from a :class:`Fetch` as it lands, holding the last byte until commit."""
-
-    def __init__(self, fetch: Fetch, headers: dict[str, str]) -> None:
-        super().__init__(status_code=200, headers=headers)
-        _no_invented_length(self, headers)
-        self.fetch = fetch
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await until_disconnect(receive, lambda: self._stream(scope, send))
-        except* TransferError as failed:
-            # Returning without the end of the body makes the server close the connection: the
-            # client sees a short body, never a complete one. One line says why (the fetch
-            # itself logged its failure), instead of a traceback per client.
-            logger.warning(
-                "aborted a response of %s@%s: %s",
-                self.fetch.name,
-                self.fetch.digest,
-                failed.exceptions[0],
-            )
-
-    def _limit(self) -> int:
-        """How far the client may be sent now: everything once the digest is verified, else
-        all but one byte of what was written (the last byte waits for the digest check)."""
-        fetch = self.fetch
-        if fetch.verified and fetch.error is None:
-            return fetch.written
-        end = fetch.size if fetch.size is not None else fetch.written
-        return max(min(fetch.written, end - 1), 0)
-
-    async def _open(self) -> int:
-        fetch = self.fetch
-        if fetch.upload_path is not None and not fetch.done.is_set():
+    async def open(self) -> int:
+        """The upload file while it grows; once committed (moved), the blob's file."""
+        if self.upload_path is not None and not self.done.is_set():
             with contextlib.suppress(FileNotFoundError):
-                return await anyio.to_thread.run_sync(os.open, fetch.upload_path, os.O_RDONLY)
-        await fetch.done.wait()  # committed (moved) or failed meanwhile
-        if fetch.error is not None or fetch.blob_path is None:
-            raise TransferError(f"upstream transfer of {fetch.digest} failed") from fetch.error
-        return await anyio.to_thread.run_sync(os.open, fetch.blob_path, os.O_RDONLY)
+                return await anyio.to_thread.run_sync(os.open, self.upload_path, os.O_RDONLY)
+        await self.done.wait()  # committed (moved) or failed meanwhile
+        if self.error is not None or self.blob_path is None:
+            raise TransferError(f"upstream transfer of {self.digest} failed") from self.error
+        return await anyio.to_thread.run_sync(os.open, self.blob_path, os.O_RDONLY)
 
-    async def _stream(self, scope: Scope, send: Send) -> None:
-        fetch = self.fetch
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        fd = await self._open()
-        # With a known length the server may send the file itself (sendfile, no copies).
-        file = open(fd, "rb", buffering=0, closefd=False) if zerocopy(scope) else None  # noqa: SIM115
-        try:
-            offset = 0
-            while True:
-                event = fetch.changed
-                limit = self._limit()
-                if offset < limit and file is not None and fetch.size is not None:
-                    last = fetch.verified and fetch.error is None and limit >= fetch.written
-                    message = {
-                        "type": ZEROCOPY_SEND,
-                        "file": file,
-                        "offset": offset,
-                        "count": limit - offset,
-                        "more_body": not last,
-                    }
-                    try:
-                        await send(message)
-                    except EOFError:
-                        raise TransferError(f"{fetch.digest}: the cached copy shrank") from None
-                    offset = limit
-                    if last:
-                        return
-                    continue
-                if offset < limit:
-                    chunk = await anyio.to_thread.run_sync(
-                        os.pread, fd, min(CHUNK, limit - offset), offset
-                    )
-                    if not chunk:
-                        raise TransferError(f"{fetch.digest}: the cached copy shrank")
-                    offset += len(chunk)
-                    last = fetch.verified and fetch.error is None and offset >= fetch.written
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-                    if last:
-                        return
-                    continue
-                if fetch.done.is_set():
-                    if fetch.error is not None:
-                        raise TransferError(
-                            f"upstream transfer of {fetch.digest} failed"
-                        ) from fetch.error
-                    if offset >= fetch.written:
-                        await send({"type": "http.response.body", "body": b"", "more_body": False})
-                        return
-                    continue
-                await event.wait()
-        finally:
-            os.close(fd)
+    def available(self) -> tuple[int, bool]:
+        """Everything written once the digest is verified; before, all but one byte of it (the
+        last byte waits for the digest check). ``TransferError`` once the fetch failed."""
+        if self.error is not None and self.done.is_set():
+            raise TransferError(f"upstream transfer of {self.digest} failed") from self.error
+        if self.verified and self.error is None:
+            return self.written, True
+        end = self.size if self.size is not None else self.written
+        return max(min(self.written, end - 1), 0), False
 
-
-def _no_invented_length(response: Response, headers: dict[str, str]) -> None:
-    """Drop the ``content-length: 0`` Starlette adds to a response made without a body: when
-    upstream named no length, none is sent (the body is streamed chunked, its end held back
-    until the digest is verified), never a length of 0 that would end the body at once."""
-    if "Content-Length" not in headers:
-        response.raw_headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
+    async def wait(self, sent: int) -> None:
+        while True:
+            changed = self._changed
+            limit, complete = self.available()
+            if limit > sent or complete:
+                return
+            await changed.wait()
 
 
 def _descriptor_headers(digest: str, size: int | None, media_type: str) -> dict[str, str]:
@@ -272,8 +187,8 @@ class ProxyBlobStore:
         method: str = "GET",
         range: str | None = None,
         if_none_match: str | None = None,
-    ) -> ServePlan | Response:
-        """A local :class:`ServePlan`, or a response streaming from upstream."""
+    ) -> ServePlan:
+        """A local plan, or one whose body is the cold fetch (a :class:`Fetch`, growing)."""
 
         def local() -> ServePlan:
             return repo.blobs.serve_blob(
@@ -308,16 +223,16 @@ class ProxyBlobStore:
             if fetch.error is not None:
                 raise fetch.error
             return await anyio.to_thread.run_sync(local)
-        return FetchResponse(fetch, _descriptor_headers(str(digest), fetch.size, fetch.media_type))
+        headers = _descriptor_headers(str(digest), fetch.size, fetch.media_type)
+        return ServePlan(200, headers, body=fetch)
 
-    async def _head(self, repo: Repository, digest: Digest) -> Response:
+    async def _head(self, repo: Repository, digest: Digest) -> ServePlan:
+        """Upstream's answer to a HEAD (no length when it named none)."""
         response = await self.upstream.head(f"/v2/{repo.name}/blobs/{digest}", name=repo.name)
         _upstream_status(response.status_code, digest, response.headers)
         media_type = response.headers.get("content-type", DEFAULT_MEDIA_TYPE)
         headers = _descriptor_headers(str(digest), _content_length(response.headers), media_type)
-        head = Response(status_code=200, headers=headers)
-        _no_invented_length(head, headers)
-        return head
+        return ServePlan(200, headers)
 
     def _start(self, repo: Repository, digest: Digest) -> Fetch:
         fetch = Fetch(repo.name, digest)
@@ -376,8 +291,7 @@ class ProxyBlobStore:
         writer = await anyio.to_thread.run_sync(
             lambda: repo.blobs.create(algorithm=digest.algorithm, writeback="unpaced")
         )
-        driver = self.registry.driver
-        fetch.upload_path = driver.local_path(paths.upload_data_path(repo.name, writer.id))
+        fetch.upload_path = writer.local_path
         fetch.ready.set()
         fetch.notify()
         loop = asyncio.get_running_loop()
@@ -401,7 +315,7 @@ class ProxyBlobStore:
             ):
                 await done
             raise
-        fetch.blob_path = driver.local_path(paths.blob_data_path(digest))
+        fetch.blob_path = self.registry.blobs.local_path(str(digest))
 
 
 def _receive_body(
@@ -459,4 +373,10 @@ def _receive_and_commit(
         raise
 
 
-__all__ = ["Fetch", "FetchResponse", "ProxyBlobStore", "TransferError"]
+if TYPE_CHECKING:
+
+    def _implements(fetch: Fetch) -> GrowingRegion:  # checked by mypy
+        return fetch
+
+
+__all__ = ["Fetch", "ProxyBlobStore", "TransferError"]

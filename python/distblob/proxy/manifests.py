@@ -28,7 +28,7 @@ from distblob.errors import (
     TagInvalidError,
 )
 from distblob.proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError, unexpected_status
-from distblob.storage import paths
+from distblob.reference import validate_tag
 from distblob.storage.blobs import parse_digest
 from distblob.storage.manifests import is_digest_reference
 
@@ -87,7 +87,7 @@ class ProxyManifestStore:
         """The manifest ``reference`` (a tag or a digest) names, and its descriptor."""
         if is_digest_reference(reference):
             return await self._by_digest(repo, parse_digest(reference))
-        paths.validate_tag(reference)  # before anything goes upstream (TAG_INVALID)
+        validate_tag(reference)  # before anything goes upstream (TAG_INVALID)
         failure: UpstreamError | None = None
         try:
             digest = await self._upstream_tag(repo, reference)
@@ -108,6 +108,11 @@ class ProxyManifestStore:
         if await anyio.to_thread.run_sync(repo.manifests.exists, str(digest)):
             await anyio.to_thread.run_sync(repo.manifests.tag, reference, str(digest))
         return body, descriptor
+
+    async def stat(self, repo: Repository, reference: str) -> Descriptor:
+        """The descriptor of the manifest ``reference`` names (found as :meth:`get` finds it:
+        a HEAD through the cache stores what upstream sent, as a GET would)."""
+        return (await self.get(repo, reference))[1]
 
     async def tags(self, repo: Repository) -> list[str]:
         """Upstream's tags of the repository, sorted; the cache's own when upstream cannot
@@ -189,7 +194,7 @@ class ProxyManifestStore:
                 raise ValueError("upstream's tags is not a list")
             for tag in listed:
                 with contextlib.suppress(TypeError, TagInvalidError):
-                    tags.add(paths.validate_tag(tag))
+                    tags.add(validate_tag(tag))
             target = _next_page(response.headers.get("link", ""))
         logger.warning(
             "upstream tags list %s: stopped after %d pages (%d tags)",

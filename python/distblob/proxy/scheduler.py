@@ -14,8 +14,9 @@ pending expiries resume, and an entry expiring later than ``now + ttl`` is broug
 it, so lowering ``ttl`` applies to what is already cached (distribution #4352).
 
 On expiry the repository's link (blob) or revision (manifest, with the tags pointing to it)
-goes, directly through the driver — deletes need not be enabled (distribution #4249) — and the
-blob data goes only when no repository links it any more (distribution #4191). ``ttl == 0``
+goes, through the repository's delete verbs as storage primitives (``unlink``, ``remove``):
+deletes need not be enabled (distribution #4249). The blob data goes only when no repository
+links it any more (distribution #4191). ``ttl == 0``
 schedules nothing and expires nothing.
 """
 
@@ -35,9 +36,12 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from distblob.digest import Digest
-from distblob.errors import DistblobError, PathNotFoundError
-from distblob.storage import paths
-from distblob.storage.cache import forget
+from distblob.errors import (
+    BlobUnknownError,
+    DistblobError,
+    ManifestUnknownError,
+    PathNotFoundError,
+)
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -210,50 +214,30 @@ class TTLScheduler:
 
     # -- expiry ------------------------------------------------------------------------------
 
-    def _delete(self, path: str) -> None:
-        with contextlib.suppress(PathNotFoundError):
-            self.driver.delete(path)
-
     def _expire(self, entry: Entry) -> None:
         name, sep, digest_text = entry.key.rpartition("@")
         if not sep:
             return
         try:
-            name = paths.validate_repository_name(name)
+            repository = self.registry.repository(name)
             digest = Digest(digest_text)
         except DistblobError:
             logger.warning("scheduler entry %r names nothing: dropped", entry.key)
             return
+        # The repository's delete verbs as storage primitives: a cache expires whether deletes
+        # are enabled or not. Already gone is expired too.
         if entry.entry_type == MANIFEST:
-            manifests = self.registry.repository(name).manifests
-            for tag in manifests.lookup(digest):
-                with contextlib.suppress(DistblobError):
-                    manifests.untag(tag)
-            link = paths.manifest_revision_link_path(name, digest)
+            with contextlib.suppress(ManifestUnknownError):
+                repository.manifests.remove(str(digest))
         else:
-            link = paths.layer_link_path(name, digest)
-        self._delete(link.rsplit("/", 1)[0])
-        self.registry.descriptors.clear(name, digest)
+            with contextlib.suppress(BlobUnknownError):
+                repository.blobs.unlink(str(digest))
         logger.info(
             "expired %s %s", "manifest" if entry.entry_type == MANIFEST else "blob", entry.key
         )
-        if not self._linked_anywhere(digest):
-            self._delete(paths.blob_dir_path(digest))
-            forget(self.registry.descriptor_cache, digest)  # a shared (Redis) cache too
-
-    def _linked_anywhere(self, digest: Digest) -> bool:
-        """Whether any repository still links ``digest`` (as a layer or a manifest)."""
-        for name in self.registry.catalog():
-            for path in (
-                paths.layer_link_path(name, digest),
-                paths.manifest_revision_link_path(name, digest),
-            ):
-                try:
-                    self.driver.stat(path)
-                except PathNotFoundError:
-                    continue
-                return True
-        return False
+        if not self.registry.is_linked(str(digest)):
+            with contextlib.suppress(BlobUnknownError):
+                self.registry.blobs.remove(str(digest))  # clears a shared (Redis) cache too
 
     # -- running -----------------------------------------------------------------------------
 

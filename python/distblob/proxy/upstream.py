@@ -35,7 +35,7 @@ import httpx
 import urllib3
 
 from distblob._threads import in_own_thread
-from distblob.errors import DistblobError
+from distblob.errors import UpstreamAuthError, UpstreamError
 
 #: The manifest media types a cache asks upstream for (the four distblob stores).
 MANIFEST_ACCEPT: Final = ", ".join(
@@ -65,16 +65,6 @@ _PARAM: Final = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*
 POOL_SIZE: Final = 8
 
 
-class UpstreamError(DistblobError):
-    """The upstream registry could not be reached or answered unexpectedly. ``status`` 429 means
-    it is rate limiting, with its ``Retry-After`` (if any) in ``retry_after``."""
-
-    def __init__(self, message: str, status: int = 0, *, retry_after: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
 def unexpected_status(status: int, headers: Mapping[str, str]) -> UpstreamError:
     """The error for an upstream answer the cache cannot use: 429 (rate limited) as such, with
     its ``Retry-After``, anything else as a bad gateway."""
@@ -82,10 +72,6 @@ def unexpected_status(status: int, headers: Mapping[str, str]) -> UpstreamError:
         retry_after = headers.get("retry-after")
         return UpstreamError("upstream is rate limiting", 429, retry_after=retry_after)
     return UpstreamError(f"upstream answered {status}", 502)
-
-
-class UpstreamAuthError(UpstreamError):
-    """The upstream registry refused the configured (or anonymous) credentials."""
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -95,10 +95,26 @@ class APIError(Exception):
         super().__init__(f"{code}: {self.message}")
 
 
+def _upstream_error(exc: errors.UpstreamError | errors.TransferError) -> APIError:
+    """A pull-through cache's upstream failure: 403 DENIED (credentials refused), 429
+    TOOMANYREQUESTS with upstream's ``Retry-After``, else 502 UNKNOWN."""
+    if isinstance(exc, errors.UpstreamAuthError):
+        return APIError("DENIED", "upstream registry denied access", detail=str(exc))
+    if isinstance(exc, errors.UpstreamError) and exc.status == 429:
+        limited = APIError("TOOMANYREQUESTS", "upstream registry is rate limiting")
+        retry_after = exc.retry_after
+        if retry_after and retry_after.isascii() and retry_after.isprintable():
+            limited.headers["Retry-After"] = retry_after
+        return limited
+    return APIError("UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502)
+
+
 def to_api_error(exc: BaseException) -> APIError | None:
     """The OCI error for a distblob exception; ``None`` for anything else (a bug)."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, (errors.UpstreamError, errors.TransferError)):
+        return _upstream_error(exc)
     for kind, code in _BY_EXCEPTION:
         if isinstance(exc, kind):
             return APIError(code, _MESSAGES.get(code), detail=str(exc))

@@ -17,6 +17,7 @@ storing a blob a stale entry claims is there, and a GET never promises bytes tha
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Final
@@ -165,6 +166,7 @@ class BlobStore(Statter):
             descriptor,
             path,
             local_path=self.driver.local_path(path),
+            reader=functools.partial(self.driver.reader, path),
             method=method,
             range=range,
             if_none_match=if_none_match,
@@ -172,10 +174,20 @@ class BlobStore(Statter):
             requested=requested,
         )
 
+    def local_path(self, digest: str) -> str | None:
+        """The OS path of the blob's data on a local filesystem, else ``None``."""
+        return self.driver.local_path(paths.blob_data_path(parse_digest(digest)))
+
     def delete(self, digest: str) -> None:
-        """Remove the blob's data (not the repositories' links: garbage collection's job)."""
+        """Remove the blob's data (not the repositories' links: garbage collection's job);
+        ``UnsupportedError`` when deletes are disabled."""
         if not self._registry.delete_enabled:
             raise UnsupportedError("deletes are disabled")
+        self.remove(digest)
+
+    def remove(self, digest: str) -> None:
+        """:meth:`delete` as a storage primitive, whether deletes are enabled or not (a cache's
+        expiry, garbage collection); ``BlobUnknownError`` if the blob is not stored."""
         dgst = parse_digest(digest)
         try:
             self.driver.delete(paths.blob_dir_path(dgst))

@@ -457,11 +457,20 @@ class LinkedBlobStore(Statter):
         return descriptor
 
     def delete(self, digest: str) -> None:
-        """Unlink the blob from the repository (its data stays until garbage collection)."""
+        """Unlink the blob from the repository (its data stays until garbage collection);
+        ``UnsupportedError`` when deletes are disabled, ``BlobUnknownError`` unless the
+        repository links a stored blob."""
         if not self.registry.delete_enabled:
             raise UnsupportedError("deletes are disabled")
         dgst = parse_digest(digest)
         self.stat(dgst)
+        self.unlink(dgst)
+
+    def unlink(self, digest: str) -> None:
+        """Remove the repository's link to the blob, whether deletes are enabled or not and
+        whether the blob is still stored or not (a storage primitive: a cache's expiry);
+        ``BlobUnknownError`` if there is no link."""
+        dgst = parse_digest(digest)
         link = paths.layer_link_path(self.name, dgst)
         try:
             self.driver.delete(link.rsplit("/", 1)[0])

@@ -228,6 +228,11 @@ class ManifestStore:
         """
         if not self.registry.delete_enabled:
             raise UnsupportedError("deletes are disabled")
+        self.remove(reference)
+
+    def remove(self, reference: str) -> None:
+        """:meth:`delete` as a storage primitive, whether deletes are enabled or not (a cache's
+        expiry); ``ManifestUnknownError`` if the repository lacks the reference."""
         if not is_digest_reference(reference):
             self.untag(reference)
             return

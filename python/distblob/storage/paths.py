@@ -43,9 +43,9 @@ offset is written in decimal. In an algorithm name, ``+``, ``.`` and ``;`` becom
 multi-part algorithm nests), as distribution's ``blobAlgorithmReplacer`` does.
 
 Every function here validates what it is given (digests with :class:`~distblob.digest.Digest`,
-names with :func:`validate_repository_name`, tags with :func:`validate_tag`, upload ids with
-:func:`validate_upload_id`), so whatever a client sends, the path it yields stays in its place in
-the tree: no ``..``, no ``/`` where a single component belongs, nothing a driver would refuse.
+names and tags with :mod:`distblob.reference`, upload ids with :func:`validate_upload_id`), so
+whatever a client sends, the path it yields stays in its place in the tree: no ``..``, no ``/``
+where a single component belongs, nothing a driver would refuse.
 """
 
 from __future__ import annotations
@@ -54,12 +54,8 @@ import re
 from typing import Final
 
 from distblob.digest import ALGORITHMS, Digest
-from distblob.errors import (
-    BlobUploadUnknownError,
-    DigestUnsupportedError,
-    NameInvalidError,
-    TagInvalidError,
-)
+from distblob.errors import BlobUploadUnknownError, DigestUnsupportedError
+from distblob.reference import MAX_NAME_LENGTH, validate_repository_name, validate_tag
 
 #: Every path of the layout but :data:`SCHEDULER_STATE_PATH` and :data:`CACHE_CLEARS_ROOT`
 #: starts here.
@@ -72,61 +68,16 @@ SCHEDULER_STATE_PATH: Final = "/scheduler-state.json"
 #: own, beside ``/docker`` rather than under :data:`ROOT`, so the Go registry never reads it.
 CACHE_CLEARS_ROOT: Final = "/distblob/cache/clears"
 
-#: Longest repository name, as distribution enforces (``reference.NameTotalLengthMax``).
-MAX_NAME_LENGTH: Final = 255
-
 #: Longest upload id. The HTTP route takes any length, but an id is one path component and no
 #: filesystem takes a component longer than 255 bytes (``NAME_MAX``).
 MAX_UPLOAD_ID_LENGTH: Final = 255
 
-# The OCI distribution spec's repository name grammar, one path component at a time.
-_NAME_COMPONENT: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
-_TAG: Final = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 # distribution's route pattern [a-zA-Z0-9-_.=]+, spelled so that "-" cannot read as a range.
 _UPLOAD_ID: Final = re.compile(r"[a-zA-Z0-9_.=-]+")
 _ALGORITHM_SEPARATORS: Final = str.maketrans("+.;", "///")
 
 
 # -- validation ------------------------------------------------------------------------------
-
-
-def validate_repository_name(name: str) -> str:
-    """Return ``name`` if it is a valid OCI repository name, else raise ``NameInvalidError``.
-
-    A name is one or more components ``[a-z0-9]+`` separated inside by ``.``, ``_``, ``__`` or
-    runs of ``-``, joined by ``/``, at most 255 characters in all. That rules out, among others,
-    ``..``, absolute names, empty components, uppercase, non-ASCII, and components such as
-    ``_uploads`` that would collide with the layout's own directories.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"a repository name is a str, not {type(name).__name__}")
-    if not name:
-        raise NameInvalidError(name, "empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise NameInvalidError(name, f"longer than {MAX_NAME_LENGTH} characters")
-    for component in name.split("/"):
-        if not component:
-            raise NameInvalidError(name, "empty path component")
-        if _NAME_COMPONENT.fullmatch(component) is None:
-            raise NameInvalidError(
-                name,
-                f"path component {component!r} is not lowercase letters and digits "
-                "separated by '.', '_', '__' or dashes",
-            )
-    return name
-
-
-def validate_tag(tag: str) -> str:
-    """Return ``tag`` if it is a valid OCI tag, else raise ``TagInvalidError`` (a ``ValueError``).
-
-    A tag is ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``: one path component that cannot be ``.`` or
-    ``..`` since it cannot start with a dot.
-    """
-    if not isinstance(tag, str):
-        raise TypeError(f"a tag is a str, not {type(tag).__name__}")
-    if _TAG.fullmatch(tag) is None:
-        raise TagInvalidError(tag, "must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
-    return tag
 
 
 def validate_upload_id(upload_id: str) -> str:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import anyio
+
 from distblob.errors import BlobUploadBusyError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.uploadlock import lock_upload
@@ -150,6 +152,22 @@ class UploadPurger:
             return None
         self.next_run = now + self.interval
         return purge_uploads(self.registry, now - self.age, dry_run=self.dry_run)
+
+    async def run(self) -> None:
+        """Purge when due, forever (until cancelled), in a worker thread: a server's lifespan
+        runs this. A failed round is logged and the next one comes at the next interval."""
+        log = logging.getLogger("distblob.purge")
+        while True:
+            try:
+                purged = await anyio.to_thread.run_sync(self.run_if_due) or []
+            except Exception:
+                log.exception("upload purging failed")
+            else:
+                if purged:
+                    logging.getLogger("distblob.access").info(
+                        "upload purging: %d uploads", len(purged)
+                    )
+            await anyio.sleep(max(self.interval.total_seconds(), 1.0))
 
 
 __all__ = ["UploadPurger", "purge_abandoned_uploads", "purge_uploads", "utc_now"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Final
+from typing import BinaryIO, Final
 
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
@@ -131,6 +131,7 @@ def plan(
     path: str,
     *,
     local_path: str | None = None,
+    reader: Callable[[int], BinaryIO] | None = None,
     method: str = "GET",
     range: str | None = None,
     if_none_match: str | None = None,
@@ -139,6 +140,7 @@ def plan(
 ) -> ServePlan:
     """How to answer ``method`` for the blob ``descriptor`` stored at driver path ``path``.
 
+    ``local_path`` and ``reader`` are how the regions are read (:class:`FileRegion`).
     ``requested`` is the digest the client named when it is another algorithm's digest of the
     same bytes (linked at commit once verified): ``Docker-Content-Digest`` and ``ETag`` then
     carry it, as the client asked for the blob by it.
@@ -169,7 +171,7 @@ def plan(
             wanted,
             size,
             headers["Content-Type"],
-            lambda offset, count: FileRegion(path, offset, count, local_path),
+            lambda offset, count: FileRegion(path, offset, count, local_path, reader),
         )
         headers["Content-Type"] = content_type
         headers["Content-Length"] = str(length)
@@ -179,10 +181,10 @@ def plan(
         length = last - first + 1
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(length)
-        body = None if head else FileRegion(path, first, length, local_path)
+        body = None if head else FileRegion(path, first, length, local_path, reader)
         return ServePlan(206, headers, body, descriptor=descriptor)
     headers["Content-Length"] = str(size)
-    body = None if head else FileRegion(path, 0, size, local_path)
+    body = None if head else FileRegion(path, 0, size, local_path, reader)
     return ServePlan(200, headers, body, descriptor=descriptor)
 
 

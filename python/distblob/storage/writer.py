@@ -135,6 +135,12 @@ class BlobWriter:
     def _data_path(self) -> str:
         return paths.upload_data_path(self._store.name, self._id)
 
+    @property
+    def local_path(self) -> str | None:
+        """The OS path of the upload's data on a local filesystem (readers may follow it as it
+        grows), else ``None``."""
+        return self._store.driver.local_path(self._data_path())
+
     def _check_open(self) -> None:
         if self._done:
             raise ValueError(f"upload {self._id} is closed")
@@ -307,13 +313,25 @@ class BlobWriter:
         other = store.engine.hash_object(store.driver, self._data_path(), expected.algorithm)
         return Digest.from_parts(expected.algorithm, other), canonical
 
-    def commit(self, provisional: Descriptor, *, cleanup: bool = True) -> Descriptor:
-        """Verify and store the upload; returns the blob's canonical descriptor.
+    def commit(
+        self,
+        provisional: Descriptor,
+        *,
+        tail: ReadableBuffer | None = None,
+        cleanup: bool = True,
+    ) -> Descriptor:
+        """:meth:`write` ``tail`` (an upload's last chunk, sent with its final PUT), then verify
+        and store the upload; returns the blob's canonical descriptor.
 
         Raises :class:`BlobInvalidDigestError` without a digest or when the content does not
         match it, and :class:`BlobInvalidLengthError` when ``provisional.size`` (if set) is not
         the uploaded size. Either way the upload is left as it was, for the caller to cancel or
         continue.
+
+        An upload that holds nothing yet (a POST then one PUT with the whole blob), committed
+        with a ``tail`` (empty or not) under a digest of its own algorithm, is stored as
+        :meth:`LinkedBlobStore.put` stores a blob: hashed once and written straight into place,
+        with no copy in the upload's file (a failed check leaves the upload still empty).
 
         ``cleanup=False`` leaves the upload's directory (its data moved out) for the caller to
         remove with :meth:`cancel` later: a server does that after answering, so the client
@@ -321,6 +339,17 @@ class BlobWriter:
         if the process dies first, upload purging removes the directory.
         """
         self._check_open()
+        if tail is None:
+            return self._commit(provisional, cleanup=cleanup)
+        expected = provisional.digest
+        view = memoryview(tail)
+        if self._upload.size or expected is None or expected.algorithm != self.algorithm:
+            if view.nbytes:
+                self.write(view)
+            return self._commit(provisional, cleanup=cleanup)
+        return self._put_whole(view.cast("B"), provisional, cleanup=cleanup)
+
+    def _commit(self, provisional: Descriptor, *, cleanup: bool) -> Descriptor:
         store = self._store
         expected = provisional.digest
         if expected is None:
@@ -381,25 +410,11 @@ class BlobWriter:
         store.set_descriptor(canonical, descriptor)
         return descriptor
 
-    def commit_with(
-        self, data: ReadableBuffer, provisional: Descriptor, *, cleanup: bool = True
+    def _put_whole(
+        self, whole: memoryview, provisional: Descriptor, *, cleanup: bool
     ) -> Descriptor:
-        """:meth:`write` ``data``, then :meth:`commit`: the last request of an upload.
-
-        An upload that holds nothing yet (a POST then one PUT with the whole blob), committed
-        under a digest of its own algorithm, is stored as :meth:`LinkedBlobStore.put` stores a
-        blob: hashed once and written straight into place, with no copy in the upload's file.
-        A failed check raises as :meth:`commit` does and leaves the upload for the caller to
-        cancel (on that path, still empty).
-        """
-        self._check_open()
+        """Commit an empty upload with the whole blob given at once (see :meth:`commit`)."""
         expected = provisional.digest
-        if self._upload.size or expected is None or expected.algorithm != self.algorithm:
-            view = memoryview(data)
-            if view.nbytes:
-                self.write(view)
-            return self.commit(provisional, cleanup=cleanup)
-        whole = memoryview(data).cast("B")
         if provisional.size > 0 and provisional.size != whole.nbytes:
             raise BlobInvalidLengthError(provisional.size, whole.nbytes)
         descriptor = self._store.put(

@@ -1,0 +1,136 @@
+"""What every handler shares, and the API base (``GET /v2/``).
+
+A handler module serves one resource of distribution's API: :class:`Resource` names its route
+and the handler of each method it takes, and :func:`dispatcher` makes the route's endpoint. The
+methods a resource takes are decided there, once, where it is routed (distribution's
+``handlers.MethodHandler`` dispatchers): a method it does not take never reaches a handler
+(405), and a rule that gates requests (read-only mode, authorization) goes in the dispatcher.
+
+Handlers see the registry only through :class:`~distblob.interfaces.AsyncRegistry`: the same
+code serves the storage registry and the pull-through cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import RedirectResponse, Response
+
+from distblob._asgi import CLIENT_CLOSED, unless_disconnected
+from distblob._numbers import is_ascii_digits
+from distblob.interfaces import AsyncRegistry, AsyncRepository
+from distblob.server.errors import APIError, error_response
+from distblob.server.responses import empty, json_response
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the handlers are bound to: the registry served, the secret that signs upload
+    locations (``http.secret``), and the largest manifest a PUT may send."""
+
+    registry: AsyncRegistry
+    secret: bytes | str
+    max_manifest_size: int
+
+    def repository(self, request: Request) -> AsyncRepository:
+        """The repository the request's path names (``NAME_INVALID`` unless valid)."""
+        return self.registry.repository(request.path_params["name"])
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One route: its path and the handler of each method it takes (``HEAD`` is served by
+    the ``GET`` handler unless it has its own)."""
+
+    path: str
+    methods: Mapping[str, Handler]
+
+
+def dispatcher(resource: Resource) -> Handler:
+    """The endpoint of ``resource``'s route: the handler of the request's method, with every
+    exception it raises answered as an OCI error."""
+    methods = dict(resource.methods)
+    if "GET" in methods:
+        methods.setdefault("HEAD", methods["GET"])
+
+    async def endpoint(request: Request) -> Response:
+        handler = methods[request.method]  # the router routes only the methods declared
+        try:
+            return await handler(request)
+        except ClientDisconnect:
+            return empty(400)  # nobody is listening; the access log records it
+        except Exception as exc:
+            return error_response(exc, head=request.method == "HEAD")
+
+    return endpoint
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn`` in a worker thread (a blocking storage call)."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """``work`` (a read that may wait on an upstream registry), or ``None`` when the client
+    left before it was done (see :func:`~distblob._asgi.unless_disconnected`)."""
+    return await unless_disconnected(request.receive, work)
+
+
+def client_closed() -> Response:
+    """What the access log records for a request whose client left first (499)."""
+    return Response(status_code=CLIENT_CLOSED)
+
+
+def int_param(request: Request, key: str) -> int | None:
+    """A query parameter that must be a whole number (``PAGINATION_NUMBER_INVALID``)."""
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return None
+    if not is_ascii_digits(raw) or len(raw) > 9:
+        raise APIError("PAGINATION_NUMBER_INVALID", detail={key: raw[:64]})
+    return int(raw)
+
+
+def declared_length(request: Request) -> int | None:
+    """The body length ``Content-Length`` declares, if it is a number."""
+    raw = request.headers.get("content-length")
+    return int(raw) if raw and is_ascii_digits(raw) and len(raw) <= 18 else None
+
+
+# -- the API base ----------------------------------------------------------------------------
+
+
+async def api_base(request: Request) -> Response:
+    """``GET /v2/``: the registry speaks the v2 API (the version header says which)."""
+    return json_response(200, {})
+
+
+async def to_base(request: Request) -> Response:
+    """``/v2`` without its slash is redirected, as distribution's router (strict slashes)."""
+    return RedirectResponse("/v2/", status_code=301)
+
+
+def resources(context: Context) -> list[Resource]:
+    return [Resource("/v2/", {"GET": api_base}), Resource("/v2", {"GET": to_base})]
+
+
+__all__ = [
+    "Context",
+    "Handler",
+    "Resource",
+    "api_base",
+    "client_closed",
+    "declared_length",
+    "dispatcher",
+    "int_param",
+    "resources",
+    "run",
+    "unless_gone",
+]

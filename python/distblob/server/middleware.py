@@ -1,0 +1,98 @@
+"""ASGI middleware around the whole app: the API version header on every response, one
+access-log line per request, and a refusal of bodies sent with a transfer coding the server
+cannot undo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from distblob._asgi import ZEROCOPY_SEND
+from distblob.server.errors import API_VERSION_HEADER, APIError, error_response
+
+access_logger = logging.getLogger("distblob.access")
+
+
+def _unsupported_transfer_coding(scope: Scope) -> Response | None:
+    """``501`` for a body sent with a transfer coding other than ``chunked`` (``gzip,
+    chunked``, say): the server would store the still-encoded bytes (Go's net/http answers 501
+    too)."""
+    for key, value in scope.get("headers", []):
+        if key != b"transfer-encoding":
+            continue
+        codings = [c.strip().lower() for c in value.decode("latin-1").split(",") if c.strip()]
+        if any(coding not in ("chunked", "identity") for coding in codings):
+            detail = {"Transfer-Encoding": value.decode("latin-1")[:64]}
+            return error_response(APIError("UNSUPPORTED", detail=detail, status=501))
+    return None
+
+
+class Envelope:
+    """ASGI middleware: the API version header on every response, and one access-log line per
+    request (``logfmt`` on the ``distblob.access`` logger)."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        answered: float | None = None  # when the response ended (background tasks may follow)
+        status = 0
+        sent = 0
+        name, value = API_VERSION_HEADER
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal status, sent, answered
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (name.lower().encode(), value.encode())]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == ZEROCOPY_SEND:
+                sent += int(message.get("count") or 0)
+            await send(message)
+            if message["type"] != "http.response.start" and not message.get("more_body"):
+                answered = time.monotonic()
+
+        try:
+            unsupported = _unsupported_transfer_coding(scope)
+            if unsupported is not None:
+                await unsupported(scope, receive, send_with_header)
+            else:
+                await self.app(scope, receive, send_with_header)
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: a stop whose drain timeout ran out
+            # (``http.draintimeout``). The response, if begun, is cut short; the server closes
+            # the connection. One line says so, instead of the server's traceback per request.
+            status = status or 503
+            logging.getLogger("distblob.serve").warning(
+                "request cancelled as the server stops: %s %s",
+                scope.get("method", "-"),
+                json.dumps(scope.get("path", "")),
+            )
+        finally:
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("-", 0)
+                access_logger.info(
+                    "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s",
+                    scope.get("method", "-"),
+                    json.dumps(scope.get("path", "")),
+                    status,
+                    sent,
+                    ((answered or time.monotonic()) - started) * 1000,
+                    client[0],
+                    client[1],
+                )
+
+
+__all__ = ["Envelope", "access_logger"]
