@@ -2,7 +2,7 @@
 
 A :class:`~distblob.interfaces.ServePlan` says what to answer to a blob GET or HEAD; whichever
 registry made it (storage or the pull-through cache), :func:`plan_response` sends it. Its body
-is made of regions, read by one loop (:meth:`PlanResponse._send_span`):
+is made of regions, read by one loop (``PlanResponse._send_span``):
 
 - a :class:`~distblob.interfaces.FileRegion` (stored bytes): on a local filesystem read with
   ``os.pread`` on one descriptor (no seeks, no Python buffering), or sent by the kernel with

@@ -79,7 +79,7 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 async def unless_gone(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
     """``work`` (a read that may wait on an upstream registry), or ``None`` when the client
-    left before it was done (see :func:`~distblob._asgi.unless_disconnected`)."""
+    left before it was done (``distblob._asgi.unless_disconnected``)."""
     return await unless_disconnected(request.receive, work)
 
 
