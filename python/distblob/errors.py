@@ -211,6 +211,30 @@ class InvalidOffsetError(StorageDriverError, ValueError):
         self.offset = offset
 
 
+class InvalidStorageDriverError(StorageDriverError, ValueError):
+    """No storage driver is registered under that name
+    (:mod:`distblob.storage.driver.factory`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no storage driver named {name!r}")
+        self.name = name
+
+
+class DriverParameterError(StorageDriverError, ValueError):
+    """A parameter a storage driver cannot be built with: an unknown key or a bad value.
+
+    ``key`` names the parameter as the driver's section of the config spells it
+    (``rootdirectory``, so the config can report ``storage.filesystem.rootdirectory``), or is
+    empty when the fault is with the parameters as a whole (a dependency the driver needs is
+    missing).
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}" if key else reason)
+        self.key = key
+        self.reason = reason
+
+
 # -- a pull-through cache's upstream -----------------------------------------------------------
 
 
@@ -246,9 +270,11 @@ __all__ = [
     "DigestInvalidError",
     "DigestUnsupportedError",
     "DistblobError",
+    "DriverParameterError",
     "HashStateError",
     "InvalidOffsetError",
     "InvalidPathError",
+    "InvalidStorageDriverError",
     "ManifestBlobUnknownError",
     "ManifestInvalidError",
     "ManifestUnknownError",

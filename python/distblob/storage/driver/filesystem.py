@@ -25,9 +25,10 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from distblob.errors import (
+    DriverParameterError,
     InvalidOffsetError,
     InvalidPathError,
     PathNotFoundError,
@@ -43,9 +44,12 @@ from distblob.storage.driver.base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from _typeshed import ReadableBuffer
+
+#: ``rootdirectory`` when the config gives none (distribution's is ``/var/lib/registry``).
+DEFAULT_ROOT_DIRECTORY: Final = "./distblob-data"
 
 # The errors with which the OS says "there is no such file here": the path is missing, or one of
 # its parents is a file.
@@ -177,6 +181,37 @@ class FilesystemDriver(StorageDriver):
         # Per thread: the paths a deferred-sync block will sync when it ends (see
         # deferred_sync), or no attribute outside such a block.
         self._deferred = threading.local()
+
+    @classmethod
+    def check_parameters(cls, parameters: Mapping[str, object]) -> dict[str, Any]:
+        """The constructor's keyword arguments for distribution's ``storage.filesystem``
+        parameters: ``rootdirectory`` alone, :data:`DEFAULT_ROOT_DIRECTORY` when absent or
+        empty in YAML (``null``). Creates nothing, so the config can be checked before a
+        command decides whether a missing root is an error.
+
+        Raises :class:`~distblob.errors.DriverParameterError` naming an unknown key or a
+        ``rootdirectory`` that is not a non-empty string.
+        """
+        for key in parameters:
+            if key != "rootdirectory":
+                raise DriverParameterError(str(key), "unknown key")
+        root = parameters.get("rootdirectory")
+        if root is None:
+            return {"root": DEFAULT_ROOT_DIRECTORY}
+        if not isinstance(root, str) or not root:
+            raise DriverParameterError(
+                "rootdirectory", f"expected a non-empty string, not {root!r}"
+            )
+        return {"root": root}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, object]) -> FilesystemDriver:
+        """A driver from distribution's ``storage.filesystem`` parameters (the factory's
+        ``filesystem`` entry); creates the root directory if missing, as the constructor does.
+
+        Raises what :meth:`check_parameters` raises.
+        """
+        return cls(**cls.check_parameters(parameters))
 
     def __repr__(self) -> str:
         return f"FilesystemDriver({self.root!r})"
@@ -552,4 +587,4 @@ class _FilesystemFileWriter(FileWriter):
         self._committed = True
 
 
-__all__ = ["FilesystemDriver"]
+__all__ = ["DEFAULT_ROOT_DIRECTORY", "FilesystemDriver"]

@@ -16,13 +16,18 @@ import io
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from distblob.errors import InvalidOffsetError, PathNotFoundError, StorageDriverError
+from distblob.errors import (
+    DriverParameterError,
+    InvalidOffsetError,
+    PathNotFoundError,
+    StorageDriverError,
+)
 from distblob.storage.driver.base import FileInfo, FileWriter, StorageDriver, join
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from _typeshed import ReadableBuffer
 
@@ -53,6 +58,20 @@ class InMemoryDriver(StorageDriver):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._root = _Dir()
+
+    @classmethod
+    def check_parameters(cls, parameters: Mapping[str, object]) -> dict[str, Any]:
+        """The constructor's keyword arguments for distribution's ``storage.inmemory``
+        parameters: there are none, so any key raises
+        :class:`~distblob.errors.DriverParameterError` naming it."""
+        for key in parameters:
+            raise DriverParameterError(str(key), "unknown key")
+        return {}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, object]) -> InMemoryDriver:
+        """An empty driver (the factory's ``inmemory`` entry); ``parameters`` must be empty."""
+        return cls(**cls.check_parameters(parameters))
 
     def __repr__(self) -> str:
         return "InMemoryDriver()"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import re
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar
 
 from distblob._numbers import is_ascii_digits
 from distblob.errors import (
+    DriverParameterError,
     InvalidOffsetError,
     PathNotFoundError,
     StorageDriverError,
@@ -91,13 +93,10 @@ def _session() -> Any:
         return _shared_session
 
 
-class S3ParameterError(StorageDriverError, ValueError):
-    """A ``storage.s3`` parameter that cannot be used; ``key`` names it."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
+class S3ParameterError(DriverParameterError):
+    """A ``storage.s3`` parameter that cannot be used; ``key`` names it. The s3 driver's
+    :class:`~distblob.errors.DriverParameterError`, under the name it had before every driver
+    checked its own parameters."""
 
 
 def _client_error_code(error: BaseException | None) -> str:
@@ -262,10 +261,14 @@ class S3Driver(StorageDriver):
         self._conditional_writes = True  # cleared when the server refuses If-Match/If-None-Match
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, object]) -> S3Driver:
-        """A driver from distribution's ``storage.s3`` parameters.
+    def check_parameters(cls, parameters: Mapping[str, object]) -> dict[str, Any]:
+        """The constructor's keyword arguments for distribution's ``storage.s3`` parameters,
+        without building a client: the config checks its storage section with this before
+        anything connects (:mod:`distblob.storage.driver.factory`).
 
-        Raises :class:`S3ParameterError` naming the parameter for an unknown key or a bad value.
+        Raises :class:`S3ParameterError` naming the parameter for an unknown key or a bad value,
+        and a :class:`~distblob.errors.DriverParameterError` with an empty key when boto3, an
+        optional extra, is not installed.
         """
         options: dict[str, Any] = {}
         for key, value in parameters.items():
@@ -280,8 +283,22 @@ class S3Driver(StorageDriver):
             if not options.get("regionendpoint"):
                 raise S3ParameterError("region", "a region is required")
             options["region"] = "us-east-1"
-        bucket = options.pop("bucket")
-        return cls(bucket, **options)
+        # Looked up, not imported: importing boto3 takes a while, and a driver built later
+        # imports it anyway.
+        for package in ("boto3", "botocore"):
+            if importlib.util.find_spec(package) is None:
+                reason = f"needs boto3 (No module named {package!r}): pip install 'distblob[s3]'"
+                raise DriverParameterError("", reason)
+        return options
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, object]) -> S3Driver:
+        """A driver from distribution's ``storage.s3`` parameters (the factory's ``s3``
+        entry); it connects to nothing until first used.
+
+        Raises what :meth:`check_parameters` raises.
+        """
+        return cls(**cls.check_parameters(parameters))
 
     def __repr__(self) -> str:
         where = f"{self.endpoint}/" if self.endpoint else ""
