@@ -16,9 +16,9 @@ import yaml
 
 from distblob import Registry
 from distblob.commands import main
+from distblob.config import build_registry, load_config
 from distblob.descriptor import Descriptor
 from distblob.errors import BlobUnknownError
-from distblob.server.config import build_registry, load_config
 from distblob.storage import paths
 from distblob.storage.cache import RedisBlobDescriptorCache
 from distblob.storage.driver import FilesystemDriver

@@ -25,10 +25,7 @@ from typing import Any
 
 import pytest
 
-from distblob.digest import Digest
-from distblob.registry import Registry
-from distblob.server import state
-from distblob.server.config import (
+from distblob.config import (
     ConfigError,
     RedisConfig,
     RedisPool,
@@ -36,6 +33,9 @@ from distblob.server.config import (
     parse_config,
     parse_duration,
 )
+from distblob.digest import Digest
+from distblob.registry import Registry
+from distblob.server import state
 from distblob.storage.cache import (
     DEFAULT_DIAL_TIMEOUT,
     DEFAULT_TIMEOUT,

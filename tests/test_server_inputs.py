@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from distblob import Registry
+from distblob.config import parse_config
 from distblob.server import ConfigError, create_app
-from distblob.server.config import parse_config
 from support.blobstore import payload, sha256
 
 with warnings.catch_warnings():

@@ -49,25 +49,27 @@ def _cmd_digest(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     # Imported here: the server's dependencies are not needed to compute digests.
-    import dataclasses
     import logging
     import secrets
+    from dataclasses import replace
 
     import uvicorn
 
-    from distblob.server import ConfigError, create_app, load_config
-    from distblob.server.config import build_registry, parse_addr
+    from distblob.config import ConfigError, build_registry, load_config, parse_addr
+    from distblob.server import create_app
     from distblob.server.direct import DirectProtocol
 
     try:
         config = load_config(args.config)
         if args.addr is not None:
             parse_addr(args.addr, "--addr")
-            config = dataclasses.replace(config, addr=args.addr)
+            config = replace(config, http=replace(config.http, addr=args.addr))
         if args.root is not None:
-            if config.driver != "filesystem":
-                raise ConfigError("--root", f"the config's storage driver is {config.driver}")
-            config = dataclasses.replace(config, root=args.root)
+            storage = config.storage
+            if storage.driver != "filesystem":
+                raise ConfigError("--root", f"the config's storage driver is {storage.driver}")
+            parameters = {**storage.parameters, "rootdirectory": args.root}
+            config = replace(config, storage=replace(storage, parameters=parameters))
     except ConfigError as exc:
         print(f"distblob serve: {exc}", file=sys.stderr)
         return 2

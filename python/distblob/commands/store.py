@@ -40,7 +40,7 @@ def open_registry(
             return None
         return Registry.filesystem(args.root, **options)
     # Imported here: the config module is only needed with --config.
-    from distblob.server.config import (
+    from distblob.config import (
         ConfigError,
         load_config,
         open_descriptor_cache,

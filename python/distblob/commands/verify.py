@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _duration(text: str) -> float:
-    from distblob.server.config import ConfigError, parse_duration
+    from distblob.config import ConfigError, parse_duration
 
     try:
         return parse_duration(text, "--upload-age")

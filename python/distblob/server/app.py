@@ -28,10 +28,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from distblob.config import ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
 from distblob.registry import Registry
-from distblob.server.config import ProxyConfig, UploadPurging
 from distblob.server.errors import APIError, error_body, error_response
 from distblob.server.handlers import (
     base,
