@@ -3,6 +3,7 @@
 :class:`StorageDriver` is the interface (distribution's ``storagedriver.StorageDriver``);
 :class:`FilesystemDriver` stores under a local directory and :class:`InMemoryDriver` in a dict,
 for tests and for caches that need no durability; :class:`S3Driver` stores in an S3 bucket.
+:mod:`distblob.storage.driver.factory` builds them by name from a config's parameters.
 """
 
 from __future__ import annotations
