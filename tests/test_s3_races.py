@@ -474,6 +474,38 @@ def test_a_read_that_ends_early_is_read_again(
     assert calls == 3
 
 
+def test_a_pending_state_seen_empty_while_replaced_is_read_again(
+    s3_server: RcloneS3, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rclone replaces an object non-atomically: a replica reading the pending state while
+    # another replica replaces it may see it empty for a moment (a 500 under load, before).
+    registry = replica(s3_server, bucket)
+    driver = registry.driver
+    assert isinstance(driver, S3Driver)
+    writer = registry.repository(REPO).blobs.create()
+    writer.write(body(MIN_CHUNK_SIZE + 10, 1))
+    writer.close()
+    path = paths.upload_data_path(REPO, writer.id)
+    expected = driver._pending(path)
+    assert expected is not None
+    real = driver._read_whole
+    reads = 0
+
+    def seen_empty(path: str, key: str) -> tuple[bytes, str | None]:
+        nonlocal reads
+        reads += 1
+        data, etag = real(path, key)
+        return (b"", etag) if reads <= 2 else (data, etag)
+
+    monkeypatch.setattr(driver, "_read_whole", seen_empty)
+    assert driver._pending(path) == expected
+    assert reads == 3
+    # A state that stays unreadable is one: the error says so.
+    reads = -100
+    with pytest.raises(StorageDriverError, match="unreadable multipart state"):
+        driver._pending(path)
+
+
 class _Broken(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         from botocore.exceptions import ResponseStreamingError

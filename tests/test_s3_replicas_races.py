@@ -388,8 +388,13 @@ def tracebacks(replicas: Sequence[S3Replica], lines: int = 12) -> str:
     found = []
     for replica in replicas:
         for entry in replica.log_text().split("unexpected error")[1:]:
-            tail = [line for line in entry.splitlines() if line.strip()][:200]
-            found.append("\n".join(tail[-lines:]))
+            # The traceback: the lines after the error's own, up to the next log record.
+            block = []
+            for line in entry.splitlines()[1:]:
+                if line.startswith("time="):
+                    break
+                block.append(line)
+            found.append("\n".join(block[-lines:]))
     return "\n---\n".join(found)
 
 

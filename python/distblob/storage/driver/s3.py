@@ -394,12 +394,26 @@ class S3Driver(StorageDriver):
         raise StorageDriverError(f"s3: {path}: the object ended early {READ_ATTEMPTS} times")
 
     def _pending(self, path: str, key: str | None = None) -> _Pending | None:
+        """The pending state of ``key``, if there is one.
+
+        A state that cannot be read is looked at again a few times over a tenth of a second
+        first: an S3-compatible server that replaces objects non-atomically (rclone) shows a
+        state another replica is replacing as empty for a moment, and that is no corrupt state.
+        """
         key = (key or self._key(path)) + PENDING_SUFFIX
-        try:
-            raw, etag = self._read_whole(path, key)
-        except PathNotFoundError:
-            return None
-        return _Pending.decode(raw, key, etag)
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(0.02)
+            try:
+                raw, etag = self._read_whole(path, key)
+            except PathNotFoundError:
+                return None
+            try:
+                return _Pending.decode(raw, key, etag)
+            except StorageDriverError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _pending_etag(self, path: str, key: str) -> str | None:
         """The ETag of the pending state of ``key`` now (``None``: there is none)."""
