@@ -163,9 +163,11 @@ def test_sweep_deletes_the_plan_links_before_data(store: Store) -> None:
         repo.manifests.get(str(store.old))
     assert read_repositories(registry.driver)["gc/app"].tag_index == {"v1": {store.tagged}}
     assert repo.manifests.resolve("v1") == store.tagged
-    # Nothing left to collect.
+    # Nothing left to collect, and sweeping what is gone already is no error.
     again = plan(registry, delete_untagged=True, manifests_only=True)
     assert again.blobs == [] and again.manifests == [] and again.layer_links == []
+    assert sweep(registry, result) == 0
+    assert stored(registry) == {store.tagged, *store.tagged_blobs}
 
 
 def test_sweep_clears_the_descriptor_cache(store: Store) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distblob.digest import Digest
-from distblob.errors import DistblobError, PathNotFoundError
+from distblob.errors import BlobUnknownError, DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import forget
 from distblob.storage.driver import StorageDriver
@@ -206,26 +206,27 @@ def sweep(registry: Registry, result: Plan) -> int:
     for name, digest in result.manifests:
         for tag, index in repos[name].tag_index.items():
             if digest in index:
-                _delete(driver, paths.manifest_tag_index_entry_link_path(name, tag, digest))
-        _delete(driver, paths.manifest_revision_link_path(name, digest))
+                _delete_link(driver, paths.manifest_tag_index_entry_link_path(name, tag, digest))
+        _delete_link(driver, paths.manifest_revision_link_path(name, digest))
         forget(cache.repository_scoped(name), digest)
     # Layer links before the data they name: a registry whose in-memory cache trusts an entry
     # while the link is there (distblob.storage.linked) never sees a link to data that is gone.
+    # The storage primitives below clear the cache after each removal, gone already or not; a
+    # shared (Redis) cache must not go on answering for what is deleted.
     for name, digest in result.layer_links:
-        _delete(driver, paths.layer_link_path(name, digest))
-        forget(cache.repository_scoped(name), digest)
+        with contextlib.suppress(BlobUnknownError):
+            registry.repository(name).blobs.unlink(digest)
     for digest in result.blobs:
-        _delete(driver, paths.blob_dir_path(digest))
-        forget(cache, digest)  # a shared (Redis) cache must not go on answering for it
+        with contextlib.suppress(BlobUnknownError):
+            registry.blobs.remove(digest)
     pending: int = getattr(cache, "pending", 0)
     return pending
 
 
-def _delete(driver: StorageDriver, link_or_dir: str) -> None:
-    """Remove a link's directory (or a blob directory); gone already is fine."""
-    target = link_or_dir.rsplit("/", 1)[0] if link_or_dir.endswith("/link") else link_or_dir
+def _delete_link(driver: StorageDriver, link: str) -> None:
+    """Remove a link's directory; gone already is fine."""
     with contextlib.suppress(PathNotFoundError):
-        driver.delete(target)
+        driver.delete(link.rsplit("/", 1)[0])
 
 
 __all__ = ["GCError", "Plan", "RepositoryLinks", "plan", "read_repositories", "references", "sweep"]
