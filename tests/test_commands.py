@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from distblob import Registry
-from distblob.commands import gc, ingest, main
+from distblob.commands import ingest, main
 from distblob.digest import Digest
-from distblob.storage import paths
+from distblob.storage import garbagecollect, paths
 from distblob.storage.writer import BlobWriter
 
 V2 = pathlib.PurePosixPath("docker/registry/v2")
@@ -376,7 +376,7 @@ def test_gc_follows_an_index_into_a_child_another_repository_marked_first(
     revision = paths.manifest_revision_link_path("x/a", child_digest)
     shutil.rmtree(local(tmp_path / "root", revision).parent)
     for layer_links in (True, False):
-        found = gc.plan(registry, delete_untagged=True, manifests_only=not layer_links)
+        found = garbagecollect.plan(registry, delete_untagged=True, manifests_only=not layer_links)
         assert found.blobs == [] and found.manifests == [] and found.layer_links == []
 
 
@@ -401,7 +401,7 @@ def test_gc_delete_untagged_and_manifests_only(
     ):
         local(root, link).parent.mkdir(parents=True)
         local(root, link).write_text(index_digest)
-    plan = gc.plan(registry, delete_untagged=True)
+    plan = garbagecollect.plan(registry, delete_untagged=True)
     assert plan.manifests == [] and plan.blobs == []
 
     # Without the index, the untagged manifest goes; its layers stay, being linked.

@@ -23,6 +23,7 @@ from distblob import Registry, _native
 from distblob.commands import ingest, main
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest
+from distblob.errors import BlobDigestUnsupportedError, BlobUnknownError
 from distblob.storage import paths
 
 #: The native copy works in chunks of this size: sizes around it are the interesting ones.
@@ -134,6 +135,62 @@ def test_put_blob_fd_from_another_filesystem_and_a_pipe(tmp_path: pathlib.Path) 
         os.close(read_end)
     assert result == (hashlib.sha256(piped).hexdigest(), len(piped), True)
     check_store(tmp_path / "root")
+
+
+# -- LinkedBlobStore.file_putter (the engine's verb over put_blob_fd) ----------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
+def test_file_putter_stores_and_links_a_whole_file(tmp_path: pathlib.Path, algorithm: str) -> None:
+    data = os.urandom(CHUNK + 321)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    registry = Registry.filesystem(tmp_path / "root", fsync=False)
+    repo = registry.repository("test/app")
+    put = repo.blobs.file_putter(algorithm)
+    assert put is not None
+    digest = Digest.from_bytes(data, algorithm)
+    with source.open("rb") as f:
+        assert put(f.fileno(), len(data)) == (digest, len(data))
+    assert repo.blobs.get(str(digest)) == data
+    with source.open("rb") as f:  # stored already: the same answer, the blob kept
+        assert put(f.fileno(), None) == (digest, len(data))
+    other = registry.repository("test/other")
+    with pytest.raises(BlobUnknownError):
+        other.blobs.stat(str(digest))  # linked into the putter's repository only
+    check_store(tmp_path / "root")
+
+
+def test_file_putter_refuses_a_changed_size(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "source"
+    source.write_bytes(b"y" * 5000)
+    put = Registry.filesystem(tmp_path / "root").repository("test/app").blobs.file_putter()
+    assert put is not None
+    with source.open("rb") as f, pytest.raises(OSError, match="changed size"):
+        put(f.fileno(), 4000)
+    assert blob_files(tmp_path / "root") == []
+
+
+def test_file_putter_only_where_the_engine_has_one(tmp_path: pathlib.Path) -> None:
+    """The python engine and drivers without local files have no one-call store."""
+    assert (
+        Registry.filesystem(tmp_path, engine="python").repository("a/b").blobs.file_putter() is None
+    )
+    assert Registry.in_memory().repository("a/b").blobs.file_putter() is None
+    with pytest.raises(BlobDigestUnsupportedError):
+        Registry.filesystem(tmp_path).repository("a/b").blobs.file_putter("md5")
+
+
+def test_stored_sizes_per_algorithm(tmp_path: pathlib.Path) -> None:
+    registry = Registry.filesystem(tmp_path)
+    assert registry.blobs.stored_sizes("sha256") == set()
+    repo = registry.repository("a/b")
+    for data in (b"abc", b"hello", b"xyz"):
+        repo.blobs.put(data)
+    repo.blobs.put(b"seven b", algorithm="blake3")
+    assert registry.blobs.stored_sizes("sha256") == {3, 5}
+    assert registry.blobs.stored_sizes("blake3") == {7}
+    assert registry.blobs.stored_sizes("sha512") == set()
 
 
 # -- UploadFile.read_from_fd (BlobWriter.read_from) ---------------------------------------------

@@ -6,7 +6,8 @@ threads; the native engine releases the GIL for every byte it moves, so threads 
 How one file is stored, and why:
 
 - With the native engine on a local filesystem, any file is stored by one GIL-free call
-  (``_native.put_blob_fd``): the kernel copies it (``copy_file_range``: page cache to page cache,
+  (the repository's :meth:`~distblob.storage.linked.LinkedBlobStore.file_putter`, the Rust
+  core's ``put_blob_fd``): the kernel copies it (``copy_file_range``: page cache to page cache,
   no copy through user space) into an unnamed ``O_TMPFILE`` beside the blobs, which is hashed as
   stored (through a memory map) and only then linked into place, followed by the repository link.
   Per byte that is one kernel copy and one hash pass, against a read, a hash and a write through
@@ -47,14 +48,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from distblob import _native
 from distblob.commands.store import add_store_arguments, open_registry
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
-from distblob.errors import DistblobError, PathNotFoundError
+from distblob.errors import DistblobError
 from distblob.registry import Repository
-from distblob.storage import paths
-from distblob.storage.engines import NativeEngine
 
 from .progress import Progress
 
@@ -187,39 +185,6 @@ def _read_into(fd: int, view: memoryview) -> int:
     return n
 
 
-#: Stores the rest of an open file as a blob and links it: ``(hex, size, stored)``, or ``None``
-#: when it cannot (nothing was read then).
-PutFile = Callable[[int, int], "tuple[str, int, bool] | None"]
-
-
-def _native_put(repo: Repository, algorithm: str) -> PutFile | None:
-    """The native one-call store of a whole file, where the registry's engine and driver allow
-    it (the native engine on a local filesystem), else ``None``."""
-    registry = repo.registry
-    if not isinstance(registry.engine, NativeEngine):
-        return None
-    templates = []
-    for template in (
-        paths.blob_data_path_template(algorithm),
-        paths.layer_link_path_template(repo.name, algorithm),
-    ):
-        # The template's fixed directory part, resolved by the driver; the rest stays as is.
-        directory, _, rest = template.partition("/{")
-        local = registry.driver.local_path(directory)
-        if local is None:
-            return None
-        templates.append(f"{local}/{{{rest}")
-    blob, link = templates
-    durable = registry.fsync
-
-    def put(fd: int, size: int) -> tuple[str, int, bool] | None:
-        # Pseudo-files (/proc, /sys) say they are empty and are not: a size of 0 promises nothing.
-        expected = size or None
-        return _native.put_blob_fd(fd, algorithm, blob, link, durable, expected_size=expected)
-
-    return put
-
-
 class Ingester:
     """Stores :class:`Source` files into one repository; shared by the worker threads."""
 
@@ -229,20 +194,15 @@ class Ingester:
         self.media_type = media_type
         self._sizes: set[int] | None = None
         self._sizes_lock = threading.Lock()
-        self._put_file = _native_put(repo, algorithm)
+        # The one-call store of a whole file (native engine, local filesystem), else None.
+        self._put_file = repo.blobs.file_putter(algorithm)
         self._in_hand: dict[int, int] = {}  # worker thread -> descriptor of its source
 
     def _stored_sizes(self) -> set[int]:
         """The sizes of every stored blob of the algorithm, from one walk (done once)."""
         with self._sizes_lock:
             if self._sizes is None:
-                driver = self.repo.registry.driver
-                try:
-                    entries = driver.walk(paths.blobs_root(self.algorithm))
-                    sizes = {e.size for e in entries if not e.is_dir and e.path.endswith("/data")}
-                except PathNotFoundError:
-                    sizes = set()
-                self._sizes = sizes
+                self._sizes = self.repo.registry.blobs.stored_sizes(self.algorithm)
             return self._sizes
 
     def _descriptor(self, digest: Digest, size: int) -> Descriptor:
@@ -263,9 +223,11 @@ class Ingester:
                 raise NotRegularFileError(f"{source.path}: not a regular file")
             size = info.st_size
             if self._put_file is not None and (size <= SMALL or size not in self._stored_sizes()):
-                stored = self._put_file(fd, size)
+                # Pseudo-files (/proc, /sys) say they are empty and are not: a size of 0
+                # promises nothing.
+                stored = self._put_file(fd, size or None)
                 if stored is not None:
-                    return self._descriptor(Digest.from_parts(self.algorithm, stored[0]), size)
+                    return self._descriptor(stored[0], size)
                 # No unnamed files on this filesystem: nothing was read, go the portable way.
             n = _read_into(fd, buffer)
             if n < len(buffer):

@@ -1,10 +1,10 @@
 """Where a maintenance command finds its store: ``--root DIR`` or ``--config FILE``.
 
 ``--root`` is a filesystem root (distribution's layout under ``docker/registry/v2``).
-``--config`` reads a ``distblob serve`` (or distribution) config and uses its storage driver
-(``filesystem``, ``inmemory`` or ``s3``) and its blob descriptor cache, so a command run against
-an S3 bucket shared with replicas sees what they see, and ``gc`` clears the Redis entries of
-what it deletes.
+``--config`` reads a ``distblob serve`` (or distribution) config and uses the driver it
+configures (``filesystem``, ``inmemory`` or ``s3``) and its blob descriptor cache, so a command
+run against an S3 bucket shared with replicas sees what they see, and ``gc`` clears the Redis
+entries of what it deletes.
 """
 
 from __future__ import annotations

@@ -214,6 +214,16 @@ class BlobStore(Statter):
             except (DigestInvalidError, DigestUnsupportedError):
                 continue
 
+    def stored_sizes(self, algorithm: str) -> set[int]:
+        """The sizes of every stored blob of ``algorithm``, from one walk of its directory:
+        a file of a size not in it is not stored, whatever its content, and need not be hashed
+        to be looked up (``distblob ingest`` copies such files without reading them first)."""
+        try:
+            entries = self.driver.walk(paths.blobs_root(algorithm))
+            return {e.size for e in entries if not e.is_dir and e.path.endswith("/data")}
+        except PathNotFoundError:
+            return set()
+
     # -- used by commit and put --------------------------------------------------------------
 
     def move_into_place(self, source: str, digest: Digest, size: int | None = None) -> bool:

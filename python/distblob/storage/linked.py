@@ -61,7 +61,7 @@ from distblob.storage.cache import (
     lookup,
     remember,
 )
-from distblob.storage.engines import UploadIO
+from distblob.storage.engines import PutFile, UploadIO
 from distblob.storage.uploadlock import UploadLock, lock_upload
 from distblob.storage.writer import BlobWriter, format_started_at, parse_started_at
 
@@ -291,6 +291,18 @@ class LinkedBlobStore(Statter):
         )
         remember(self.cache, digest, descriptor)
         return descriptor
+
+    def file_putter(self, algorithm: str = CANONICAL) -> PutFile | None:
+        """How to store whole open files as blobs of ``algorithm`` linked here, one engine call
+        each (see :meth:`~distblob.storage.engines.Engine.file_putter`); ``None`` where the
+        engine has no such call for the driver (then read the file and :meth:`put` it, or
+        stream it through :meth:`create`).
+
+        For batch jobs (``distblob ingest``): nothing is recorded in the descriptor cache, and
+        a blob already stored is only linked.
+        """
+        _check_algorithm(algorithm)
+        return self.engine.file_putter(self.driver, self.name, algorithm, durable=self.fsync)
 
     def create(self, *, algorithm: str = CANONICAL, writeback: Writeback = "paced") -> BlobWriter:
         """Start an upload hashed with ``algorithm`` (its canonical digest's algorithm).

@@ -15,7 +15,7 @@ alone.
 
 from __future__ import annotations
 
-from distblob.storage.engines.base import Engine, UploadIO
+from distblob.storage.engines.base import Engine, PutFile, UploadIO
 from distblob.storage.engines.native import NativeEngine
 from distblob.storage.engines.python import PythonEngine
 
@@ -30,4 +30,12 @@ def get_engine(name: str) -> Engine:
         raise ValueError(f"unknown engine {name!r}; choose from {sorted(ENGINES)}") from None
 
 
-__all__ = ["ENGINES", "Engine", "NativeEngine", "PythonEngine", "UploadIO", "get_engine"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "NativeEngine",
+    "PutFile",
+    "PythonEngine",
+    "UploadIO",
+    "get_engine",
+]

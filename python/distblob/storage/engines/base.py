@@ -21,6 +21,12 @@ CHUNK = 1 << 20
 #: to an older one, as on a local disk.
 MAX_PROOFS = 8
 
+#: Stores the rest of an open file (a descriptor, from its position) as a blob and links it, in
+#: one call (see :meth:`Engine.file_putter`): the blob's digest and the bytes read, or ``None``
+#: when it cannot (nothing was read then). The second argument is the size the caller saw when it
+#: opened the file, or ``None``: a file found at another size raises ``OSError``, nothing stored.
+PutFile = Callable[[int, int | None], tuple[Digest, int] | None]
+
 
 class UploadIO(Protocol):
     """An open upload data file with its running hash. Writes always append."""
@@ -137,6 +143,18 @@ class Engine(ABC):
         Returns the digest, or ``None`` when the engine has no such shortcut for this driver
         (the blob store then does the same steps one by one). With ``expected``, nothing is
         stored unless the data hashes to it (the digest returned then tells).
+        """
+        return None
+
+    def file_putter(
+        self, driver: StorageDriver, repository: str, algorithm: str, *, durable: bool
+    ) -> PutFile | None:
+        """How to store whole open files as blobs linked into ``repository`` in one step each
+        (:data:`PutFile`), or ``None`` when the engine has no such shortcut for this driver
+        (the caller then reads the file and stores it through the blob store).
+
+        Made once and called per file, so whatever it resolves (the layout's local
+        directories) is resolved once for a whole batch (``distblob ingest``).
         """
         return None
 

@@ -12,7 +12,7 @@ from distblob.errors import PathNotFoundError
 from distblob.hashing import Hasher, new_hasher, unmarshal
 from distblob.storage import paths
 from distblob.storage.driver import StorageDriver
-from distblob.storage.engines.base import Engine, StreamUpload, UploadIO, copy_into
+from distblob.storage.engines.base import Engine, PutFile, StreamUpload, UploadIO, copy_into
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -170,6 +170,31 @@ class NativeEngine(Engine):
             expected=expected.encoded if expected is not None else None,
         )
         return Digest.from_parts(algorithm, hexdigest)
+
+    def file_putter(
+        self, driver: StorageDriver, repository: str, algorithm: str, *, durable: bool
+    ) -> PutFile | None:
+        """On a local filesystem, one GIL-free call per file (``_native.put_blob_fd``): the
+        kernel copies the file into an unnamed ``O_TMPFILE`` beside the blobs, which is hashed
+        as stored and only then linked into place, followed by the repository link. No upload
+        directory, start time or hash state (a one-shot store has nothing to resume), and an
+        interrupted call leaves nothing. ``None`` for other drivers; each call returns ``None``,
+        having read nothing, on a filesystem without unnamed files."""
+        blob = _local_template(driver, paths.blob_data_path_template(algorithm))
+        link = _local_template(driver, paths.layer_link_path_template(repository, algorithm))
+        if blob is None or link is None:
+            return None
+
+        def put(fd: int, expected_size: int | None) -> tuple[Digest, int] | None:
+            stored = _native.put_blob_fd(
+                fd, algorithm, blob, link, durable, expected_size=expected_size
+            )
+            if stored is None:
+                return None
+            hexdigest, size, _ = stored
+            return Digest.from_parts(algorithm, hexdigest), size
+
+        return put
 
     def write_object(
         self, driver: StorageDriver, path: str, data: ReadableBuffer, *, durable: bool
