@@ -771,8 +771,10 @@ def test_the_lock_holds_across_processes(tmp_path: pathlib.Path) -> None:
         started = time.monotonic()
         resumed = repo.blobs.resume(writer.id)
         waited = time.monotonic() - started
-        assert holder.poll() is not None, "resumed while the other process held the upload"
-        assert waited > 0.5
+        # The holder keeps the lock 1.5 s after saying so, and lets it go only as it exits
+        # (whether it is reaped yet is the scheduler's business, not the lock's).
+        assert waited > 1.2, "resumed while the other process held the upload"
+        assert holder.wait(timeout=10) == 0
         assert resumed.size == 3
         resumed.close()
     finally:
