@@ -192,7 +192,7 @@ def test_ingest_failed_commit_leaves_nothing(
     tree: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Through an upload (the python engine's way; the native engine stores a local file in one
-    call, whose failures tests/test_ingest_fast.py covers)."""
+    call, whose failures tests/commands/test_ingest_fast.py covers)."""
     root = tmp_path / "reg"
 
     def broken(self: BlobWriter, provisional: Any) -> Any:

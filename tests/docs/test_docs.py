@@ -15,7 +15,7 @@ from typing import Any
 
 from benches import charts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PUBLISHED = ROOT / "benches" / "published.json"
 PAGE = ROOT / "docs" / "performance.md"
 

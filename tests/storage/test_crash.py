@@ -34,7 +34,7 @@ from support.goregistry import SHA256_STATE_SIZE
 SIZE = 64 << 20
 SEED = 2026
 KILLS = 5
-WRITER = Path(__file__).parent / "support" / "crash_writer.py"
+WRITER = Path(__file__).resolve().parent.parent / "support" / "crash_writer.py"
 V2 = Path("docker/registry/v2")
 
 
