@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
@@ -119,25 +120,13 @@ class ProxyManifests:
         return await self.store.referrers(self.repository, digest, artifact_type)
 
 
+@dataclass(frozen=True, slots=True)
 class ProxyRepository:
     """One repository of a :class:`ProxyRegistry`."""
 
-    def __init__(self, cache: ProxyRegistry, repository: Repository) -> None:
-        self.repository = repository
-        self._blobs = ProxyBlobs(cache.blobs, repository)
-        self._manifests = ProxyManifests(cache.manifests, repository)
-
-    @property
-    def name(self) -> str:
-        return self.repository.name
-
-    @property
-    def blobs(self) -> ProxyBlobs:
-        return self._blobs
-
-    @property
-    def manifests(self) -> ProxyManifests:
-        return self._manifests
+    name: str
+    blobs: ProxyBlobs
+    manifests: ProxyManifests
 
 
 class ProxyRegistry:
@@ -168,7 +157,12 @@ class ProxyRegistry:
         self.tick = tick
 
     def repository(self, name: str) -> ProxyRepository:
-        return ProxyRepository(self, self.registry.repository(name))
+        repository = self.registry.repository(name)
+        return ProxyRepository(
+            repository.name,
+            ProxyBlobs(self.blobs, repository),
+            ProxyManifests(self.manifests, repository),
+        )
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
         """The repositories the cache holds (upstream's catalog is not asked, as in

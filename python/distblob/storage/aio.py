@@ -14,6 +14,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -34,7 +35,7 @@ from distblob.storage.uploadlock import LOCK_WAIT
 from distblob.storage.writer import BlobWriter
 
 if TYPE_CHECKING:
-    from distblob.registry import Registry, Repository
+    from distblob.registry import Registry
     from distblob.storage.linked import LinkedBlobStore
     from distblob.storage.manifests import ManifestStore
 
@@ -129,25 +130,13 @@ class ThreadedManifests:
         return await _run(self.store.referrers, digest, artifact_type)
 
 
+@dataclass(frozen=True, slots=True)
 class ThreadedRepository:
     """One repository of a :class:`ThreadedRegistry`."""
 
-    def __init__(self, repository: Repository) -> None:
-        self.repository = repository
-        self._blobs = ThreadedBlobs(repository.blobs)
-        self._manifests = ThreadedManifests(repository.manifests)
-
-    @property
-    def name(self) -> str:
-        return self.repository.name
-
-    @property
-    def blobs(self) -> ThreadedBlobs:
-        return self._blobs
-
-    @property
-    def manifests(self) -> ThreadedManifests:
-        return self._manifests
+    name: str
+    blobs: ThreadedBlobs
+    manifests: ThreadedManifests
 
 
 class ThreadedRegistry:
@@ -157,7 +146,12 @@ class ThreadedRegistry:
         self.registry = registry
 
     def repository(self, name: str) -> ThreadedRepository:
-        return ThreadedRepository(self.registry.repository(name))
+        repository = self.registry.repository(name)
+        return ThreadedRepository(
+            repository.name,
+            ThreadedBlobs(repository.blobs),
+            ThreadedManifests(repository.manifests),
+        )
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
         return await _run(self.registry.catalog, n, last)
