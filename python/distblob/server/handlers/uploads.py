@@ -97,10 +97,12 @@ class UploadSession:
         self.writer = writer
 
     @classmethod
-    async def resume(cls, context: Context, request: Request) -> UploadSession:
+    async def resume(
+        cls, context: Context, request: Request, repo: AsyncRepository | None = None
+    ) -> UploadSession:
         """The upload the request addresses, waiting (on the event loop) while another writer
         holds it; ``BlobUploadBusyError`` after the lock wait."""
-        repo = context.repository(request)
+        repo = context.repository(request) if repo is None else repo
         writer = await repo.blobs.resume(request.path_params["upload_id"])
         return cls(context, repo, writer)
 
@@ -297,10 +299,10 @@ class Uploads:
             # A small (or empty) last chunk: read it, then check, write, commit and close in
             # one worker-thread call.
             body = await request.body()  # at most CHUNK bytes
-            session = await UploadSession.resume(self.context, request)
+            session = await UploadSession.resume(self.context, request, repo)
             await run(session.finish, token, content_range, body, expected)
             return created(repo, expected, cleanup=session.writer)
-        session = await UploadSession.resume(self.context, request)
+        session = await UploadSession.resume(self.context, request, repo)
         await session.checked(token, content_range, declared_length(request))
         try:
             await session.receive(request)
