@@ -314,6 +314,12 @@ class AsyncRepository(Protocol):
 class AsyncRegistry(Protocol):
     """What the HTTP layer serves (distribution's ``Namespace``)."""
 
+    @property
+    def read_only(self) -> bool:
+        """Whether every write (push, mount, delete) is refused, before anything else about
+        the request is looked at (405 UNSUPPORTED): a pull-through cache is."""
+        ...
+
     def repository(self, name: str) -> AsyncRepository:
         """The repository ``name``; ``NameInvalidError`` unless it is a valid OCI name."""
         ...

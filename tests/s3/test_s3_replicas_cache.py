@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_s3_replicas import S3Replica
 
 from distblob.errors import PathNotFoundError
 from distblob.storage import paths
@@ -22,7 +23,6 @@ from distblob.storage.driver.s3 import S3Driver
 from support.goregistry import LOOPBACK
 from support.redisserver import RedisServer
 from support.s3server import RcloneS3
-from test_s3_replicas import S3Replica
 
 pytestmark = pytest.mark.timeout(120)
 

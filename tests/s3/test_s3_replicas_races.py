@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from test_s3_replicas import S3Replica
 
 import distblob._native
 from distblob import Registry
@@ -59,7 +60,6 @@ from distblob.storage.purge import purge_uploads
 from support.delayproxy import DelayProxy
 from support.redisserver import RedisServer
 from support.s3server import LOOPBACK, RcloneS3
-from test_s3_replicas import S3Replica
 
 pytestmark = pytest.mark.timeout(300)
 

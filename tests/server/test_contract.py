@@ -292,3 +292,32 @@ def test_a_route_takes_only_the_methods_its_resource_declares(tmp_path: Path) ->
     stored = Registry.filesystem(tmp_path).repository("a/b").blobs.put(b"x")
     assert stored == Descriptor("application/octet-stream", 1, digest)
     assert client.head(f"/v2/a/b/blobs/{digest}").headers["content-length"] == "1"
+
+
+def test_a_cache_refuses_every_write_before_anything_else(tmp_path: Path) -> None:
+    """Read-only is decided where requests are dispatched: a write to a pull-through cache is
+    405 UNSUPPORTED whatever else is wrong with it (a bad digest, a missing one, a body too
+    large, an invalid name or tag), and nothing is read, stored or asked upstream."""
+    root = tmp_path / "cache"
+    local = Registry.filesystem(root)
+    cache = ProxyRegistry(local, "http://up.test", transport=_refusing_upstream())
+    client = TestClient(create_app(local, secret=b"s", access_log=False, proxy=cache))
+    big = b"x" * (5 << 20)
+    writes = [
+        ("POST", "/v2/lib/img/blobs/uploads/?digest=sha256:zz", b"abc"),
+        ("POST", "/v2/Lib/img/blobs/uploads/", b""),
+        ("PUT", "/v2/lib/img/blobs/uploads/abc", b"no digest"),
+        ("PATCH", "/v2/lib/img/blobs/uploads/abc", b"chunk"),
+        ("DELETE", "/v2/lib/img/blobs/uploads/abc", b""),
+        ("PUT", "/v2/lib/img/manifests/big", big),
+        ("PUT", "/v2/a..b/manifests/v1", b"{}"),
+        ("DELETE", "/v2/lib/img/manifests/-bad", b""),
+        ("DELETE", f"/v2/lib/img/blobs/{Digest.from_bytes(b'x')}", b""),
+    ]
+    for method, path, body in writes:
+        response = client.request(method, path, content=body)
+        assert (response.status_code, response.json()["errors"][0]["code"]) == (
+            405,
+            "UNSUPPORTED",
+        ), (method, path)
+    assert not any(path.is_file() for path in root.rglob("*"))

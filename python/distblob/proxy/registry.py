@@ -156,6 +156,10 @@ class ProxyRegistry:
         self.manifests = ProxyManifestStore(registry, self.upstream, self.scheduler)
         self.tick = tick
 
+    #: A cache takes no pushes and no deletes: the server refuses them first (405), and the
+    #: write verbs refuse them too.
+    read_only = True
+
     def repository(self, name: str) -> ProxyRepository:
         repository = self.registry.repository(name)
         return ProxyRepository(

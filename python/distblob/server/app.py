@@ -120,7 +120,7 @@ def create_app(
         served = ThreadedRegistry(registry) if proxy is None else proxy
     context = base.Context(served, secret, max_manifest_size)
     routes = [
-        Route(resource.path, base.dispatcher(resource), methods=list(resource.methods))
+        Route(resource.path, base.dispatcher(resource, context), methods=list(resource.methods))
         for handler in HANDLERS
         for resource in handler.resources(context)
     ]

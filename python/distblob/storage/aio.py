@@ -142,6 +142,9 @@ class ThreadedRepository:
 class ThreadedRegistry:
     """A storage :class:`~distblob.registry.Registry` as the HTTP layer serves it."""
 
+    #: Writes are the storage's to refuse (deletes may be disabled), one by one.
+    read_only = False
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from distblob._asgi import CLIENT_CLOSED, unless_disconnected
 from distblob._numbers import is_ascii_digits
+from distblob.errors import UnsupportedError
 from distblob.interfaces import AsyncRegistry, AsyncRepository
 from distblob.server.errors import APIError, error_response
 from distblob.server.responses import empty, json_response
@@ -53,16 +54,25 @@ class Resource:
     methods: Mapping[str, Handler]
 
 
-def dispatcher(resource: Resource) -> Handler:
+#: The methods that change a registry.
+WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def dispatcher(resource: Resource, context: Context) -> Handler:
     """The endpoint of ``resource``'s route: the handler of the request's method, with every
-    exception it raises answered as an OCI error."""
+    exception it raises answered as an OCI error. A read-only registry (a pull-through cache)
+    has every write refused here, 405 UNSUPPORTED, before anything else about the request is
+    looked at."""
     methods = dict(resource.methods)
     if "GET" in methods:
         methods.setdefault("HEAD", methods["GET"])
+    read_only = context.registry.read_only
 
     async def endpoint(request: Request) -> Response:
         handler = methods[request.method]  # the router routes only the methods declared
         try:
+            if read_only and request.method in WRITES:
+                raise UnsupportedError("this registry is a pull-through cache")
             return await handler(request)
         except ClientDisconnect:
             return empty(400)  # nobody is listening; the access log records it
@@ -122,6 +132,7 @@ def resources(context: Context) -> list[Resource]:
 
 
 __all__ = [
+    "WRITES",
     "Context",
     "Handler",
     "Resource",
