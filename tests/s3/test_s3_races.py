@@ -27,6 +27,7 @@ from distblob.errors import (
     BlobUploadBusyError,
     BlobUploadInvalidError,
     BlobUploadUnknownError,
+    PathNotFoundError,
     StorageDriverError,
 )
 from distblob.storage import paths
@@ -239,6 +240,37 @@ def test_a_failed_patch_leaves_the_upload_as_it_was(
     assert try_commit(a.repository(REPO), upload_id, sha256(prefix)) is not None
     assert stored_blobs(a) == {sha256(prefix): prefix}
     assert multipart_uploads(s3_server, bucket) == []  # the failed writer's upload was aborted
+
+
+def test_an_upload_completed_elsewhere_while_parts_go_up_is_unknown(
+    pair: tuple[Registry, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen under load with three replicas: a part sent while another replica completed the
+    # upload finds no multipart upload (NoSuchUpload). The PATCH is 404 BLOB_UPLOAD_UNKNOWN,
+    # whether it shows in a write or in the close that sends the rest; never a 500.
+    a, b = pair
+    upload_id = start(a.repository(REPO), body(2 * MiB, 1))
+    driver = b.driver
+    assert isinstance(driver, S3Driver)
+    real = driver._upload_part
+    sent = 0
+
+    def gone(path: str, *args: Any) -> str:
+        nonlocal sent
+        sent += 1
+        if sent >= 2:
+            raise PathNotFoundError(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(driver, "_upload_part", gone)
+    writer = b.repository(REPO).blobs.resume(upload_id)
+    with pytest.raises(BlobUploadUnknownError):
+        try:
+            writer.write(body(6 * MiB, 5))  # with the 2 MiB before: two parts, then a tail
+            writer.write(body(6 * MiB, 6))
+        finally:
+            writer.close()
+    assert sent >= 2
 
 
 class _Killed(BaseException):

@@ -384,7 +384,7 @@ class Cluster:
         return tracebacks(self.all)
 
 
-def tracebacks(replicas: Sequence[S3Replica], lines: int = 12) -> str:
+def tracebacks(replicas: Sequence[S3Replica], lines: int = 30) -> str:
     found = []
     for replica in replicas:
         for entry in replica.log_text().split("unexpected error")[1:]:

@@ -265,6 +265,11 @@ class BlobWriter:
             except WriteConflictError as error:
                 if not remove:
                     raise BlobUploadBusyError(f"upload {self._id}: {error.reason}") from None
+            except PathNotFoundError:
+                # Closing sends what is left; another writer completed (or purged) the upload
+                # meanwhile, so there is none to send it to: the upload is gone.
+                if not remove:
+                    raise BlobUploadUnknownError(self._id) from None
             if remove:
                 with contextlib.suppress(PathNotFoundError):
                     self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
