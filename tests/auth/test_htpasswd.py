@@ -1,19 +1,23 @@
-"""``distblob.auth.htpasswd``: the controller on its own.
+"""``distblob.auth.htpasswd``: the controller on its own, and in-process behind the app.
 
 What cannot be seen from outside or takes a clock, a counter or a log to see: the file is
 re-read when it changes without a restart, a successful check is remembered (and forgotten when
-the file changes), a failed one never is, bcrypt runs off the event loop, and an entry that is
-not bcrypt is skipped with one warning.
+the file changes), a failed one never is, bcrypt runs off the event loop, an entry that is not
+bcrypt is skipped with one warning, and no credential reaches a log (the access log captured).
+The Go registry side by side is ``tests/server/test_server_auth.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -27,6 +31,12 @@ from distblob.auth.htpasswd import (
     challenge_header,
 )
 from distblob.errors import AuthChallenge, AuthUnavailableError
+from distblob.registry import Registry
+from distblob.server import create_app
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette prefers httpx2; plain httpx works in-process
+    from starlette.testclient import TestClient
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
 
@@ -304,3 +314,98 @@ async def test_a_non_bcrypt_entry_is_skipped_with_one_warning(
     assert warning.levelno == logging.WARNING
     assert "2 entries skipped (lines 2, 3)" in warning.getMessage()
     assert "W6ph5" not in caplog.text and "carol" not in caplog.text
+
+
+# -- in process, behind the app ----------------------------------------------------------------
+
+
+def test_no_credential_reaches_a_log(
+    htpasswd: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    controller = HtpasswdAccessController.open("r", htpasswd)
+    registry = Registry.filesystem(tmp_path / "root")
+    app = create_app(registry, secret="s", access_controller=controller)
+    tried = {
+        "right": basic("alice", RIGHT),
+        "wrong": basic("alice", "Wr0ng-Passw0rd"),
+        "unknown": basic("mallory-the-user", "M4ll0ry-Passw0rd"),
+        "garbled": "Basic not-base64-Passw0rd",
+    }
+    answers: dict[str, Any] = {}
+    with caplog.at_level(logging.DEBUG), TestClient(app) as client:
+        for name, header in tried.items():
+            for path in ("/v2/", "/v2/lib/app/blobs/sha256:" + "0" * 64, "/v2/_catalog"):
+                answers[name, path] = client.get(path, headers={"Authorization": header})
+            answers[name, "push"] = client.post(
+                "/v2/lib/app/blobs/uploads/", headers={"Authorization": header}
+            )
+    assert answers["right", "/v2/"].status_code == 200
+    assert answers["right", "push"].status_code == 202
+    assert all(r.status_code == 401 for (name, _), r in answers.items() if name != "right")
+    access = [r for r in caplog.records if r.name == "distblob.access"]
+    assert len(access) == len(answers)  # the access log was captured
+    assert "authentication failed: invalid credentials" in caplog.text
+    for secret in (
+        RIGHT,
+        "Wr0ng-Passw0rd",
+        "M4ll0ry-Passw0rd",
+        "mallory-the-user",
+        "not-base64",
+        *(header.split(" ", 1)[1] for header in tried.values()),
+    ):
+        assert secret not in caplog.text, secret
+
+
+def test_the_gate_comes_before_the_read_only_refusal(htpasswd: Path, tmp_path: Path) -> None:
+    """A pull-through cache honours ``auth`` for its own clients (as distribution's does):
+    an anonymous write is 401 before it is 405 UNSUPPORTED."""
+    controller = HtpasswdAccessController.open("r", htpasswd)
+    from distblob.config import ProxyConfig
+
+    app = create_app(
+        Registry.filesystem(tmp_path / "cache"),
+        secret="s",
+        proxy=ProxyConfig(remoteurl="http://127.0.0.1:9"),
+        access_controller=controller,
+    )
+    right = {"Authorization": basic("alice", RIGHT)}
+    with TestClient(app) as client:
+        assert client.get("/v2/").status_code == 401
+        assert client.get("/v2/", headers=right).status_code == 200
+        assert client.post("/v2/lib/app/blobs/uploads/").status_code == 401
+        response = client.post("/v2/lib/app/blobs/uploads/", headers=right)
+        assert response.status_code == 405
+        assert response.json()["errors"][0]["code"] == "UNSUPPORTED"
+
+
+def test_bcrypt_never_holds_the_event_loop(htpasswd: Path, tmp_path: Path) -> None:
+    """While one login's bcrypt runs (cost 12, a few hundred ms), a request that needs no
+    bcrypt (its check remembered) is answered."""
+    htpasswd.write_bytes(entry("alice", RIGHT) + entry("slow", "pw", cost=12))
+    controller = HtpasswdAccessController.open("r", htpasswd)
+    app = create_app(
+        Registry.filesystem(tmp_path / "root"), secret="s", access_controller=controller
+    )
+    right = {"Authorization": basic("alice", RIGHT)}
+    order: list[str] = []
+
+    async def scenario() -> None:
+        import httpx
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/v2/", headers=right)).status_code == 200
+
+            async def slow() -> None:
+                await client.get("/v2/", headers={"Authorization": basic("slow", "pw")})
+                order.append("slow")
+
+            async def fast() -> None:
+                await asyncio.sleep(0.02)
+                await client.get("/v2/", headers=right)
+                order.append("fast")
+
+            await asyncio.gather(slow(), fast())
+
+    asyncio.run(scenario())
+    assert order == ["fast", "slow"]
