@@ -55,7 +55,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from distblob.config import ConfigError, build_registry, load_config, parse_addr
+    from distblob.config import (
+        ConfigError,
+        build_registry,
+        load_config,
+        open_access_controller,
+        parse_addr,
+    )
     from distblob.server import create_app
     from distblob.server.direct import DirectProtocol
 
@@ -82,6 +88,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     log = logging.getLogger("distblob.serve")
+    try:
+        # After the logging setup: reading the htpasswd file may warn about its entries.
+        access_controller = open_access_controller(config)
+    except ConfigError as exc:
+        print(f"distblob serve: {exc}", file=sys.stderr)
+        return 2
     secret = config.secret
     if secret is None:
         secret = secrets.token_urlsafe(32)
@@ -91,15 +103,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     registry = build_registry(config)
     app = create_app(
-        registry, secret=secret, upload_purging=config.upload_purging, proxy=config.proxy
+        registry,
+        secret=secret,
+        upload_purging=config.upload_purging,
+        proxy=config.proxy,
+        access_controller=access_controller,
     )
     host, port = config.host_port
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""
     log.info(
-        "serving %s %s cache=%s addr=%s:%d",
+        "serving %s %s cache=%s auth=%s addr=%s:%d",
         registry.driver.name,
         where or repr(registry.driver),
         config.blob_descriptor_cache,
+        config.auth.controller if config.auth else "none",
         host,
         port,
     )

@@ -25,6 +25,8 @@ only these keys is a valid distblob config::
       pool: {maxidle: 16, maxactive: 64, idletimeout: 300s}
     http: {addr: 127.0.0.1:5000, secret: a-long-random-string, draintimeout: 5s}
     proxy: {remoteurl: https://registry-1.docker.io, username: u, password: p, ttl: 168h}
+    auth:
+      htpasswd: {realm: basic-realm, path: /etc/distblob/htpasswd}
 
 :func:`parse_config` returns a :class:`Config` shaped like the file (and like distribution's
 configuration struct): each section is a frozen dataclass, each key a field of the same name,
@@ -46,6 +48,12 @@ driver several replicas share (S3) the ``redis`` section also gives uploads one 
 across replicas (:mod:`distblob.storage.leases`, :func:`open_upload_leases`). ``proxy`` makes
 the server a pull-through cache of ``remoteurl`` (:mod:`distblob.proxy`). :func:`build_registry`
 turns a config into the :class:`~distblob.registry.Registry` ``distblob serve`` runs.
+
+``auth`` names exactly one access controller, as in distribution; distblob implements
+``htpasswd`` (:mod:`distblob.auth.htpasswd`), and refuses ``token`` and ``silly`` with an error
+that says so rather than start a registry without the access control its config asks for.
+:func:`open_access_controller` builds it (reading the htpasswd file once, so that the server
+does not start without it).
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from distblob.storage.driver.factory import STORAGE_DRIVERS
 from distblob.storage.driver.filesystem import DEFAULT_ROOT_DIRECTORY
 
 if TYPE_CHECKING:
+    from distblob.auth.htpasswd import HtpasswdAccessController
     from distblob.registry import Registry
     from distblob.storage.cache import BlobDescriptorCache
     from distblob.storage.driver import StorageDriver
@@ -83,6 +92,10 @@ DEFAULT_ADDR: Final = "127.0.0.1:5000"
 DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 LOG_LEVELS: Final = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
 BLOB_DESCRIPTOR_CACHES: Final = ("inmemory", "redis")
+#: distribution's access controllers; an ``auth`` section names exactly one.
+AUTH_CONTROLLERS: Final = ("htpasswd", "token", "silly")
+#: Those distblob implements.
+IMPLEMENTED_AUTH: Final = ("htpasswd",)
 #: The keys of ``storage`` besides the driver's section.
 _STORAGE_KEYS: Final = ("delete", "maintenance", "cache", "redirect")
 
@@ -183,6 +196,27 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Htpasswd:
+    """``auth.htpasswd``: HTTP Basic auth against the bcrypt entries of the htpasswd file at
+    ``path``; ``realm`` is sent in the ``WWW-Authenticate`` challenge."""
+
+    realm: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """``auth``: the one access controller the config names (only ``htpasswd`` so far)."""
+
+    htpasswd: Htpasswd
+
+    @property
+    def controller(self) -> str:
+        """The access controller's name, as the config's key: ``htpasswd``."""
+        return "htpasswd"
+
+
+@dataclass(frozen=True, slots=True)
 class RedisPool:
     """``redis.pool``; ``idletimeout`` in seconds, 0 = none; ``maxactive`` 0 = unbounded."""
 
@@ -222,6 +256,7 @@ class Config:
     http: HTTP = field(default_factory=HTTP)
     redis: RedisConfig | None = None
     proxy: ProxyConfig | None = None
+    auth: AuthConfig | None = None
 
     @property
     def driver(self) -> str:
@@ -477,9 +512,35 @@ def _proxy(doc: object) -> ProxyConfig:
     )
 
 
+def _auth(doc: object) -> AuthConfig:
+    raw = _section(doc, "auth", set(AUTH_CONTROLLERS))
+    named = [name for name in AUTH_CONTROLLERS if name in raw]
+    if len(named) != 1:
+        given = f", not {' and '.join(named)}" if named else ""
+        raise ConfigError("auth", f"name exactly one of htpasswd, token or silly{given}")
+    controller = named[0]
+    if controller not in IMPLEMENTED_AUTH:
+        raise ConfigError(
+            f"auth.{controller}",
+            "not implemented yet: distblob implements auth.htpasswd only so far, and will "
+            "not serve without the access control the config asks for",
+        )
+    key = "auth.htpasswd"
+    section = _section(raw["htpasswd"], key, {"realm", "path"})
+    realm = _str(section, "realm", key)
+    if realm is None:
+        raise ConfigError(f"{key}.realm", "required: the realm clients are challenged with")
+    if not (realm.isascii() and realm.isprintable()):
+        raise ConfigError(f"{key}.realm", f"expected printable ASCII (a header), not {realm!r}")
+    path = _str(section, "path", key)
+    if path is None:
+        raise ConfigError(f"{key}.path", "required: the htpasswd file (bcrypt entries)")
+    return AuthConfig(htpasswd=Htpasswd(realm=realm, path=path))
+
+
 def parse_config(doc: object) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes."""
-    top = _section(doc, "", {"version", "storage", "http", "log", "proxy", "redis"})
+    top = _section(doc, "", {"version", "storage", "http", "log", "proxy", "redis", "auth"})
     version = top.get("version", "0.1")
     if str(version) != "0.1":
         raise ConfigError("version", f"only version 0.1 is supported, not {version!r}")
@@ -496,7 +557,10 @@ def parse_config(doc: object) -> Config:
     http = _http(top.get("http"))
     log = _log(top.get("log"))
     proxy = _proxy(top["proxy"]) if top.get("proxy") is not None else None
-    return Config(version="0.1", log=log, storage=storage, http=http, redis=redis, proxy=proxy)
+    auth = _auth(top["auth"]) if top.get("auth") is not None else None
+    return Config(
+        version="0.1", log=log, storage=storage, http=http, redis=redis, proxy=proxy, auth=auth
+    )
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -552,6 +616,23 @@ def open_descriptor_cache(
     )
 
 
+def open_access_controller(config: Config) -> HtpasswdAccessController | None:
+    """The access controller ``config``'s ``auth`` names, its file read once (a
+    :class:`ConfigError` naming ``auth.htpasswd.path`` when it cannot be); ``None`` without an
+    ``auth`` section. distribution 2.8 starts without the file: it writes one with a user
+    ``docker`` and logs that user's password; distblob logs no password and does not start."""
+    from distblob.auth.htpasswd import HtpasswdAccessController
+
+    if config.auth is None:
+        return None
+    htpasswd = config.auth.htpasswd
+    try:
+        return HtpasswdAccessController.open(htpasswd.realm, htpasswd.path)
+    except OSError as exc:
+        reason = f"cannot read {htpasswd.path!r}: {exc.strerror or exc}"
+        raise ConfigError("auth.htpasswd.path", reason) from None
+
+
 def build_registry(config: Config) -> Registry:
     """The :class:`~distblob.registry.Registry` ``distblob serve`` runs for ``config``."""
     from distblob.registry import Registry
@@ -605,18 +686,22 @@ def open_upload_leases(config: Config, driver: StorageDriver) -> RedisUploadLeas
 
 
 __all__ = [
+    "AUTH_CONTROLLERS",
     "BLOB_DESCRIPTOR_CACHES",
     "DEFAULT_ADDR",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_DRIVER",
     "DEFAULT_ROOT",
     "HTTP",
+    "IMPLEMENTED_AUTH",
     "LOG_LEVELS",
     "STORAGE_DRIVERS",
+    "AuthConfig",
     "Cache",
     "Config",
     "ConfigError",
     "Delete",
+    "Htpasswd",
     "Log",
     "Maintenance",
     "ProxyConfig",
@@ -627,6 +712,7 @@ __all__ = [
     "UploadPurging",
     "build_registry",
     "load_config",
+    "open_access_controller",
     "open_descriptor_cache",
     "open_driver",
     "open_upload_leases",

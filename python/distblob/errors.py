@@ -8,6 +8,12 @@ errors about a value the caller passed (a digest, a name, a size, a hash state) 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distblob.auth import Access
+
 
 class DistblobError(Exception):
     """Base class of every distblob error."""
@@ -258,7 +264,30 @@ class TransferError(DistblobError):
     streaming it are aborted mid-body."""
 
 
+# -- access control ----------------------------------------------------------------------------
+
+
+class AuthChallenge(DistblobError):
+    """An access controller refused a request (distribution's ``auth.Challenge``): no
+    credentials, or credentials it does not accept. ``access`` is what the request needed,
+    ``headers`` how to ask again (``WWW-Authenticate``); the HTTP layer answers 401
+    UNAUTHORIZED with both. ``reason`` is for the server's log and never names a credential."""
+
+    def __init__(self, reason: str, access: Sequence[Access], headers: Mapping[str, str]) -> None:
+        super().__init__(f"authentication required: {reason}")
+        self.reason = reason
+        self.access = tuple(access)
+        self.headers = dict(headers)
+
+
+class AuthUnavailableError(DistblobError):
+    """An access controller cannot decide (its htpasswd file is gone or unreadable): every
+    request that brings credentials is refused until it can, as by distribution."""
+
+
 __all__ = [
+    "AuthChallenge",
+    "AuthUnavailableError",
     "BlobDigestUnsupportedError",
     "BlobExistsError",
     "BlobInvalidDigestError",

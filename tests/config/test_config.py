@@ -17,19 +17,23 @@ import pytest
 import yaml
 
 from distblob import cli
+from distblob.auth.htpasswd import HtpasswdAccessController
 from distblob.config import (
     DEFAULT_ROOT,
     HTTP,
+    AuthConfig,
     Cache,
     Config,
     ConfigError,
     Delete,
+    Htpasswd,
     Log,
     Maintenance,
     Redirect,
     Storage,
     UploadPurging,
     build_registry,
+    open_access_controller,
     open_driver,
     open_upload_leases,
     parse_config,
@@ -348,6 +352,62 @@ def test_upload_leases_follow_the_driver_not_its_name(
     with caplog.at_level(logging.INFO, "distblob.storage"):
         assert open_upload_leases(config, open_driver(config)) is None
     assert "storage.shared-memory: uploads are locked within this process only" in caplog.text
+
+
+# -- auth --------------------------------------------------------------------------------------
+
+
+def test_auth_htpasswd_is_a_section_of_the_tree() -> None:
+    config = parse_config({"auth": {"htpasswd": {"realm": "Registry", "path": "/etc/htpasswd"}}})
+    assert config.auth == AuthConfig(htpasswd=Htpasswd(realm="Registry", path="/etc/htpasswd"))
+    assert config.auth.controller == "htpasswd"
+    # No section, or an empty one (``auth:`` alone in YAML), is no access control.
+    assert parse_config(None).auth is None
+    assert parse_config({"auth": None}).auth is None
+
+
+@pytest.mark.parametrize(
+    ("auth", "key", "reason"),
+    [
+        ({}, "auth", "name exactly one of htpasswd, token or silly"),
+        ("htpasswd", "auth", "expected a mapping"),
+        (
+            {"htpasswd": {"realm": "r", "path": "p"}, "silly": {"realm": "r", "service": "s"}},
+            "auth",
+            "exactly one of htpasswd, token or silly, not htpasswd and silly",
+        ),
+        ({"token": {"realm": "r", "service": "s"}}, "auth.token", "not implemented yet"),
+        ({"silly": {"realm": "r", "service": "s"}}, "auth.silly", "not implemented yet"),
+        ({"ldap": {}}, "auth.ldap", "unknown key"),
+        ({"htpasswd": None}, "auth.htpasswd.realm", "required"),
+        ({"htpasswd": {"path": "p"}}, "auth.htpasswd.realm", "required"),
+        ({"htpasswd": {"realm": "r"}}, "auth.htpasswd.path", "required"),
+        ({"htpasswd": {"realm": "r", "path": ""}}, "auth.htpasswd.path", "non-empty string"),
+        ({"htpasswd": {"realm": 5, "path": "p"}}, "auth.htpasswd.realm", "non-empty string"),
+        ({"htpasswd": {"realm": "r\nX-Evil: 1", "path": "p"}}, "auth.htpasswd.realm", "ASCII"),
+        ({"htpasswd": {"realm": "régistre", "path": "p"}}, "auth.htpasswd.realm", "ASCII"),
+        ({"htpasswd": {"realm": "r", "path": "p", "cost": 10}}, "auth.htpasswd.cost", "unknown"),
+    ],
+)
+def test_auth_errors_name_the_key(auth: Any, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"auth": auth})
+    assert info.value.key == key
+    assert reason in info.value.reason
+
+
+def test_the_access_controller_reads_its_file_once(tmp_path: pathlib.Path) -> None:
+    assert open_access_controller(parse_config(None)) is None
+    path = tmp_path / "htpasswd"
+    config = parse_config({"auth": {"htpasswd": {"realm": "r", "path": str(path)}}})
+    with pytest.raises(ConfigError) as info:
+        open_access_controller(config)  # distribution writes a file; distblob does not start
+    assert info.value.key == "auth.htpasswd.path"
+    assert "cannot read" in info.value.reason and not path.exists()
+    path.write_text("")
+    controller = open_access_controller(config)
+    assert isinstance(controller, HtpasswdAccessController)
+    assert (controller.realm, controller.path) == ("r", str(path))
 
 
 # -- the command line --------------------------------------------------------------------------

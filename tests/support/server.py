@@ -138,7 +138,8 @@ class DistblobServer:
             conn.request("GET", "/v2/")
             resp = conn.getresponse()
             resp.read()
-            return resp.status == 200
+            # 401: the config has an ``auth`` section, and the API is up behind it.
+            return resp.status in (200, 401)
         except OSError:
             return False
         finally:

@@ -11,13 +11,15 @@ The routes are distribution's ``/v2/`` API. The repository name is a multi-compo
 routes are tried most specific first and the name is validated by the registry
 (``NAME_INVALID``), never by the router. Each resource's methods are decided where it is routed
 (:func:`~distblob.server.handlers.base.dispatcher`); any other method is 405 UNSUPPORTED with
-``Allow``.
+``Allow``. With an access controller, every request to a route is authorized there first,
+those 405s included (the Go registry authorizes before it looks at the method); an unknown path
+is 404 without it, as the Go registry's router answers.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final
 
 import anyio
@@ -28,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from distblob.auth import AccessController
 from distblob.config import ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
@@ -52,9 +55,27 @@ from distblob.storage.purge import UploadPurger
 HANDLERS: Final = (base, catalog, tags, manifests, referrers, uploads, blobs)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Routing misses: an unknown path (404) or a method a route does not take (405)."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
+def _http_error(
+    controller: AccessController | None, targets: Mapping[str, base.Target]
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The answer to routing misses: an unknown path (404) or a method a route does not take
+    (405, once the request is authorized for the route's ``targets[path]``)."""
+
+    async def answer(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 405 and controller is not None:
+            route = request.scope.get("route")
+            target = targets.get(getattr(route, "path", ""), base.Target.BASE)
+            refused = await base.gate(controller, target, request)
+            if refused is not None:
+                return refused
+        return _routing_miss(request, exc, status)
+
+    return answer
+
+
+def _routing_miss(request: Request, exc: Exception, status: int) -> Response:
+    """404 NOT_FOUND, or 405 UNSUPPORTED with the route's ``Allow``."""
     if status == 405:
         error = APIError("UNSUPPORTED", detail="method not allowed")
         if isinstance(exc, HTTPException) and exc.headers:
@@ -91,6 +112,7 @@ def create_app(
     access_log: bool = True,
     upload_purging: UploadPurging | None = None,
     proxy: ProxyConfig | ProxyRegistry | None = None,
+    access_controller: AccessController | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -104,6 +126,10 @@ def create_app(
     serves a pull-through cache of that upstream instead: pulls are served from ``registry``
     and filled from upstream, pushes and deletes answer 405 UNSUPPORTED, resumable digests are
     off, and the TTL schedule runs in the lifespan.
+
+    ``access_controller`` (``auth`` in the config: :func:`distblob.config.open_access_controller`)
+    authorizes every request before it is served; without it anyone may pull, push and delete,
+    as with a Go registry that has no ``auth`` section.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -118,12 +144,13 @@ def create_app(
         )
     else:
         served = ThreadedRegistry(registry) if proxy is None else proxy
-    context = base.Context(served, secret, max_manifest_size)
+    context = base.Context(served, secret, max_manifest_size, access_controller)
+    resources = [resource for handler in HANDLERS for resource in handler.resources(context)]
     routes = [
         Route(resource.path, base.dispatcher(resource, context), methods=list(resource.methods))
-        for handler in HANDLERS
-        for resource in handler.resources(context)
+        for resource in resources
     ]
+    targets = {resource.path: resource.target for resource in resources}
     purger = None
     if upload_purging is not None and upload_purging.enabled:
         purger = UploadPurger(
@@ -134,7 +161,7 @@ def create_app(
         )
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error(access_controller, targets)},
         lifespan=_lifespan(served, purger),
     )
     app.router.redirect_slashes = False

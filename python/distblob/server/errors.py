@@ -58,6 +58,7 @@ _MESSAGES: Final[dict[str, str]] = {
     "RANGE_INVALID": "invalid content range",
     "SIZE_INVALID": "provided length did not match content length",
     "TAG_INVALID": "manifest tag did not match URI",
+    "UNAUTHORIZED": "authentication required",
     "UNSUPPORTED": "The operation is unsupported.",
     "UNKNOWN": "unknown error",
 }
@@ -79,6 +80,18 @@ _BY_EXCEPTION: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (errors.ManifestInvalidError, "MANIFEST_INVALID"),
     (errors.TagInvalidError, "TAG_INVALID"),
 )
+
+
+class _JSONNull:
+    """The type of :data:`JSON_NULL`."""
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+#: A ``detail`` sent as JSON ``null`` (where ``None`` leaves the key out): distribution's
+#: UNAUTHORIZED for a request that needs no access record (``/v2/``).
+JSON_NULL: Final = _JSONNull()
 
 
 class APIError(Exception):
@@ -109,10 +122,21 @@ def _upstream_error(exc: errors.UpstreamError | errors.TransferError) -> APIErro
     return APIError("UNKNOWN", "upstream registry unavailable", detail=str(exc), status=502)
 
 
+def _unauthorized(challenge: errors.AuthChallenge) -> APIError:
+    """401 UNAUTHORIZED as distribution answers it: the access records the request needed as
+    the detail (``null`` when none), and the controller's challenge headers."""
+    detail = [access.detail() for access in challenge.access] or JSON_NULL
+    error = APIError("UNAUTHORIZED", detail=detail)
+    error.headers.update(challenge.headers)
+    return error
+
+
 def to_api_error(exc: BaseException) -> APIError | None:
     """The OCI error for a distblob exception; ``None`` for anything else (a bug)."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, errors.AuthChallenge):
+        return _unauthorized(exc)
     if isinstance(exc, (errors.UpstreamError, errors.TransferError)):
         return _upstream_error(exc)
     for kind, code in _BY_EXCEPTION:
@@ -123,7 +147,9 @@ def to_api_error(exc: BaseException) -> APIError | None:
 
 def error_body(code: str, message: str, detail: Any = None) -> bytes:
     entry: dict[str, Any] = {"code": code, "message": message}
-    if detail is not None:
+    if detail is JSON_NULL:
+        entry["detail"] = None
+    elif detail is not None:
         entry["detail"] = detail
     return json.dumps({"errors": [entry]}, separators=(",", ":")).encode()
 
@@ -143,4 +169,11 @@ def error_response(exc: BaseException, *, head: bool = False) -> Response:
     return Response(body, status_code=api.status, headers=headers, media_type="application/json")
 
 
-__all__ = ["API_VERSION_HEADER", "STATUS", "APIError", "error_body", "error_response"]
+__all__ = [
+    "API_VERSION_HEADER",
+    "JSON_NULL",
+    "STATUS",
+    "APIError",
+    "error_body",
+    "error_response",
+]

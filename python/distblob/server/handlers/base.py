@@ -6,12 +6,20 @@ methods a resource takes are decided there, once, where it is routed (distributi
 ``handlers.MethodHandler`` dispatchers): a method it does not take never reaches a handler
 (405), and a rule that gates requests (read-only mode, authorization) goes in the dispatcher.
 
+Authorization is that gate: with an access controller (``auth`` in the config), every request
+to a gated resource, ``/v2/`` included, is checked before anything else about it, with the
+access its resource and method need (:func:`required_access`, the one place that says so, as
+distribution's ``appendAccessRecords``). A refused request is 401 UNAUTHORIZED with the
+controller's ``WWW-Authenticate`` challenge, as the Go registry answers it.
+
 Handlers see the registry only through :class:`~distblob.interfaces.AsyncRegistry`: the same
 code serves the storage registry and the pull-through cache.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -22,7 +30,8 @@ from starlette.responses import RedirectResponse, Response
 
 from distblob._asgi import CLIENT_CLOSED, unless_disconnected
 from distblob._numbers import is_ascii_digits
-from distblob.errors import UnsupportedError
+from distblob.auth import CATALOG_ACCESS, Access, AccessController, repository_access
+from distblob.errors import AuthChallenge, AuthUnavailableError, UnsupportedError
 from distblob.interfaces import AsyncRegistry, AsyncRepository
 from distblob.server.errors import APIError, error_response
 from distblob.server.responses import empty, json_response
@@ -30,47 +39,113 @@ from distblob.server.responses import empty, json_response
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
+logger = logging.getLogger("distblob.auth")
+
 
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the handlers are bound to: the registry served, the secret that signs upload
-    locations (``http.secret``), and the largest manifest a PUT may send."""
+    locations (``http.secret``), the largest manifest a PUT may send, and the access controller
+    that gates every request (``None``: none, as without ``auth`` in distribution)."""
 
     registry: AsyncRegistry
     secret: bytes | str
     max_manifest_size: int
+    access_controller: AccessController | None = None
 
     def repository(self, request: Request) -> AsyncRepository:
         """The repository the request's path names (``NAME_INVALID`` unless valid)."""
         return self.registry.repository(request.path_params["name"])
 
 
+class Target(enum.Enum):
+    """What a resource's requests act on, which decides the access they need."""
+
+    #: The repository its path names: ``repository:<name>:<action>`` by method.
+    REPOSITORY = "repository"
+    #: The catalog: ``registry:catalog:*``.
+    CATALOG = "catalog"
+    #: The API base, ``/v2/``: credentials, and no access record.
+    BASE = "base"
+    #: Not gated: ``/v2`` is redirected by distribution's router before authorization.
+    OPEN = "open"
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """One route: its path and the handler of each method it takes (``HEAD`` is served by
-    the ``GET`` handler unless it has its own)."""
+    """One route: its path, the handler of each method it takes (``HEAD`` is served by the
+    ``GET`` handler unless it has its own), and what its requests act on."""
 
     path: str
     methods: Mapping[str, Handler]
+    target: Target = Target.REPOSITORY
 
 
 #: The methods that change a registry.
 WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def required_access(target: Target, request: Request) -> tuple[Access, ...]:
+    """The access records ``request`` needs, as distribution computes them: by method on the
+    repository the path names (``pull`` for GET and HEAD, ``pull`` and ``push`` for POST, PUT
+    and PATCH, ``delete`` for DELETE), plus ``pull`` on the repository a ``from`` parameter
+    names (a cross-repository mount reads it); ``registry:catalog:*`` for the catalog; none
+    for ``/v2/``. The name is the path's, unvalidated: validation comes after the gate."""
+    if target is Target.REPOSITORY:
+        records = repository_access(request.path_params["name"], request.method)
+        source = request.query_params.get("from")
+        if source:
+            records += repository_access(source, "GET")
+        return records
+    if target is Target.CATALOG:
+        return (CATALOG_ACCESS,)
+    return ()
+
+
+async def gate(
+    controller: AccessController | None, target: Target, request: Request
+) -> Response | None:
+    """The refusal of a request ``controller`` does not authorize, or ``None`` when it may go
+    on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
+    decide (its htpasswd file unreadable), both as distribution answers. A failed login is
+    logged with the client's address, never with the credentials it tried."""
+    if controller is None or target is Target.OPEN:
+        return None
+    authorization = request.headers.get("authorization")
+    try:
+        await controller.authorized(authorization, required_access(target, request))
+    except AuthChallenge as challenge:
+        if authorization is not None:
+            client = request.client
+            logger.warning(
+                "authentication failed: %s (client %s)",
+                challenge.reason,
+                f"{client.host}:{client.port}" if client else "-",
+            )
+        return error_response(challenge, head=request.method == "HEAD")
+    except AuthUnavailableError:
+        return empty(400)
+    return None
+
+
 def dispatcher(resource: Resource, context: Context) -> Handler:
     """The endpoint of ``resource``'s route: the handler of the request's method, with every
-    exception it raises answered as an OCI error. A read-only registry (a pull-through cache)
-    has every write refused here, 405 UNSUPPORTED, before anything else about the request is
-    looked at."""
+    exception it raises answered as an OCI error. The access controller, if any, gates the
+    request first (:func:`gate`); then a read-only registry (a pull-through cache) has every
+    write refused, 405 UNSUPPORTED, before anything else about the request is looked at."""
     methods = dict(resource.methods)
     if "GET" in methods:
         methods.setdefault("HEAD", methods["GET"])
     read_only = context.registry.read_only
+    controller = context.access_controller if resource.target is not Target.OPEN else None
 
     async def endpoint(request: Request) -> Response:
         handler = methods[request.method]  # the router routes only the methods declared
         try:
+            if controller is not None:
+                refused = await gate(controller, resource.target, request)
+                if refused is not None:
+                    return refused
             if read_only and request.method in WRITES:
                 raise UnsupportedError("this registry is a pull-through cache")
             return await handler(request)
@@ -128,7 +203,10 @@ async def to_base(request: Request) -> Response:
 
 
 def resources(context: Context) -> list[Resource]:
-    return [Resource("/v2/", {"GET": api_base}), Resource("/v2", {"GET": to_base})]
+    return [
+        Resource("/v2/", {"GET": api_base}, Target.BASE),
+        Resource("/v2", {"GET": to_base}, Target.OPEN),
+    ]
 
 
 __all__ = [
@@ -136,11 +214,14 @@ __all__ = [
     "Context",
     "Handler",
     "Resource",
+    "Target",
     "api_base",
     "client_closed",
     "declared_length",
     "dispatcher",
+    "gate",
     "int_param",
+    "required_access",
     "resources",
     "run",
     "unless_gone",

@@ -8,7 +8,7 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from distblob.server.handlers.base import Context, Resource, int_param
+from distblob.server.handlers.base import Context, Resource, Target, int_param
 from distblob.server.responses import json_response
 
 #: Page size without ``n``, and the most one page may hold (distribution's defaults).
@@ -35,7 +35,7 @@ class Catalog:
 
 
 def resources(context: Context) -> list[Resource]:
-    return [Resource("/v2/_catalog", {"GET": Catalog(context).get})]
+    return [Resource("/v2/_catalog", {"GET": Catalog(context).get}, Target.CATALOG)]
 
 
 __all__ = ["CATALOG_DEFAULT", "CATALOG_MAX", "Catalog", "resources"]
