@@ -191,7 +191,9 @@ def server_context(tls: TLS) -> ssl.SSLContext:
             "http.tls.key", f"{tls.key!r} is encrypted: give the key without a passphrase"
         ) from None
     except (ssl.SSLError, ValueError) as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc):
+        # OpenSSL says KEY_VALUES_MISMATCH for another key of the same type, and
+        # NO_CERTIFICATE_ASSIGNED for one of another type (it has no certificate of that type).
+        if getattr(exc, "reason", None) in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
             reason = f"{tls.key!r} is not the key of the certificate in {tls.certificate!r}"
         else:
             reason = f"{tls.key!r} holds no usable PEM private key: {_reason(exc)}"
