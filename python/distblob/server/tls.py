@@ -211,7 +211,7 @@ def describe(tls: TLS) -> str:
     """One line saying what the listener offers, for the log."""
     versions = "tls1.3" if not openssl_ciphers(tls.ciphersuites)[1] else tls.minimumtls
     suites = ",".join(tls.ciphersuites) or "default"
-    clients = f"required ({len(tls.clientcas)} CA files)" if tls.clientcas else "not asked"
+    clients = f"required(clientcas={len(tls.clientcas)})" if tls.clientcas else "not-asked"
     return f"tls minimum={versions} ciphersuites={suites} client-certificates={clients}"
 
 
