@@ -6,7 +6,8 @@ the native hashers (any registered algorithm, files read in 1 MiB buffers).
 ``distblob serve [--config FILE] [--addr HOST:PORT] [--root DIR]`` serves the OCI distribution
 API under uvicorn over the config's storage driver (a filesystem root unless it names another);
 flags override the config file (``--root`` is the filesystem root), and with neither it serves
-``./distblob-data`` on 127.0.0.1:5000.
+``./distblob-data`` on 127.0.0.1:5000. With ``http.tls`` it serves HTTPS
+(:mod:`distblob.server.tls`).
 
 ``distblob ingest``, ``verify`` and ``gc`` (in :mod:`distblob.commands`) store trees of files as
 blobs, check a store's integrity and collect its garbage.
@@ -15,6 +16,7 @@ blobs, check a store's integrity and collect its garbage.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -47,9 +49,22 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     return status
 
 
+def _https_banner(record: logging.LogRecord) -> bool:
+    """uvicorn's "running on http://..." line names https when the listener's protocol, not
+    uvicorn, does TLS (uvicorn cannot tell)."""
+    if (
+        isinstance(record.msg, str)
+        and record.msg.startswith("Uvicorn running on")
+        and isinstance(record.args, tuple)
+        and record.args[:1] == ("http",)
+    ):
+        record.args = ("https", *record.args[1:])
+    return True
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     # Imported here: the server's dependencies are not needed to compute digests.
-    import logging
+    import asyncio
     import secrets
     from dataclasses import replace
 
@@ -64,6 +79,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     from distblob.server import create_app
     from distblob.server.direct import DirectProtocol
+    from distblob.server.tls import describe, server_context, tls_protocol
 
     try:
         config = load_config(args.config)
@@ -111,21 +127,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     host, port = config.host_port
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""
+    protocol: type[asyncio.Protocol] = DirectProtocol  # httptools, plus large bodies direct
+    scheme = ""
+    if config.tls is not None:
+        # Checked when the config was read; built again here, from the files as they are now.
+        protocol = tls_protocol(server_context(config.tls), DirectProtocol)
+        scheme = f" https {describe(config.tls)}"
+        logging.getLogger("uvicorn.error").addFilter(_https_banner)
     log.info(
-        "serving %s %s cache=%s auth=%s addr=%s:%d",
+        "serving %s %s cache=%s auth=%s addr=%s:%d%s",
         registry.driver.name,
         where or repr(registry.driver),
         config.blob_descriptor_cache,
         config.auth.controller if config.auth else "none",
         host,
         port,
+        scheme,
     )
     try:
         uvicorn.run(
             app,
             host=host,
             port=port,
-            http=DirectProtocol,  # httptools, plus large bodies read from the socket
+            http=protocol,
             loop="uvloop",
             log_config=None,  # keep the logging set up above
             access_log=False,  # the app logs one logfmt line per request itself

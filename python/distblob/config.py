@@ -23,7 +23,16 @@ only these keys is a valid distblob config::
       readtimeout: 10ms
       writetimeout: 10ms
       pool: {maxidle: 16, maxactive: 64, idletimeout: 300s}
-    http: {addr: 127.0.0.1:5000, secret: a-long-random-string, draintimeout: 5s}
+    http:
+      addr: 127.0.0.1:5000
+      secret: a-long-random-string
+      draintimeout: 5s
+      tls:                                         # HTTPS (distblob.server.tls)
+        certificate: /etc/registry/server.crt
+        key: /etc/registry/server.key
+        clientcas: [/etc/registry/clients-ca.crt]  # client certificates required
+        minimumtls: tls1.2                         # or tls1.3
+        ciphersuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
     proxy: {remoteurl: https://registry-1.docker.io, username: u, password: p, ttl: 168h}
     auth:
       htpasswd: {realm: basic-realm, path: /etc/distblob/htpasswd}
@@ -91,6 +100,10 @@ DEFAULT_ADDR: Final = "127.0.0.1:5000"
 #: ``http.draintimeout`` when unset (distribution has no drain by default and stops at once).
 DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 LOG_LEVELS: Final = ("panic", "fatal", "error", "warn", "info", "debug", "trace")
+#: ``http.tls.minimumtls`` values served (distribution also takes tls1.0 and tls1.1).
+TLS_VERSIONS: Final = ("tls1.2", "tls1.3")
+#: ``http.tls.minimumtls`` when unset.
+DEFAULT_MINIMUM_TLS: Final = "tls1.2"
 BLOB_DESCRIPTOR_CACHES: Final = ("inmemory", "redis")
 #: distribution's access controllers; an ``auth`` section names exactly one.
 AUTH_CONTROLLERS: Final = ("htpasswd", "token", "silly")
@@ -176,13 +189,31 @@ class Storage:
 
 
 @dataclass(frozen=True, slots=True)
+class TLS:
+    """``http.tls``: serve HTTPS with ``certificate`` (PEM, the chain after the leaf) and its
+    unencrypted ``key``. With ``clientcas`` (PEM files of CA certificates) every client must
+    present a certificate one of them signed. ``minimumtls`` is one of :data:`TLS_VERSIONS`;
+    ``ciphersuites`` holds Go's names of the suites offered (empty: distribution's defaults).
+    The files and names are checked when the config is parsed
+    (:func:`distblob.server.tls.server_context`)."""
+
+    certificate: str
+    key: str
+    clientcas: tuple[str, ...] = ()
+    minimumtls: str = DEFAULT_MINIMUM_TLS
+    ciphersuites: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class HTTP:
     """``http``. ``draintimeout``: seconds a stopping server waits for open requests before it
-    cancels them (0: at once); then cold fetches are stopped and their uploads removed."""
+    cancels them (0: at once); then cold fetches are stopped and their uploads removed.
+    ``tls``: HTTPS, or ``None`` for plain HTTP."""
 
     addr: str = DEFAULT_ADDR
     secret: str | None = field(default=None, repr=False)
     draintimeout: float = DEFAULT_DRAIN_TIMEOUT
+    tls: TLS | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +347,11 @@ class Config:
     def drain_timeout(self) -> float:
         """``http.draintimeout``, in seconds."""
         return self.http.draintimeout
+
+    @property
+    def tls(self) -> TLS | None:
+        """``http.tls``: HTTPS settings, or ``None`` for plain HTTP."""
+        return self.http.tls
 
     @property
     def log_level(self) -> str:
@@ -479,14 +515,77 @@ def _redis(doc: object) -> RedisConfig:
     )
 
 
+def _str_list(section: Mapping[str, Any], name: str, key: str) -> tuple[str, ...]:
+    """``<key>.<name>``: a list of non-empty strings (empty when not given)."""
+    value = section.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}.{name}", f"expected a list of non-empty strings, not {value!r}")
+    return tuple(value)
+
+
+def _tls(doc: object) -> TLS | None:
+    """``http.tls``; ``None`` when the section is absent or empty (plain HTTP, as in
+    distribution). The files and cipher suite names are checked by building the server's TLS
+    context once (:func:`distblob.server.tls.server_context`), so a wrong path, a key that does
+    not match its certificate or a suite OpenSSL cannot offer stops the server here."""
+    key = "http.tls"
+    raw = _section(
+        doc, key, {"certificate", "key", "clientcas", "minimumtls", "ciphersuites", "letsencrypt"}
+    )
+    letsencrypt = raw.get("letsencrypt")
+    if letsencrypt is not None and letsencrypt != {}:
+        raise ConfigError(
+            f"{key}.letsencrypt",
+            "not supported: distblob does not run an ACME client; get the certificate with "
+            "one (certbot, lego, cert-manager, ...) and give http.tls.certificate and "
+            "http.tls.key",
+        )
+    given = {name for name, value in raw.items() if value is not None and name != "letsencrypt"}
+    if not given:
+        return None
+    certificate = _str(raw, "certificate", key)
+    if certificate is None:
+        raise ConfigError(f"{key}.certificate", "required with http.tls: a PEM certificate file")
+    private_key = _str(raw, "key", key)
+    if private_key is None:
+        raise ConfigError(f"{key}.key", "required with http.tls: the certificate's PEM key file")
+    minimum = raw.get("minimumtls")
+    if minimum is None:
+        minimum = DEFAULT_MINIMUM_TLS
+    if minimum in ("tls1.0", "tls1.1"):
+        raise ConfigError(
+            f"{key}.minimumtls",
+            f"{minimum} is not offered: TLS 1.0 and 1.1 are deprecated (RFC 8996); "
+            "use tls1.2 or tls1.3",
+        )
+    if minimum not in TLS_VERSIONS:
+        raise ConfigError(
+            f"{key}.minimumtls", f"expected one of {', '.join(TLS_VERSIONS)}, not {minimum!r}"
+        )
+    tls = TLS(
+        certificate=certificate,
+        key=private_key,
+        clientcas=_str_list(raw, "clientcas", key),
+        minimumtls=str(minimum),
+        ciphersuites=_str_list(raw, "ciphersuites", key),
+    )
+    from distblob.server.tls import server_context
+
+    server_context(tls)  # raises ConfigError naming the key at fault
+    return tls
+
+
 def _http(doc: object) -> HTTP:
-    http = _section(doc, "http", {"addr", "secret", "draintimeout"})
+    http = _section(doc, "http", {"addr", "secret", "draintimeout", "tls"})
     addr = _str(http, "addr", "http") or DEFAULT_ADDR
     parse_addr(addr)
     return HTTP(
         addr=addr,
         secret=_str(http, "secret", "http"),
         draintimeout=_duration(http, "draintimeout", "http", DEFAULT_DRAIN_TIMEOUT),
+        tls=_tls(http.get("tls")),
     )
 
 
@@ -621,10 +720,10 @@ def open_access_controller(config: Config) -> HtpasswdAccessController | None:
     :class:`ConfigError` naming ``auth.htpasswd.path`` when it cannot be); ``None`` without an
     ``auth`` section. distribution 2.8 starts without the file: it writes one with a user
     ``docker`` and logs that user's password; distblob logs no password and does not start."""
-    from distblob.auth.htpasswd import HtpasswdAccessController
-
     if config.auth is None:
         return None
+    from distblob.auth.htpasswd import HtpasswdAccessController
+
     htpasswd = config.auth.htpasswd
     try:
         return HtpasswdAccessController.open(htpasswd.realm, htpasswd.path)
@@ -691,11 +790,14 @@ __all__ = [
     "DEFAULT_ADDR",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_DRIVER",
+    "DEFAULT_MINIMUM_TLS",
     "DEFAULT_ROOT",
     "HTTP",
     "IMPLEMENTED_AUTH",
     "LOG_LEVELS",
     "STORAGE_DRIVERS",
+    "TLS",
+    "TLS_VERSIONS",
     "AuthConfig",
     "Cache",
     "Config",

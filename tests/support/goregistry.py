@@ -24,6 +24,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -114,6 +115,30 @@ class Response(NamedTuple):
     body: bytes
 
 
+def _connection(
+    host: str, port: int, timeout: float, tls: ssl.SSLContext | None
+) -> http.client.HTTPConnection:
+    """An HTTP connection, or an HTTPS one with the client context ``tls``."""
+    if tls is None:
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    return http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
+
+
+def answers_ping(port: int, tls: ssl.SSLContext | None = None) -> bool:
+    """Whether a registry on loopback ``port`` answers ``GET /v2/`` with 200, or 401 (the
+    config has an ``auth`` section, and the API is up behind it)."""
+    conn = _connection(LOOPBACK, port, 2.0, tls)
+    try:
+        conn.request("GET", "/v2/")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status in (200, 401)
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
 class RegistryClient:
     """Minimal blob/manifest client for a registry on loopback, one keep-alive connection.
 
@@ -123,14 +148,19 @@ class RegistryClient:
     accepted and always sent to this client's host and port.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float = 30.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme != "http" or parsed.hostname is None:
-            raise ValueError(f"need an http:// URL, got {base_url!r}")
+        if parsed.scheme not in ("http", "https") or parsed.hostname is None:
+            raise ValueError(f"need an http:// or https:// URL, got {base_url!r}")
+        if (parsed.scheme == "https") != (tls is not None):
+            raise ValueError("an https:// URL goes with a client TLS context, and only it")
         self.base_url = base_url.rstrip("/")
         self.host: str = parsed.hostname
-        self.port: int = parsed.port or 80
+        self.port: int = parsed.port or (443 if tls else 80)
         self.timeout = timeout
+        self.tls = tls
         self._conn: http.client.HTTPConnection | None = None
         # Whether the current connection already carried a request: only then may a failure be
         # a stale keep-alive connection that is safe to retry on a fresh one.
@@ -184,7 +214,7 @@ class RegistryClient:
         hdrs = dict(headers or {})
         for attempt in range(2):
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self._conn = _connection(self.host, self.port, self.timeout, self.tls)
                 self._reused = False
             reused = self._reused
             try:
@@ -386,8 +416,10 @@ class GoRegistry:
         extra_config: dict[str, Any] | None = None,
         startup_timeout: float = 15.0,
         binary: Path = REGISTRY_BIN,
+        client_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.root = Path(root)
+        self.client_tls = client_tls
         self.delete_enabled = delete_enabled
         self.extra_config = extra_config or {}
         self.startup_timeout = startup_timeout
@@ -402,8 +434,10 @@ class GoRegistry:
 
     @property
     def url(self) -> str:
-        """Base URL, ``http://127.0.0.1:PORT``."""
-        return f"http://{LOOPBACK}:{self.port}"
+        """Base URL, ``http://127.0.0.1:PORT`` (``https`` with ``client_tls``, for a config
+        with ``http.tls``)."""
+        scheme = "https" if self.client_tls else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     @property
     def host(self) -> str:
@@ -456,7 +490,7 @@ class GoRegistry:
 
     def client(self, *, timeout: float = 30.0) -> RegistryClient:
         """A new :class:`RegistryClient` for this registry (close it, or use ``with``)."""
-        return RegistryClient(self.url, timeout=timeout)
+        return RegistryClient(self.url, timeout=timeout, tls=self.client_tls)
 
     def environment(self) -> dict[str, str] | None:
         """The registry's environment; ``None`` inherits ours (subclasses may change it)."""
@@ -547,17 +581,7 @@ class GoRegistry:
             time.sleep(0.05)
 
     def _answers_ping(self) -> bool:
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2.0)
-        try:
-            conn.request("GET", "/v2/")
-            resp = conn.getresponse()
-            resp.read()
-            # 401: the config has an ``auth`` section, and the API is up behind it.
-            return resp.status in (200, 401)
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        return answers_ping(self.port, self.client_tls)
 
     def stop(self, *, kill_after: float = 5.0) -> None:
         """Stop the registry: SIGTERM, then SIGKILL after ``kill_after`` seconds; wait."""

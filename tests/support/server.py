@@ -7,11 +7,11 @@ upload Locations stay valid across restarts and can be shared with a Go registry
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from support.goregistry import LOOPBACK, RegistryClient, deep_merge, free_port
+from support.goregistry import LOOPBACK, RegistryClient, answers_ping, deep_merge, free_port
 
 
 class DistblobServerError(RuntimeError):
@@ -38,8 +38,11 @@ class DistblobServer:
         delete_enabled: bool = False,
         extra_config: dict[str, Any] | None = None,
         startup_timeout: float = 20.0,
+        client_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.root = Path(root)
+        #: The client context for a server with ``http.tls`` (``url`` is then https).
+        self.client_tls = client_tls
         self.secret = secret or secrets.token_hex(16)
         self.delete_enabled = delete_enabled
         self.extra_config = extra_config or {}
@@ -53,14 +56,14 @@ class DistblobServer:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"{'https' if self.client_tls else 'http'}://{LOOPBACK}:{self.port}"
 
     @property
     def host(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
     def client(self, *, timeout: float = 30.0) -> RegistryClient:
-        return RegistryClient(self.url, timeout=timeout)
+        return RegistryClient(self.url, timeout=timeout, tls=self.client_tls)
 
     def config(self) -> dict[str, Any]:
         base: dict[str, Any] = {
@@ -133,17 +136,7 @@ class DistblobServer:
             time.sleep(0.05)
 
     def _answers_ping(self) -> bool:
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2.0)
-        try:
-            conn.request("GET", "/v2/")
-            resp = conn.getresponse()
-            resp.read()
-            # 401: the config has an ``auth`` section, and the API is up behind it.
-            return resp.status in (200, 401)
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        return answers_ping(self.port, self.client_tls)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -25,8 +25,17 @@ it with ``sendfile``, so the bytes never enter Python.
 
 The app works unchanged under any other ASGI server (or with a TLS transport, or a chunked
 body): there are no extensions, so it reads ``http.request`` messages and sends body messages.
+Both extensions use the socket itself, so they are offered only on a transport that carries
+the HTTP bytes as they are: a TLS transport (:mod:`distblob.server.tls`) still reports its
+socket, which carries TLS records, so the protocol asks the transport whether it is TLS
+(``sslcontext``, ``ssl_object``) when the connection is made, not whether a socket is there.
 uvicorn's protocol and request cycle are not a public API, so the protocol checks the
 attributes it relies on once and turns both extensions off, logging why, if they are missing.
+
+A TLS handshake sent to this plain-HTTP server (clients that try HTTPS first, as skopeo,
+podman and buildah do with an insecure registry) gets Go's answer, a 400 that such a client
+reports as "server gave HTTP response to HTTPS client", and is logged once, at debug level,
+instead of as uvicorn's "Invalid HTTP request received" warning for each connection.
 """
 
 from __future__ import annotations
@@ -59,6 +68,14 @@ BUFFER: Final = 1 << 20
 DISCARD_LIMIT: Final = 64 << 20
 #: How long a stopped body's thread may take to finish its last write before the loop goes on.
 STOP_WAIT: Final = 10.0
+
+#: What Go's plain-HTTP server answers a request it cannot parse (a TLS handshake), byte for byte.
+TLS_TO_PLAIN_ANSWER: Final = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\n400 Bad Request"
+)
+#: A TLS record carrying a handshake message starts with this byte; no HTTP request does.
+_TLS_HANDSHAKE: Final = 0x16
 
 log = logging.getLogger("distblob.serve")
 
@@ -372,22 +389,61 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return length
 
 
+_tls_probe_logged = False
+
+
+def _log_tls_probe(client: object) -> None:
+    """Say once, at debug level, that TLS handshakes reach this plain-HTTP server."""
+    global _tls_probe_logged
+    if not _tls_probe_logged:
+        _tls_probe_logged = True
+        log.debug(
+            "a TLS handshake from %s reached this plain-HTTP server (a client trying HTTPS "
+            "first): answered 400 as Go does; further ones are not logged",
+            client,
+        )
+
+
+def is_plain(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport`` carries the bytes of HTTP as they are (no TLS): only then may the
+    socket be read or written past it."""
+    return (
+        transport.get_extra_info("sslcontext") is None
+        and transport.get_extra_info("ssl_object") is None
+    )
+
+
 class DirectProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, offering each plain-HTTP request with a declared body
     length a :class:`BodyTap` under ``scope["extensions"]["distblob.direct_body"]``."""
 
     body_seen = 0  # body bytes the parser has passed on for the current request
     flow: _HeldFlow
+    #: The transport is not TLS (:func:`is_plain`): the extensions may be offered.
+    plain = False
+    _fresh = False  # no byte has come on this connection yet
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = _HeldFlow(self.transport)
+        self.plain = is_plain(transport)
+        self._fresh = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            if self.plain and data[:1] == bytes((_TLS_HANDSHAKE,)):
+                _log_tls_probe(self.client)
+                self.transport.write(TLS_TO_PLAIN_ANSWER)
+                self.transport.close()
+                return
+        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self.body_seen = 0
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is None or cycle.scope is not self.scope or self.scheme != "http":
+        if cycle is None or cycle.scope is not self.scope or not self.plain:
             return  # an upgrade, or TLS (the socket carries records, not the body)
         if not _compatible(cycle):
             return
@@ -431,12 +487,14 @@ async def receive_into(
 
 __all__ = [
     "EXTENSION",
+    "TLS_TO_PLAIN_ANSWER",
     "ZEROCOPY_SEND",
     "BodyStopped",
     "BodyTap",
     "DirectBody",
     "DirectProtocol",
     "FileSender",
+    "is_plain",
     "receive_into",
     "tap",
     "zerocopy",
