@@ -45,11 +45,9 @@ import contextlib
 import logging
 import os
 import select
-import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-import anyio
 import httptools
 from starlette.requests import ClientDisconnect
 from starlette.types import Scope
@@ -59,6 +57,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from distblob._asgi import ZEROCOPY_SEND, zerocopy
 from distblob._numbers import is_ascii_digits
 from distblob._threads import in_own_thread
+from distblob.server.sendfile import BodyStopped, FileSender, SocketThread, ZeroCopySend
 
 #: The ASGI extension key under which a request offers its :class:`BodyTap`.
 EXTENSION: Final = "distblob.direct_body"
@@ -66,8 +65,6 @@ EXTENSION: Final = "distblob.direct_body"
 BUFFER: Final = 1 << 20
 #: How much of a body the store failed on is read and dropped to keep the connection usable.
 DISCARD_LIMIT: Final = 64 << 20
-#: How long a stopped body's thread may take to finish its last write before the loop goes on.
-STOP_WAIT: Final = 10.0
 
 #: What Go's plain-HTTP server answers a request it cannot parse (a TLS handshake), byte for byte.
 TLS_TO_PLAIN_ANSWER: Final = (
@@ -78,10 +75,6 @@ TLS_TO_PLAIN_ANSWER: Final = (
 _TLS_HANDSHAKE: Final = 0x16
 
 log = logging.getLogger("distblob.serve")
-
-
-class BodyStopped(Exception):
-    """The server stopped reading a body (it is shutting down)."""
 
 
 class _HeldFlow(FlowControl):
@@ -95,41 +88,7 @@ class _HeldFlow(FlowControl):
             super().resume_reading()
 
 
-class _SocketThread:
-    """A duplicate of the connection's socket descriptor, used by one thread until it is done,
-    which another thread can interrupt at once (:meth:`stop`) through a pipe it also polls."""
-
-    def __init__(self, fd: int, events: int) -> None:
-        self._fd = fd  # a duplicate: closing it leaves uvicorn's transport its own
-        self._wake_r, self._wake_w = os.pipe()
-        self._poller = select.poll()
-        self._poller.register(fd, events)
-        self._poller.register(self._wake_r, select.POLLIN)
-        self._done = threading.Event()
-
-    def _wait(self) -> None:
-        """Wait until the socket is ready again; :class:`BodyStopped` after :meth:`stop`."""
-        for fd, _ in self._poller.poll():
-            if fd == self._wake_r:
-                raise BodyStopped()
-
-    def _finish(self) -> None:
-        """Close the descriptors (the thread's last step)."""
-        os.close(self._fd)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._done.set()
-
-    def stop(self) -> None:
-        """Make the thread stop at once (from any thread), then wait for it to finish."""
-        if not self._done.is_set():
-            with contextlib.suppress(OSError):  # it finished and closed its pipe meanwhile
-                os.write(self._wake_w, b"x")
-        if not self._done.wait(STOP_WAIT):
-            log.warning("a %s did not finish within %.0f s", type(self).__name__, STOP_WAIT)
-
-
-class DirectBody(_SocketThread):
+class DirectBody(SocketThread):
     """The rest of one request body, read from the socket by a thread (:meth:`copy_into`)."""
 
     def __init__(self, prefix: bytes, remaining: int, fd: int) -> None:
@@ -198,100 +157,6 @@ class DirectBody(_SocketThread):
             filled += n
             self.read += n
         return filled
-
-
-class FileSender(_SocketThread):
-    """Sends a file region to the socket with ``sendfile`` from a thread (:meth:`send`)."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(fd, select.POLLOUT)
-        self.sent = 0
-
-    def send(self, file_fd: int, offset: int, count: int) -> int:
-        """Send ``count`` bytes of ``file_fd`` from ``offset`` (blocking); returns ``count``.
-
-        Raises :class:`ConnectionError` when the client is gone, :class:`EOFError` when the file
-        holds fewer bytes, :class:`BodyStopped` after :meth:`stop`.
-        """
-        try:
-            while self.sent < count:
-                try:
-                    n = os.sendfile(self._fd, file_fd, offset + self.sent, count - self.sent)
-                except (BlockingIOError, InterruptedError):
-                    self._wait()
-                    continue
-                if n == 0:
-                    raise EOFError(f"the file ended {count - self.sent} bytes early")
-                self.sent += n
-            return count
-        finally:
-            self._finish()
-
-
-class _ZeroCopySend:
-    """The ``send`` of one request cycle, which also takes ASGI's ``http.response.zerocopysend``
-    messages: the bytes go from the file to the socket with ``sendfile`` in a thread of their
-    own, never through Python or the event loop."""
-
-    def __init__(self, protocol: DirectProtocol, cycle: Any, send: Callable[..., Any]) -> None:
-        self._protocol = protocol
-        self._cycle = cycle
-        self._send = send
-
-    async def __call__(self, message: Any) -> None:
-        if message["type"] != ZEROCOPY_SEND:
-            await self._send(message)
-            return
-        cycle, transport = self._cycle, self._protocol.transport
-        if not cycle.response_started:
-            raise RuntimeError(f"{ZEROCOPY_SEND} before http.response.start")
-        file = message["file"]
-        fd = file if isinstance(file, int) else file.fileno()
-        offset = message.get("offset")
-        if offset is None:
-            offset = os.lseek(fd, 0, os.SEEK_CUR)
-        count = message.get("count")
-        if count is None:
-            count = os.fstat(fd).st_size - offset
-        more = bool(message.get("more_body", False))
-        if cycle.disconnected:
-            return
-        sock = transport.get_extra_info("socket")
-        if (
-            count <= 0
-            or sock is None
-            or cycle.chunked_encoding
-            or cycle.scope["method"] == "HEAD"
-            or count > cycle.expected_content_length
-            or transport.get_write_buffer_size()
-            or transport.is_closing()
-        ):
-            await self._through_transport(fd, offset, count, more)
-            return
-        sender = FileSender(os.dup(sock.fileno()))
-        try:
-            await in_own_thread(sender.send, fd, offset, count, name="distblob-send")
-        except asyncio.CancelledError:
-            sender.stop()
-            raise
-        except ConnectionError:
-            cycle.disconnected = True  # as uvicorn's send after a disconnect: nothing to say
-            transport.close()
-            return
-        cycle.expected_content_length -= count
-        if not more:
-            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _through_transport(self, fd: int, offset: int, count: int, more: bool) -> None:
-        """The ordinary way: read in worker threads, send as body messages."""
-        end = offset + max(count, 0)
-        while offset < end:
-            piece = await anyio.to_thread.run_sync(os.pread, fd, min(BUFFER, end - offset), offset)
-            if not piece:
-                raise EOFError(f"the file ended {end - offset} bytes early")
-            offset += len(piece)
-            await self._send({"type": "http.response.body", "body": piece, "more_body": True})
-        await self._send({"type": "http.response.body", "body": b"", "more_body": more})
 
 
 class BodyTap:
@@ -449,7 +314,7 @@ class DirectProtocol(HttpToolsProtocol):
             return
         extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
         extensions[ZEROCOPY_SEND] = {}
-        cycle.send = _ZeroCopySend(self, cycle, cycle.send)  # type: ignore[method-assign]
+        cycle.send = ZeroCopySend(self, cycle, cycle.send)  # type: ignore[method-assign]
         length = _declared_length(self.headers)
         if length:
             extensions[EXTENSION] = BodyTap(self, cycle, length)
