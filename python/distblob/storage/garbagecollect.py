@@ -75,13 +75,6 @@ class Plan:
     layer_links: list[tuple[str, Digest]] = field(default_factory=list)
 
 
-def _digest_or_none(raw: bytes) -> Digest | None:
-    try:
-        return Digest(raw.decode("ascii"))
-    except (UnicodeDecodeError, DistblobError):
-        return None
-
-
 def read_repositories(driver: StorageDriver) -> dict[str, RepositoryLinks]:
     """Every repository's revisions, tags and layer links, from one walk."""
     root = paths.repositories_root()
@@ -102,11 +95,11 @@ def read_repositories(driver: StorageDriver) -> dict[str, RepositoryLinks]:
         try:
             if rest[0] == "_layers" and len(rest) == 4:
                 path_digest = Digest.from_parts(rest[1], rest[2])
-                repo.layers[path_digest] = _digest_or_none(driver.get_content(entry.path))
+                repo.layers[path_digest] = paths.parse_link(driver.get_content(entry.path))
             elif rest[:2] == ["_manifests", "revisions"] and len(rest) == 5:
                 repo.revisions.add(Digest.from_parts(rest[2], rest[3]))
             elif rest[:2] == ["_manifests", "tags"] and rest[3:] == ["current", "link"]:
-                repo.tags[rest[2]] = _digest_or_none(driver.get_content(entry.path))
+                repo.tags[rest[2]] = paths.parse_link(driver.get_content(entry.path))
             elif rest[:2] == ["_manifests", "tags"] and len(rest) == 7 and rest[3] == "index":
                 index = repo.tag_index.setdefault(rest[2], set())
                 index.add(Digest.from_parts(rest[4], rest[5]))

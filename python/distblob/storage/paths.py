@@ -54,7 +54,7 @@ import re
 from typing import Final
 
 from distblob.digest import ALGORITHMS, Digest
-from distblob.errors import BlobUploadUnknownError, DigestUnsupportedError
+from distblob.errors import BlobUploadUnknownError, DigestUnsupportedError, DistblobError
 from distblob.reference import MAX_NAME_LENGTH, validate_repository_name, validate_tag
 
 #: Every path of the layout but :data:`SCHEDULER_STATE_PATH` and :data:`CACHE_CLEARS_ROOT`
@@ -212,6 +212,15 @@ def manifest_tag_index_entry_link_path(name: str, tag: str, digest: str) -> str:
     return f"{manifest_tag_index_path(name, tag)}/{_digest_path(digest, multilevel=False)}/link"
 
 
+def parse_link(raw: bytes) -> Digest | None:
+    """The digest a ``link`` file's content names, or ``None`` when it names none (the walks of
+    ``gc`` and ``verify`` take such a link as broken, not as an error)."""
+    try:
+        return Digest(raw.decode("ascii"))
+    except (UnicodeDecodeError, DistblobError):
+        return None
+
+
 # -- uploads -----------------------------------------------------------------------------------
 
 
@@ -278,6 +287,7 @@ __all__ = [
     "manifest_tag_index_path",
     "manifest_tag_path",
     "manifest_tags_root",
+    "parse_link",
     "repositories_root",
     "repository_path",
     "upload_algorithm_path",

@@ -79,10 +79,7 @@ class RehashProgress(Protocol):
 
 def _read_link(driver: StorageDriver, path: str) -> Digest | None:
     """The digest a link file holds, or ``None`` if it holds none."""
-    try:
-        return Digest(driver.get_content(path).decode("ascii"))
-    except (UnicodeDecodeError, DistblobError):
-        return None
+    return paths.parse_link(driver.get_content(path))
 
 
 def check_blobs(
