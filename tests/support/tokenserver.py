@@ -8,9 +8,10 @@ distribution 2.8 names it), ``thumbprint`` (the CA key, by its RFC 7638 thumbpri
 it), ``untrusted`` (the untrusted signer's chain).
 
 :class:`TokenServer` answers Docker's token protocol, ``GET /token?service=…&scope=…`` with the
-Basic credentials of a test user, with ``{"token": …, "access_token": …, "expires_in": …}``. By
-default it grants what is asked; tests change :attr:`TokenServer.grant`, ``lifetime`` (negative:
-already expired) or ``signing`` to make it hand out tokens a registry must refuse.
+Basic credentials of a test user, with ``{"token": …, "access_token": …, "expires_in": …}``, over
+plain HTTP (``tls``: HTTPS). By default it grants what is asked; tests change
+:attr:`TokenServer.grant`, ``lifetime`` (negative: already expired) or ``signing`` to make it hand
+out tokens a registry must refuse.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -173,12 +175,15 @@ class TokenServer:
     signing: str = "x5c"
     #: Every token request served: (user, service, scopes).
     requests: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    #: HTTPS with this context (python-dxf asks a realm over HTTPS only).
+    tls: ssl.SSLContext | None = None
     _server: ThreadingHTTPServer | None = None
 
     @property
     def realm(self) -> str:
         assert self._server is not None
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}/token"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{LOOPBACK}:{self._server.server_address[1]}/token"
 
     def __enter__(self) -> Self:
         server = self
@@ -191,6 +196,8 @@ class TokenServer:
                 pass
 
         self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
