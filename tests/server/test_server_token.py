@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from joserfc import jwk
 
 from support.goregistry import GoRegistry, RegistryClient, Response, sha256_digest
 from support.server import DistblobServer
-from support.tokenserver import ISSUER, SERVICE, TokenPKI
+from support.tokenserver import ISSUER, SERVICE, TokenPKI, der_b64
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,6 +94,11 @@ class AuthClient(RegistryClient):
         return super().request(method, location, headers=headers, **options)
 
 
+def public_jwk(key: Any) -> dict[str, Any]:
+    """A public key as a JWK (no ``kid``: distribution 2.8 names it by its libtrust id)."""
+    return jwk.ECKey.import_key(key).as_dict(private=False)
+
+
 def tampered(token: str) -> str:
     """``token`` with its claims changed (a longer subject) and its signature kept."""
     header, claims, signature = token.split(".")
@@ -109,6 +115,9 @@ def credentials(pki: TokenPKI, name: str) -> str | None:
         {"type": "registry", "name": "catalog", "actions": ["*"]},
     ]
     pull_only = [{"type": "repository", "name": n, "actions": ["pull"]} for n in (REPO, OTHER)]
+    ca_jwk = public_jwk(pki.ca.public_key())
+    signer_jwk = public_jwk(pki.signer.public_key()) | {"x5c": [der_b64(pki.signer)]}
+    untrusted_jwk = public_jwk(pki.untrusted.public_key())
     rows: dict[str, Any] = {
         "none": lambda: None,
         "basic": lambda: "Basic YWxpY2U6YWxpY2UtcGFzc3dvcmQ=",
@@ -128,6 +137,13 @@ def credentials(pki: TokenPKI, name: str) -> str | None:
         "right, kid": lambda: bearer(pki.issue(EVERYTHING, "kid")),
         "right, lowercase scheme": lambda: "bearer " + pki.issue(EVERYTHING),
         "wildcard actions": lambda: bearer(pki.issue(wildcard)),
+        "right, jwk": lambda: bearer(pki.sign(pki.claims(EVERYTHING), "kid", jwk=ca_jwk)),
+        "right, jwk with x5c": lambda: bearer(
+            pki.sign(pki.claims(EVERYTHING), "x5c", jwk=signer_jwk, x5c=[])
+        ),
+        "untrusted jwk": lambda: bearer(
+            pki.sign(pki.claims(EVERYTHING), "untrusted", jwk=untrusted_jwk, x5c=[])
+        ),
     }
     return rows[name]()  # type: ignore[no-any-return]
 
@@ -151,6 +167,9 @@ CREDENTIALS = [
     "right, kid",
     "right, lowercase scheme",
     "wildcard actions",
+    "right, jwk",
+    "right, jwk with x5c",
+    "untrusted jwk",
 ]
 
 REQUESTS: dict[str, tuple[str, str]] = {
@@ -256,6 +275,16 @@ def test_a_list_audience_is_taken_as_distribution_3_takes_it(
     assert ask(ours.url, "GET", "/v2/", bearer(token)).status == 200
     token = pki.issue(EVERYTHING, audience=["elsewhere"])
     assert ask(ours.url, "GET", "/v2/", bearer(token)).status == 401
+
+
+def test_a_thumbprint_kid_is_taken_as_distribution_3_takes_it(
+    go: GoRegistry, ours: DistblobServer, pki: TokenPKI
+) -> None:
+    """distribution 2.8 names a bundle key by its libtrust id only; 3.0 also by its RFC 7638
+    thumbprint, and so does distblob (documented)."""
+    token = bearer(pki.issue(EVERYTHING, "thumbprint"))
+    assert ask(go.url, "GET", "/v2/", token).status == 401
+    assert ask(ours.url, "GET", "/v2/", token).status == 200
 
 
 # -- auth.silly ----------------------------------------------------------------------------------
