@@ -36,6 +36,9 @@ only these keys is a valid distblob config::
     proxy: {remoteurl: https://registry-1.docker.io, username: u, password: p, ttl: 168h}
     auth:
       htpasswd: {realm: basic-realm, path: /etc/distblob/htpasswd}
+      # or token: {realm: https://auth.example.com/token, service: registry.example.com,
+      #            issuer: auth-server, rootcertbundle: /etc/distblob/token-ca.pem}
+      # or silly: {realm: https://auth.example.com/token, service: registry.example.com}
 
 :func:`parse_config` returns a :class:`Config` shaped like the file (and like distribution's
 configuration struct): each section is a frozen dataclass, each key a field of the same name,
@@ -58,11 +61,12 @@ across replicas (:mod:`distblob.storage.leases`, :func:`open_upload_leases`). ``
 the server a pull-through cache of ``remoteurl`` (:mod:`distblob.proxy`). :func:`build_registry`
 turns a config into the :class:`~distblob.registry.Registry` ``distblob serve`` runs.
 
-``auth`` names exactly one access controller, as in distribution; distblob implements
-``htpasswd`` (:mod:`distblob.auth.htpasswd`), and refuses ``token`` and ``silly`` with an error
-that says so rather than start a registry without the access control its config asks for.
-:func:`open_access_controller` builds it (reading the htpasswd file once, so that the server
-does not start without it).
+``auth`` names exactly one access controller, as in distribution: ``htpasswd``
+(:mod:`distblob.auth.htpasswd`), ``token`` (:mod:`distblob.auth.token`, distribution 3.0's keys:
+``realm``, ``service``, ``issuer``, ``rootcertbundle`` and/or ``jwks``, ``autoredirect``,
+``autoredirectpath``, ``signingalgorithms``) or ``silly`` (:mod:`distblob.auth.silly`).
+:func:`open_access_controller` builds it (reading the htpasswd file, the root certificate bundle
+and the JWKS once, so that the server does not start without them).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ from distblob.storage.driver.factory import STORAGE_DRIVERS
 from distblob.storage.driver.filesystem import DEFAULT_ROOT_DIRECTORY
 
 if TYPE_CHECKING:
-    from distblob.auth.htpasswd import HtpasswdAccessController
+    from distblob.auth import AccessController
     from distblob.registry import Registry
     from distblob.storage.cache import BlobDescriptorCache
     from distblob.storage.driver import StorageDriver
@@ -107,8 +111,8 @@ DEFAULT_MINIMUM_TLS: Final = "tls1.2"
 BLOB_DESCRIPTOR_CACHES: Final = ("inmemory", "redis")
 #: distribution's access controllers; an ``auth`` section names exactly one.
 AUTH_CONTROLLERS: Final = ("htpasswd", "token", "silly")
-#: Those distblob implements.
-IMPLEMENTED_AUTH: Final = ("htpasswd",)
+#: Those distblob implements: all of them.
+IMPLEMENTED_AUTH: Final = AUTH_CONTROLLERS
 #: The keys of ``storage`` besides the driver's section.
 _STORAGE_KEYS: Final = ("delete", "maintenance", "cache", "redirect")
 
@@ -236,15 +240,45 @@ class Htpasswd:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthConfig:
-    """``auth``: the one access controller the config names (only ``htpasswd`` so far)."""
+class TokenAuth:
+    """``auth.token``: bearer tokens from the token server at ``realm``, for ``service``,
+    issued by ``issuer`` and signed by a key of ``rootcertbundle`` (a chain to one of its
+    certificates, or one named by ``kid``) or of ``jwks``; at least one of the two files.
+    ``signingalgorithms`` empty: distribution 3.0's default (all it knows)."""
 
-    htpasswd: Htpasswd
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: str | None = None
+    jwks: str | None = None
+    autoredirect: bool = False
+    autoredirectpath: str = "/auth/token"
+    signingalgorithms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Silly:
+    """``auth.silly``: any request with an ``Authorization`` header passes (tests only)."""
+
+    realm: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """``auth``: the one access controller the config names (exactly one field is set)."""
+
+    htpasswd: Htpasswd | None = None
+    token: TokenAuth | None = None
+    silly: Silly | None = None
 
     @property
     def controller(self) -> str:
-        """The access controller's name, as the config's key: ``htpasswd``."""
-        return "htpasswd"
+        """The access controller's name, as the config's key: ``htpasswd``, ``token`` or
+        ``silly``."""
+        if self.token is not None:
+            return "token"
+        return "silly" if self.silly is not None else "htpasswd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,12 +651,13 @@ def _auth(doc: object) -> AuthConfig:
     if len(named) != 1:
         given = f", not {' and '.join(named)}" if named else ""
         raise ConfigError("auth", f"name exactly one of htpasswd, token or silly{given}")
-    controller = named[0]
-    if controller not in IMPLEMENTED_AUTH:
-        raise ConfigError(
-            f"auth.{controller}",
-            "not implemented yet: distblob implements auth.htpasswd only so far, and will "
-            "not serve without the access control the config asks for",
+    if named[0] == "token":
+        return AuthConfig(token=_token_auth(raw["token"]))
+    if named[0] == "silly":
+        key = "auth.silly"
+        section = _section(raw["silly"], key, {"realm", "service"})
+        return AuthConfig(
+            silly=Silly(_required(section, "realm", key), _required(section, "service", key))
         )
     key = "auth.htpasswd"
     section = _section(raw["htpasswd"], key, {"realm", "path"})
@@ -635,6 +670,44 @@ def _auth(doc: object) -> AuthConfig:
     if path is None:
         raise ConfigError(f"{key}.path", "required: the htpasswd file (bcrypt entries)")
     return AuthConfig(htpasswd=Htpasswd(realm=realm, path=path))
+
+
+def _required(section: Mapping[str, Any], name: str, key: str) -> str:
+    value = _str(section, name, key)
+    if value is None:
+        raise ConfigError(f"{key}.{name}", "required")
+    return value
+
+
+def _token_auth(doc: object) -> TokenAuth:
+    """``auth.token``, distribution 3.0's keys (2.8's are a subset)."""
+    key = "auth.token"
+    names = {"realm", "service", "issuer", "rootcertbundle", "jwks", "autoredirect"}
+    section = _section(doc, key, names | {"autoredirectpath", "signingalgorithms"})
+    rootcertbundle, jwks = _str(section, "rootcertbundle", key), _str(section, "jwks", key)
+    if rootcertbundle is None and jwks is None:
+        raise ConfigError(
+            f"{key}.rootcertbundle", "required (or auth.token.jwks): the keys that sign tokens"
+        )
+    from distblob.auth.token import SIGNING_ALGORITHMS
+
+    algorithms = _str_list(section, "signingalgorithms", key)
+    for algorithm in algorithms:
+        if algorithm not in SIGNING_ALGORITHMS:
+            raise ConfigError(
+                f"{key}.signingalgorithms",
+                f"unsupported {algorithm!r}: expected some of {', '.join(SIGNING_ALGORITHMS)}",
+            )
+    return TokenAuth(
+        realm=_required(section, "realm", key),
+        service=_required(section, "service", key),
+        issuer=_required(section, "issuer", key),
+        rootcertbundle=rootcertbundle,
+        jwks=jwks,
+        autoredirect=_bool(section, "autoredirect", key, False),
+        autoredirectpath=_str(section, "autoredirectpath", key) or "/auth/token",
+        signingalgorithms=algorithms,
+    )
 
 
 def parse_config(doc: object) -> Config:
@@ -715,21 +788,59 @@ def open_descriptor_cache(
     )
 
 
-def open_access_controller(config: Config) -> HtpasswdAccessController | None:
-    """The access controller ``config``'s ``auth`` names, its file read once (a
-    :class:`ConfigError` naming ``auth.htpasswd.path`` when it cannot be); ``None`` without an
-    ``auth`` section. distribution 2.8 starts without the file: it writes one with a user
-    ``docker`` and logs that user's password; distblob logs no password and does not start."""
+def open_access_controller(config: Config) -> AccessController | None:
+    """The access controller ``config``'s ``auth`` names, its files read once (a
+    :class:`ConfigError` naming the key of a file that cannot be read or used); ``None``
+    without an ``auth`` section. distribution 2.8 starts without the htpasswd file: it writes
+    one with a user ``docker`` and logs that user's password; distblob logs no password and
+    does not start."""
     if config.auth is None:
         return None
+    if config.auth.token is not None:
+        return _open_token_controller(config.auth.token)
+    if config.auth.silly is not None:
+        from distblob.auth.silly import SillyAccessController
+
+        return SillyAccessController(config.auth.silly.realm, config.auth.silly.service)
     from distblob.auth.htpasswd import HtpasswdAccessController
 
     htpasswd = config.auth.htpasswd
+    assert htpasswd is not None
     try:
         return HtpasswdAccessController.open(htpasswd.realm, htpasswd.path)
     except OSError as exc:
         reason = f"cannot read {htpasswd.path!r}: {exc.strerror or exc}"
         raise ConfigError("auth.htpasswd.path", reason) from None
+
+
+def _open_token_controller(token: TokenAuth) -> AccessController:
+    """The token controller, its bundle and JWKS read once."""
+    from distblob.auth.token import SIGNING_ALGORITHMS, TokenAccessController, TokenVerifier
+    from distblob.auth.tokenkeys import TokenKeyError, TrustedKeys, load_jwks, load_root_bundle
+
+    try:
+        roots = load_root_bundle(token.rootcertbundle) if token.rootcertbundle else []
+    except TokenKeyError as exc:
+        raise ConfigError("auth.token.rootcertbundle", str(exc)) from None
+    try:
+        jwks = load_jwks(token.jwks) if token.jwks else {}
+    except TokenKeyError as exc:
+        raise ConfigError("auth.token.jwks", str(exc)) from None
+    if not roots and not jwks:
+        raise ConfigError("auth.token.jwks", f"{token.jwks!r} holds no key that can verify tokens")
+    verifier = TokenVerifier(
+        issuer=token.issuer,
+        service=token.service,
+        keys=TrustedKeys.build(roots, jwks),
+        algorithms=frozenset(token.signingalgorithms or SIGNING_ALGORITHMS),
+    )
+    return TokenAccessController(
+        token.realm,
+        token.service,
+        verifier,
+        autoredirect=token.autoredirect,
+        autoredirectpath=token.autoredirectpath,
+    )
 
 
 def build_registry(config: Config) -> Registry:
@@ -810,7 +921,9 @@ __all__ = [
     "Redirect",
     "RedisConfig",
     "RedisPool",
+    "Silly",
     "Storage",
+    "TokenAuth",
     "UploadPurging",
     "build_registry",
     "load_config",

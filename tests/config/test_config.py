@@ -376,8 +376,47 @@ def test_auth_htpasswd_is_a_section_of_the_tree() -> None:
             "auth",
             "exactly one of htpasswd, token or silly, not htpasswd and silly",
         ),
-        ({"token": {"realm": "r", "service": "s"}}, "auth.token", "not implemented yet"),
-        ({"silly": {"realm": "r", "service": "s"}}, "auth.silly", "not implemented yet"),
+        ({"token": {"realm": "r", "service": "s"}}, "auth.token.rootcertbundle", "required"),
+        (
+            {"token": {"service": "s", "issuer": "i", "jwks": "j"}},
+            "auth.token.realm",
+            "required",
+        ),
+        ({"token": {"realm": "r", "issuer": "i", "jwks": "j"}}, "auth.token.service", "required"),
+        ({"token": {"realm": "r", "service": "s", "jwks": "j"}}, "auth.token.issuer", "required"),
+        (
+            {"token": {"realm": "r", "service": "s", "issuer": "i", "jwks": "j", "x": 1}},
+            "auth.token.x",
+            "unknown key",
+        ),
+        (
+            {
+                "token": {
+                    "realm": "r",
+                    "service": "s",
+                    "issuer": "i",
+                    "jwks": "j",
+                    "signingalgorithms": ["none"],
+                }
+            },
+            "auth.token.signingalgorithms",
+            "unsupported 'none'",
+        ),
+        (
+            {
+                "token": {
+                    "realm": "r",
+                    "service": "s",
+                    "issuer": "i",
+                    "jwks": "j",
+                    "autoredirect": "yes",
+                }
+            },
+            "auth.token.autoredirect",
+            "true or false",
+        ),
+        ({"silly": {"realm": "r"}}, "auth.silly.service", "required"),
+        ({"silly": {"service": "s"}}, "auth.silly.realm", "required"),
         ({"ldap": {}}, "auth.ldap", "unknown key"),
         ({"htpasswd": None}, "auth.htpasswd.realm", "required"),
         ({"htpasswd": {"path": "p"}}, "auth.htpasswd.realm", "required"),

@@ -13,8 +13,9 @@ can be tested, and reused by another server, as it is. Controllers are async bec
 password is slow by design (bcrypt): they run that work in worker threads, never on the event
 loop.
 
-Implemented: :mod:`~distblob.auth.htpasswd` (``auth.htpasswd``). Not yet: ``token`` and
-``silly``.
+Implemented: :mod:`~distblob.auth.htpasswd` (``auth.htpasswd``), :mod:`~distblob.auth.token`
+(``auth.token``: bearer tokens from a token server) and :mod:`~distblob.auth.silly`
+(``auth.silly``, for tests).
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ class User:
 class AccessController(Protocol):
     """Decides whether a request may have the access it needs (``auth.AccessController``)."""
 
-    async def authorized(self, authorization: str | None, access: Sequence[Access]) -> User:
+    async def authorized(
+        self, authorization: str | None, access: Sequence[Access], *, host: str = ""
+    ) -> User:
         """The user ``authorization`` (the request's ``Authorization`` header, ``None`` when it
-        has none) authenticates, if that user may have every record in ``access``.
+        has none) authenticates, if that user may have every record in ``access``. ``host`` is
+        the request's ``Host`` header (a token challenge's realm may be built from it).
 
         Raises :class:`~distblob.errors.AuthChallenge` when it may not, and
         :class:`~distblob.errors.AuthUnavailableError` when the controller cannot decide."""

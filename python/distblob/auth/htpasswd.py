@@ -224,8 +224,11 @@ class HtpasswdAccessController:
 
     # -- checks -----------------------------------------------------------------------------
 
-    async def authorized(self, authorization: str | None, access: Sequence[Access]) -> User:
-        """The user the ``Basic`` credentials in ``authorization`` authenticate."""
+    async def authorized(
+        self, authorization: str | None, access: Sequence[Access], *, host: str = ""
+    ) -> User:
+        """The user the ``Basic`` credentials in ``authorization`` authenticate (``host`` is
+        not used)."""
         credentials = basic_credentials(authorization)
         if credentials is None:
             raise AuthChallenge("no basic credentials", access, self._headers)

@@ -113,7 +113,9 @@ async def gate(
         return None
     authorization = request.headers.get("authorization")
     try:
-        await controller.authorized(authorization, required_access(target, request))
+        await controller.authorized(
+            authorization, required_access(target, request), host=request.headers.get("host", "")
+        )
     except AuthChallenge as challenge:
         if authorization is not None:
             client = request.client
