@@ -381,3 +381,34 @@ def test_the_server_stops_with_handshakes_pending(pki: PKI, tmp_path: Path) -> N
             sock.close()
     assert server.returncode in (0, -signal.SIGTERM), server.log
     assert "Traceback" not in server.log
+
+
+def test_idle_keep_alive_clients_do_not_hold_the_stop(pki: PKI, tmp_path: Path) -> None:
+    """asyncio's TLS transport waits for the client's close_notify when it closes, and an idle
+    keep-alive client sends it only when it next reads: the stop would wait out
+    ``http.draintimeout`` (30 s here, past the harness's 10 s before SIGKILL). The server
+    sends its close_notify and closes, as Go does; the clients see the connection end."""
+    server = DistblobServer(
+        tmp_path,
+        extra_config={"http": {"tls": pki.tls_config(), "draintimeout": "30s"}},
+        client_tls=pki.client_context(),
+    )
+    with server:
+        clients = []
+        for _ in range(3):
+            raw = socket.create_connection((LOOPBACK, server.port))
+            tls = pki.client_context().wrap_socket(raw, server_hostname=LOOPBACK)
+            tls.sendall(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n{}"):  # the whole response, body included
+                answer += tls.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            clients.append(tls)  # kept open, idle
+        server.stop()
+        for tls in clients:
+            tls.settimeout(5)
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                assert tls.recv(100) == b""
+            tls.close()
+    assert server.returncode == -signal.SIGTERM, server.log
+    assert "Traceback" not in server.log

@@ -278,6 +278,11 @@ def is_plain(transport: asyncio.BaseTransport) -> bool:
     )
 
 
+#: Seconds an idle TLS connection has, once the server stops, to get its close_notify out
+#: before it is closed without waiting for the client's.
+TLS_CLOSE_GRACE: Final = 0.1
+
+
 class DirectProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, offering each plain-HTTP request with a declared body
     length a :class:`BodyTap` under ``scope["extensions"]["distblob.direct_body"]``."""
@@ -287,6 +292,7 @@ class DirectProtocol(HttpToolsProtocol):
     #: The transport is not TLS (:func:`is_plain`): the extensions may be offered.
     plain = False
     _fresh = False  # no byte has come on this connection yet
+    _lost = False  # the connection is closed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -323,6 +329,25 @@ class DirectProtocol(HttpToolsProtocol):
         self.body_seen += len(body)
         super().on_body(body)
 
+    def shutdown(self) -> None:
+        """uvicorn's call when the server stops: an idle connection is closed, a busy one
+        closes after its response. Closing TLS, asyncio's transport sends its close_notify and
+        then waits for the client's (up to 30 s), which an idle keep-alive client sends only
+        when it next reads: the stop would wait out ``http.draintimeout``. Go sends its
+        close_notify and closes the socket; so does this, :data:`TLS_CLOSE_GRACE` later."""
+        idle = self.cycle is None or self.cycle.response_complete
+        super().shutdown()
+        if idle and not self.plain:
+            self.loop.call_later(TLS_CLOSE_GRACE, self._abort_unless_closed)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        super().connection_lost(exc)
+
+    def _abort_unless_closed(self) -> None:
+        if not self._lost:
+            self.transport.abort()
+
 
 def tap(scope: Scope) -> BodyTap | None:
     """The request's :class:`BodyTap`, if its server offers one."""
@@ -352,6 +377,7 @@ async def receive_into(
 
 __all__ = [
     "EXTENSION",
+    "TLS_CLOSE_GRACE",
     "TLS_TO_PLAIN_ANSWER",
     "ZEROCOPY_SEND",
     "BodyStopped",
