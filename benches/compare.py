@@ -15,7 +15,7 @@ import platform
 import sys
 from typing import Any
 
-from benches import hashing, proxy, s3, server, store
+from benches import auth, hashing, proxy, s3, server, store
 from benches.timing import Comparison, Result, print_table
 
 
@@ -55,13 +55,19 @@ def main(argv: list[str] | None = None) -> int:
         help="only the S3 scenarios (distblob serve on rclone serve s3 against the filesystem "
         "and the Go registry; boto3 against obstore)",
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="only the access control and TLS scenarios (htpasswd against no auth and the Go "
+        "registry; a 1 GiB PUT over TLS against plain HTTP)",
+    )
     args = parser.parse_args(argv)
 
     total, rounds = (8, 1) if args.quick else (256, 5)
     print(f"machine: {machine()}")
     results: list[Result] = []
     comparisons: list[Comparison] = []
-    only = args.server or args.proxy or args.s3
+    only = args.server or args.proxy or args.s3 or args.auth
     if not only:
         results, comparisons = hashing.run(total_mib=total, rounds=rounds)
     if not args.hashing_only and not only:
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results += more_results
         comparisons += more_comparisons
-    # --server, --proxy and --s3 combine: each names a part to run (none named: all).
+    # --server, --proxy, --s3 and --auth combine: each names a part to run (none named: all).
     if not args.hashing_only and (args.server or not only):
         more_results, more_comparisons = server.run(args.quick)
         results += more_results
@@ -81,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         comparisons += more_comparisons
     if not args.hashing_only and (args.s3 or not only):
         more_results, more_comparisons = s3.run(args.quick)
+        results += more_results
+        comparisons += more_comparisons
+    if not args.hashing_only and (args.auth or not only):
+        more_results, more_comparisons = auth.run(args.quick)
         results += more_results
         comparisons += more_comparisons
     print_table(results, comparisons)
