@@ -128,6 +128,20 @@ def test_memory_is_bounded() -> None:
     assert len(limiter) == 1
 
 
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    limiter = throttle(FakeTime(), free_failures=2, first_delay=1.0)
+    limiter.failed("2001:db8:1:2::1")
+    limiter.failed("2001:db8:1:2:ffff::9")  # the same /64
+    assert limiter.delay("2001:db8:1:2::77") == 1.0
+    assert limiter.delay("2001:db8:1:3::1") == 0  # another /64
+    limiter.failed("::ffff:192.0.2.7")
+    limiter.failed("192.0.2.7")  # the same IPv4 client, mapped or not
+    assert limiter.delay("192.0.2.7") == 1.0
+    limiter.succeeded("2001:db8:1:2::5")
+    assert limiter.delay("2001:db8:1:2::1") == 0
+    assert len(limiter) == 1
+
+
 def test_slowed_requests_from_one_address_pass_one_at_a_time() -> None:
     time = FakeTime()
     limiter = throttle(time, free_failures=1, first_delay=1.0, max_delay=1.0)

@@ -17,16 +17,18 @@ several per second per core. So the server counts the failed logins of each clie
 What bounds guessing is the steady rate, one guess per :data:`MAX_DELAY` seconds per address
 (about 10 800 a day), whatever the free failures; those spare clients that retry with stale
 credentials (a CI job, a client that sends each layer's request with the same wrong password).
-Other addresses are not affected, nor are requests without credentials (they cost nothing). A
-server behind a reverse proxy sees the proxy's address: every client then shares one count.
-The waits are ``anyio`` sleeps, never blocking the event loop; the clock and the sleep are
-injectable, for tests.
+An IPv6 client is counted by its /64 network, the block one host is usually given, so it
+cannot start afresh by changing the address's last bits. Other addresses are not affected, nor
+are requests without credentials (they cost nothing). A server behind a reverse proxy sees the
+proxy's address: every client then shares one count. The waits are ``anyio`` sleeps, never
+blocking the event loop; the clock and the sleep are injectable, for tests.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +46,20 @@ MAX_DELAY: Final = 8.0
 FORGET_AFTER: Final = 900.0
 #: Most addresses remembered at once.
 MAX_ADDRESSES: Final = 10_000
+
+
+def client_key(address: str) -> str:
+    """What failures are counted by: an IPv4 address as it is, an IPv6 one by its /64 (an
+    IPv4-mapped one as its IPv4 address); anything else (a Unix socket's name) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(slots=True)
@@ -85,7 +101,7 @@ class LoginThrottle:
 
     def delay(self, address: str) -> float:
         """Seconds the next request with credentials from ``address`` waits (0: none)."""
-        entry = self._entry(address)
+        entry = self._entry(client_key(address))
         if entry is None or entry.failures < self.free_failures:
             return 0.0
         doublings = min(entry.failures - self.free_failures, 32)
@@ -95,7 +111,7 @@ class LoginThrottle:
     async def turn(self, address: str) -> AsyncIterator[None]:
         """Around checking a request's credentials: nothing for an address that is not slowed
         down; else the address's turn (one request at a time) and its delay."""
-        entry = self._entry(address)
+        entry = self._entry(client_key(address))
         if entry is None or entry.failures < self.free_failures:
             yield
             return
@@ -107,6 +123,7 @@ class LoginThrottle:
 
     def failed(self, address: str) -> None:
         """A login from ``address`` failed."""
+        address = client_key(address)
         now = self._clock()
         entry = self._entry(address)
         if entry is None:
@@ -120,7 +137,7 @@ class LoginThrottle:
 
     def succeeded(self, address: str) -> None:
         """A login from ``address`` succeeded: its failures are forgotten."""
-        self._addresses.pop(address, None)
+        self._addresses.pop(client_key(address), None)
 
     def _entry(self, address: str) -> _Address | None:
         entry = self._addresses.get(address)
@@ -145,4 +162,5 @@ __all__ = [
     "MAX_ADDRESSES",
     "MAX_DELAY",
     "LoginThrottle",
+    "client_key",
 ]
