@@ -229,7 +229,9 @@ class Controller:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def authorized(self, authorization: str | None, access: Sequence[Access]) -> User:
+    async def authorized(
+        self, authorization: str | None, access: Sequence[Access], *, host: str = ""
+    ) -> User:
         self.calls += 1
         for user, password in PASSWORDS.items():
             if authorization == basic(user, password):
@@ -338,7 +340,9 @@ def test_a_user_name_cannot_forge_a_log_field(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Odd(Controller):
-        async def authorized(self, authorization: str | None, access: Sequence[Access]) -> User:
+        async def authorized(
+            self, authorization: str | None, access: Sequence[Access], *, host: str = ""
+        ) -> User:
             return User('eve status=200 "x"')
 
     app = create_app(Registry.filesystem(tmp_path), secret=b"s", access_controller=Odd())

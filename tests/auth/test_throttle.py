@@ -180,7 +180,9 @@ BAD = "Basic " + base64.b64encode(b"alice:wrong").decode()
 
 
 class Controller:
-    async def authorized(self, authorization: str | None, access: Sequence[Access]) -> User:
+    async def authorized(
+        self, authorization: str | None, access: Sequence[Access], *, host: str = ""
+    ) -> User:
         if authorization == GOOD:
             return User("alice")
         raise AuthChallenge("no", access, {"WWW-Authenticate": 'Basic realm="r"'})
@@ -203,8 +205,10 @@ def test_the_gate_slows_failed_logins_per_address(tmp_path: Path) -> None:
     # Another address is served at once, and not counted against the attacker's.
     assert other.get("/v2/", headers={"Authorization": GOOD}).status_code == 200
     assert time.slept == [1.0, 2.0]
-    # Requests without credentials are not logins: neither slowed nor counted.
+    # Requests without credentials are not logins, and a bearer token cannot be guessed:
+    # neither is slowed nor counted.
     assert attacker.get("/v2/").status_code == 401
+    assert attacker.get("/v2/", headers={"Authorization": "Bearer a.b.c"}).status_code == 401
     assert time.slept == [1.0, 2.0]
     assert limiter.delay("192.0.2.1") == 4.0
     # The right password from the attacker's address waits its turn, then resets the count.

@@ -3,8 +3,10 @@
 A remembered successful check (:mod:`distblob.auth.htpasswd`) makes right passwords cheap; a
 wrong one always costs a full bcrypt, but a client with many connections could still try
 several per second per core. So the server counts the failed logins of each client address
-(a request with credentials the access controller refused), and once an address has had
-:data:`FREE_FAILURES` of them, its requests with credentials are slowed down:
+(a request with ``Basic`` credentials, a user and a password, that the access controller
+refused; a bearer token cannot be guessed, and one refused for its scope is no failed login),
+and once an address has had :data:`FREE_FAILURES` of them, its requests with ``Basic``
+credentials are slowed down:
 
 - they pass one at a time (concurrent connections from that address do not help it), each
   after a delay of :data:`FIRST_DELAY` seconds that doubles with each further failure up to

@@ -125,10 +125,11 @@ async def gate(
     throttle: LoginThrottle | None = None,
 ) -> Response | None:
     """The refusal of a request ``controller`` does not authorize, or ``None`` when it may go
-    on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
-    decide (its htpasswd file unreadable), both as distribution answers; with a ``policy``,
-    403 DENIED for a user it does not grant the access. A failed login is logged with the
-    client's address, never with the credentials it tried, and counted by ``throttle``."""
+        on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
+        decide (its htpasswd file unreadable), both as distribution answers; with a ``policy``,
+        403 DENIED for a user it does not grant the access. A failed login is logged with the
+        client's address, never with the credentials it tried; one with a password (``Basic``) is
+    counted by ``throttle``."""
     if target is Target.OPEN or (controller is None and policy is None):
         return None
     records = required_access(target, request)
@@ -144,7 +145,9 @@ async def gate(
     assert controller is not None
     client = request.client
     address = client.host if client else "-"
-    slowing = throttle if authorization is not None else None
+    # Only passwords can be guessed: a bearer token's signature cannot, and a token refused for
+    # its scope is no failed login (the client asks the token server for another).
+    slowing = throttle if _basic(authorization) else None
     turn = slowing.turn(address) if slowing is not None else contextlib.nullcontext()
     try:
         async with turn:
@@ -169,6 +172,11 @@ async def gate(
     if policy is not None and not policy.allows(user.name, records):
         return _denied(records, request)
     return None
+
+
+def _basic(authorization: str | None) -> bool:
+    """Whether ``authorization`` is of the ``Basic`` scheme (a user and a password)."""
+    return authorization is not None and authorization[:6].lower() == "basic "
 
 
 def _denied(records: tuple[Access, ...], request: Request) -> Response:
