@@ -32,6 +32,7 @@ from support.goregistry import (
     skopeo_push,
 )
 from support.server import DistblobServer
+from support.tokenserver import ISSUER, SERVICE, TokenPKI
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -170,6 +171,39 @@ def test_the_policy_holds_in_front_of_a_pull_through_cache(htpasswd: Path, tmp_p
             assert status == 403 and body["errors"][0]["code"] == "DENIED"
             status, _, body = ask(client, "GET", f"/v2/team/app/blobs/{DIGEST}", basic("ci"))
             assert (status, body) == (200, BLOB)
+
+
+def test_the_policy_over_auth_token(tmp_path: Path) -> None:
+    """Any controller: with ``auth.token`` the policy judges the token's subject, on top of what
+    the token grants, and anonymous pulls need no token."""
+    pki = TokenPKI.create(tmp_path / "pki")
+    token = {
+        "realm": "https://auth.example.com/token",
+        "service": SERVICE,
+        "issuer": ISSUER,
+        "rootcertbundle": str(pki.bundle),
+    }
+    push = [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}]
+
+    def bearer(subject: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + pki.issue(push, subject=subject)}
+
+    extra = {"auth": {"token": token}, "access": POLICY}
+    with (
+        DistblobServer(tmp_path / "root", extra_config=extra) as server,
+        server.client() as client,
+    ):
+        started = client.request("POST", "/v2/team/app/blobs/uploads/", headers=bearer("ci"))
+        assert started.status == 202
+        location = client._with_query(started.headers["Location"], digest=DIGEST)
+        assert client.request("PUT", location, headers=bearer("ci"), body=BLOB).status == 201
+        status, _, body = ask(client, "GET", f"/v2/team/app/blobs/{DIGEST}")
+        assert (status, body) == (200, BLOB)
+        # The token grants alice the push; the policy does not.
+        status, headers, body = ask(client, "POST", "/v2/team/app/blobs/uploads/", bearer("alice"))
+        assert status == 403 and body["errors"][0]["code"] == "DENIED"
+        status, headers, _ = ask(client, "POST", "/v2/team/app/blobs/uploads/")
+        assert status == 401 and str(headers.get("WWW-Authenticate")).startswith("Bearer ")
 
 
 def test_serve_refuses_a_policy_naming_users_without_auth(tmp_path: Path) -> None:
