@@ -124,6 +124,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         upload_purging=config.upload_purging,
         proxy=config.proxy,
         access_controller=access_controller,
+        access_policy=config.access,
     )
     host, port = config.host_port
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""

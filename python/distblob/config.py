@@ -39,6 +39,9 @@ only these keys is a valid distblob config::
       # or token: {realm: https://auth.example.com/token, service: registry.example.com,
       #            issuer: auth-server, rootcertbundle: /etc/distblob/token-ca.pem}
       # or silly: {realm: https://auth.example.com/token, service: registry.example.com}
+    access:                                        # distblob's own (distblob.auth.policy)
+      - {users: [anonymous, "*"], repositories: ["**"], actions: [pull]}
+      - {users: [ci], repositories: ["team/*"], actions: [pull, push]}
 
 :func:`parse_config` returns a :class:`Config` shaped like the file (and like distribution's
 configuration struct): each section is a frozen dataclass, each key a field of the same name,
@@ -67,6 +70,8 @@ turns a config into the :class:`~distblob.registry.Registry` ``distblob serve`` 
 ``autoredirectpath``, ``signingalgorithms``) or ``silly`` (:mod:`distblob.auth.silly`).
 :func:`open_access_controller` builds it (reading the htpasswd file, the root certificate bundle
 and the JWKS once, so that the server does not start without them).
+``access`` is distblob's own access policy (:mod:`distblob.auth.policy`); it needs ``auth``
+unless it grants only ``anonymous``.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ from distblob.storage.driver.filesystem import DEFAULT_ROOT_DIRECTORY
 
 if TYPE_CHECKING:
     from distblob.auth import AccessController
+    from distblob.auth.policy import Policy
     from distblob.registry import Registry
     from distblob.storage.cache import BlobDescriptorCache
     from distblob.storage.driver import StorageDriver
@@ -322,6 +328,7 @@ class Config:
     redis: RedisConfig | None = None
     proxy: ProxyConfig | None = None
     auth: AuthConfig | None = None
+    access: Policy | None = None
 
     @property
     def driver(self) -> str:
@@ -710,9 +717,30 @@ def _token_auth(doc: object) -> TokenAuth:
     )
 
 
+def _access(doc: object, auth: AuthConfig | None) -> Policy:
+    """``access``: the policy, checked (:mod:`distblob.auth.policy`); without ``auth`` it may
+    grant ``anonymous`` only, since nobody else could log in."""
+    from distblob.auth.policy import Policy, PolicyError
+
+    try:
+        policy = Policy.parse(doc, "access")
+    except PolicyError as exc:
+        raise ConfigError(exc.key, exc.reason) from None
+    if auth is None and not policy.anonymous_only():
+        index = next(i for i, rule in enumerate(policy.rules) if rule.users != {"anonymous"})
+        raise ConfigError(
+            f"access[{index}].users",
+            "names users, but there is no auth section to log them in: configure auth, "
+            "or grant anonymous only",
+        )
+    return policy
+
+
 def parse_config(doc: object) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes."""
-    top = _section(doc, "", {"version", "storage", "http", "log", "proxy", "redis", "auth"})
+    top = _section(
+        doc, "", {"version", "storage", "http", "log", "proxy", "redis", "auth", "access"}
+    )
     version = top.get("version", "0.1")
     if str(version) != "0.1":
         raise ConfigError("version", f"only version 0.1 is supported, not {version!r}")
@@ -730,8 +758,16 @@ def parse_config(doc: object) -> Config:
     log = _log(top.get("log"))
     proxy = _proxy(top["proxy"]) if top.get("proxy") is not None else None
     auth = _auth(top["auth"]) if top.get("auth") is not None else None
+    access = _access(top["access"], auth) if top.get("access") is not None else None
     return Config(
-        version="0.1", log=log, storage=storage, http=http, redis=redis, proxy=proxy, auth=auth
+        version="0.1",
+        log=log,
+        storage=storage,
+        http=http,
+        redis=redis,
+        proxy=proxy,
+        auth=auth,
+        access=access,
     )
 
 

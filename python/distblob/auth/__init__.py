@@ -16,6 +16,9 @@ loop.
 Implemented: :mod:`~distblob.auth.htpasswd` (``auth.htpasswd``), :mod:`~distblob.auth.token`
 (``auth.token``: bearer tokens from a token server) and :mod:`~distblob.auth.silly`
 (``auth.silly``, for tests).
+Beside the controllers: :mod:`~distblob.auth.policy`, distblob's own access policy over the
+user any controller returns, and :mod:`~distblob.auth.throttle`, failed logins slowed per
+client address.
 """
 
 from __future__ import annotations

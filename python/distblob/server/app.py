@@ -31,6 +31,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from distblob.auth import AccessController
+from distblob.auth.policy import Policy
+from distblob.auth.throttle import LoginThrottle
 from distblob.config import ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
@@ -56,17 +58,23 @@ HANDLERS: Final = (base, catalog, tags, manifests, referrers, uploads, blobs)
 
 
 def _http_error(
-    controller: AccessController | None, targets: Mapping[str, base.Target]
+    context: base.Context, targets: Mapping[str, base.Target]
 ) -> Callable[[Request, Exception], Awaitable[Response]]:
     """The answer to routing misses: an unknown path (404) or a method a route does not take
     (405, once the request is authorized for the route's ``targets[path]``)."""
 
     async def answer(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        if status == 405 and controller is not None:
+        if status == 405 and (context.access_controller or context.policy) is not None:
             route = request.scope.get("route")
             target = targets.get(getattr(route, "path", ""), base.Target.BASE)
-            refused = await base.gate(controller, target, request)
+            refused = await base.gate(
+                context.access_controller,
+                target,
+                request,
+                policy=context.policy,
+                throttle=context.throttle,
+            )
             if refused is not None:
                 return refused
         return _routing_miss(request, exc, status)
@@ -113,6 +121,8 @@ def create_app(
     upload_purging: UploadPurging | None = None,
     proxy: ProxyConfig | ProxyRegistry | None = None,
     access_controller: AccessController | None = None,
+    access_policy: Policy | None = None,
+    login_throttle: LoginThrottle | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -129,7 +139,10 @@ def create_app(
 
     ``access_controller`` (``auth`` in the config: :func:`distblob.config.open_access_controller`)
     authorizes every request before it is served; without it anyone may pull, push and delete,
-    as with a Go registry that has no ``auth`` section.
+    as with a Go registry that has no ``auth`` section. ``access_policy`` (``access``:
+    :mod:`distblob.auth.policy`) says who may do what; failed logins are slowed down by
+    ``login_throttle`` (by default a :class:`~distblob.auth.throttle.LoginThrottle` with its
+    defaults, whenever there is an access controller).
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -144,7 +157,11 @@ def create_app(
         )
     else:
         served = ThreadedRegistry(registry) if proxy is None else proxy
-    context = base.Context(served, secret, max_manifest_size, access_controller)
+    if login_throttle is None and access_controller is not None:
+        login_throttle = LoginThrottle()
+    context = base.Context(
+        served, secret, max_manifest_size, access_controller, access_policy, login_throttle
+    )
     resources = [resource for handler in HANDLERS for resource in handler.resources(context)]
     routes = [
         Route(resource.path, base.dispatcher(resource, context), methods=list(resource.methods))
@@ -161,7 +178,7 @@ def create_app(
         )
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error(access_controller, targets)},
+        exception_handlers={HTTPException: _http_error(context, targets)},
         lifespan=_lifespan(served, purger),
     )
     app.router.redirect_slashes = False

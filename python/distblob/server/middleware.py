@@ -1,5 +1,6 @@
 """ASGI middleware around the whole app: the API version header on every response, one
-access-log line per request, and a refusal of bodies sent with a transfer coding the server
+access-log line per request (with the user the request authenticated as, never its
+credentials), and a refusal of bodies sent with a transfer coding the server
 cannot undo."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Final
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +18,20 @@ from distblob._asgi import ZEROCOPY_SEND
 from distblob.server.errors import API_VERSION_HEADER, APIError, error_response
 
 access_logger = logging.getLogger("distblob.access")
+
+#: Where the server's gate leaves the name of the user a request authenticated as
+#: (:data:`distblob.server.handlers.base.USER_SCOPE_KEY`).
+USER_SCOPE_KEY: Final = "distblob.user"
+
+
+def _logfmt_value(user: object) -> str:
+    """A user name as a logfmt value: ``-`` for none, quoted (JSON) when it has a space, a
+    quote, an ``=`` or anything unprintable, so a name cannot forge a field."""
+    if not isinstance(user, str) or not user:
+        return "-"
+    if user.isprintable() and not any(c in user for c in ' "=\\'):
+        return user
+    return json.dumps(user)
 
 
 def _unsupported_transfer_coding(scope: Scope) -> Response | None:
@@ -84,7 +100,7 @@ class Envelope:
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("-", 0)
                 access_logger.info(
-                    "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s",
+                    "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s user=%s",
                     scope.get("method", "-"),
                     json.dumps(scope.get("path", "")),
                     status,
@@ -92,6 +108,7 @@ class Envelope:
                     ((answered or time.monotonic()) - started) * 1000,
                     client[0],
                     client[1],
+                    _logfmt_value(scope.get(USER_SCOPE_KEY)),
                 )
 
 

@@ -12,12 +12,20 @@ access its resource and method need (:func:`required_access`, the one place that
 distribution's ``appendAccessRecords``). A refused request is 401 UNAUTHORIZED with the
 controller's ``WWW-Authenticate`` challenge, as the Go registry answers it.
 
+With an access policy (``access``, :mod:`distblob.auth.policy`, distblob's own), the gate also
+serves a request without credentials that anonymous is granted, without asking the controller
+(``/v2/`` excepted: clients log in after its challenge), and refuses a user the policy does not
+grant the access with 403 DENIED. Failed logins are slowed down per client address
+(:mod:`distblob.auth.throttle`). The user a request authenticated as is left in the ASGI scope
+(:data:`~distblob.server.middleware.USER_SCOPE_KEY`) for the access log.
+
 Handlers see the registry only through :class:`~distblob.interfaces.AsyncRegistry`: the same
 code serves the storage registry and the pull-through cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,9 +39,12 @@ from starlette.responses import RedirectResponse, Response
 from distblob._asgi import CLIENT_CLOSED, unless_disconnected
 from distblob._numbers import is_ascii_digits
 from distblob.auth import CATALOG_ACCESS, Access, AccessController, repository_access
+from distblob.auth.policy import Policy, is_anonymous
+from distblob.auth.throttle import LoginThrottle
 from distblob.errors import AuthChallenge, AuthUnavailableError, UnsupportedError
 from distblob.interfaces import AsyncRegistry, AsyncRepository
 from distblob.server.errors import APIError, error_response
+from distblob.server.middleware import USER_SCOPE_KEY
 from distblob.server.responses import empty, json_response
 
 T = TypeVar("T")
@@ -45,13 +56,16 @@ logger = logging.getLogger("distblob.auth")
 @dataclass(frozen=True, slots=True)
 class Context:
     """What the handlers are bound to: the registry served, the secret that signs upload
-    locations (``http.secret``), the largest manifest a PUT may send, and the access controller
-    that gates every request (``None``: none, as without ``auth`` in distribution)."""
+    locations (``http.secret``), the largest manifest a PUT may send, the access controller
+    that gates every request (``None``: none, as without ``auth`` in distribution), the access
+    policy (``access``) and the slowing of failed logins."""
 
     registry: AsyncRegistry
     secret: bytes | str
     max_manifest_size: int
     access_controller: AccessController | None = None
+    policy: Policy | None = None
+    throttle: LoginThrottle | None = None
 
     def repository(self, request: Request) -> AsyncRepository:
         """The repository the request's path names (``NAME_INVALID`` unless valid)."""
@@ -103,31 +117,77 @@ def required_access(target: Target, request: Request) -> tuple[Access, ...]:
 
 
 async def gate(
-    controller: AccessController | None, target: Target, request: Request
+    controller: AccessController | None,
+    target: Target,
+    request: Request,
+    *,
+    policy: Policy | None = None,
+    throttle: LoginThrottle | None = None,
 ) -> Response | None:
     """The refusal of a request ``controller`` does not authorize, or ``None`` when it may go
-    on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
-    decide (its htpasswd file unreadable), both as distribution answers. A failed login is
-    logged with the client's address, never with the credentials it tried."""
-    if controller is None or target is Target.OPEN:
+        on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
+        decide (its htpasswd file unreadable), both as distribution answers; with a ``policy``,
+        403 DENIED for a user it does not grant the access. A failed login is logged with the
+        client's address, never with the credentials it tried; one with a password (``Basic``) is
+    counted by ``throttle``."""
+    if target is Target.OPEN or (controller is None and policy is None):
         return None
+    records = required_access(target, request)
     authorization = request.headers.get("authorization")
+    if policy is not None and (controller is None or is_anonymous(authorization)):
+        # Empty Basic credentials are what containers/image sends when it has none.
+        authorization = None
+        if controller is None or target is not Target.BASE:
+            if policy.allows(None, records):
+                return None
+            if controller is None:  # nobody can log in: no challenge would help
+                return _denied(records, request)
+    assert controller is not None
+    client = request.client
+    address = client.host if client else "-"
+    # Only passwords can be guessed: a bearer token's signature cannot, and a token refused for
+    # its scope is no failed login (the client asks the token server for another).
+    slowing = throttle if _basic(authorization) else None
+    turn = slowing.turn(address) if slowing is not None else contextlib.nullcontext()
     try:
-        await controller.authorized(
-            authorization, required_access(target, request), host=request.headers.get("host", "")
-        )
+        async with turn:
+            user = await controller.authorized(
+                authorization, records, host=request.headers.get("host", "")
+            )
     except AuthChallenge as challenge:
         if authorization is not None:
-            client = request.client
             logger.warning(
                 "authentication failed: %s (client %s)",
                 challenge.reason,
                 f"{client.host}:{client.port}" if client else "-",
             )
+            if slowing is not None:
+                slowing.failed(address)
         return error_response(challenge, head=request.method == "HEAD")
     except AuthUnavailableError:
         return empty(400)
+    if slowing is not None:
+        slowing.succeeded(address)
+    request.scope[USER_SCOPE_KEY] = user.name
+    if policy is not None and not policy.allows(user.name, records):
+        return _denied(records, request)
     return None
+
+
+def _basic(authorization: str | None) -> bool:
+    """Whether ``authorization`` is of the ``Basic`` scheme (a user and a password)."""
+    return authorization is not None and authorization[:6].lower() == "basic "
+
+
+def _denied(records: tuple[Access, ...], request: Request) -> Response:
+    """403 DENIED, the access records refused in its detail (as distribution's token
+    controller words it)."""
+    error = APIError(
+        "DENIED",
+        "requested access to the resource is denied",
+        detail=[record.detail() for record in records],
+    )
+    return error_response(error, head=request.method == "HEAD")
 
 
 def dispatcher(resource: Resource, context: Context) -> Handler:
@@ -139,13 +199,19 @@ def dispatcher(resource: Resource, context: Context) -> Handler:
     if "GET" in methods:
         methods.setdefault("HEAD", methods["GET"])
     read_only = context.registry.read_only
-    controller = context.access_controller if resource.target is not Target.OPEN else None
+    controller = context.access_controller
+    gated = resource.target is not Target.OPEN and (
+        controller is not None or context.policy is not None
+    )
+    policy, throttle = context.policy, context.throttle
 
     async def endpoint(request: Request) -> Response:
         handler = methods[request.method]  # the router routes only the methods declared
         try:
-            if controller is not None:
-                refused = await gate(controller, resource.target, request)
+            if gated:
+                refused = await gate(
+                    controller, resource.target, request, policy=policy, throttle=throttle
+                )
                 if refused is not None:
                     return refused
             if read_only and request.method in WRITES:
