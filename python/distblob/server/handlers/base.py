@@ -125,11 +125,11 @@ async def gate(
     throttle: LoginThrottle | None = None,
 ) -> Response | None:
     """The refusal of a request ``controller`` does not authorize, or ``None`` when it may go
-        on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
-        decide (its htpasswd file unreadable), both as distribution answers; with a ``policy``,
-        403 DENIED for a user it does not grant the access. A failed login is logged with the
-        client's address, never with the credentials it tried; one with a password (``Basic``) is
-    counted by ``throttle``."""
+    on: 401 UNAUTHORIZED with the challenge, or 400 without a body while the controller cannot
+    decide (its htpasswd file unreadable), both as distribution answers; with a ``policy``, 403
+    DENIED for a user it does not grant the access. A failed login is logged with the client's
+    address, never with the credentials it tried; one with a password (``Basic``) is counted by
+    ``throttle``."""
     if target is Target.OPEN or (controller is None and policy is None):
         return None
     records = required_access(target, request)
