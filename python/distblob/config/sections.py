@@ -1,0 +1,225 @@
+"""The sections of the config but ``auth`` and ``access``: each a function from the YAML
+mapping to its dataclass (:mod:`distblob.config.tree`), checking every key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from distblob.config.tree import (
+    HTTP,
+    TLS,
+    Cache,
+    Delete,
+    Log,
+    Maintenance,
+    ProxyConfig,
+    Redirect,
+    RedisConfig,
+    RedisPool,
+    Storage,
+    UploadPurging,
+)
+from distblob.config.values import (
+    BLOB_DESCRIPTOR_CACHES,
+    DEFAULT_ADDR,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_DRIVER,
+    DEFAULT_MINIMUM_TLS,
+    LOG_LEVELS,
+    STORAGE_KEYS,
+    TLS_VERSIONS,
+    ConfigError,
+    checked_section,
+    get_bool,
+    get_duration,
+    get_int,
+    get_str,
+    get_str_list,
+    parse_addr,
+    parse_duration,
+)
+from distblob.errors import DriverParameterError
+from distblob.storage.cache import DEFAULT_DIAL_TIMEOUT as DEFAULT_REDIS_DIAL_TIMEOUT
+from distblob.storage.cache import DEFAULT_TIMEOUT as DEFAULT_REDIS_TIMEOUT
+from distblob.storage.driver import factory
+
+
+def _driver_parameters(driver: str, doc: object) -> dict[str, Any]:
+    """``storage.<driver>``, checked by the driver itself (its errors name the parameter)."""
+    key = f"storage.{driver}"
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(key, f"expected a mapping, not {type(doc).__name__}")
+    for name in doc:
+        if not isinstance(name, str):
+            raise ConfigError(f"{key}.{name}", "unknown key")
+    parameters = dict(doc)
+    try:
+        factory.check(driver, parameters)
+    except DriverParameterError as exc:
+        raise ConfigError(f"{key}.{exc.key}" if exc.key else key, exc.reason) from None
+    return parameters
+
+
+def parse_storage(doc: object) -> Storage:
+    drivers = factory.names()
+    storage = checked_section(doc, "storage", {*drivers, *STORAGE_KEYS})
+    named = [name for name in drivers if name in storage]
+    if len(named) > 1:
+        raise ConfigError("storage", f"one storage driver only, not {' and '.join(named)}")
+    driver = named[0] if named else DEFAULT_DRIVER
+    parameters = _driver_parameters(driver, storage.get(driver))
+    redirect = checked_section(storage.get("redirect"), "storage.redirect", {"disable"})
+    cache = checked_section(storage.get("cache"), "storage.cache", {"blobdescriptor"})
+    blobdescriptor = cache.get("blobdescriptor", "inmemory")
+    if blobdescriptor not in BLOB_DESCRIPTOR_CACHES:
+        raise ConfigError(
+            "storage.cache.blobdescriptor", f"expected inmemory or redis, not {blobdescriptor!r}"
+        )
+    delete = checked_section(storage.get("delete"), "storage.delete", {"enabled"})
+    maintenance = checked_section(
+        storage.get("maintenance"), "storage.maintenance", {"uploadpurging"}
+    )
+    key = "storage.maintenance.uploadpurging"
+    purging = checked_section(
+        maintenance.get("uploadpurging"), key, {"enabled", "age", "interval", "dryrun"}
+    )
+    return Storage(
+        driver=driver,
+        parameters=parameters,
+        delete=Delete(enabled=get_bool(delete, "enabled", "storage.delete", False)),
+        redirect=Redirect(disable=get_bool(redirect, "disable", "storage.redirect", False)),
+        cache=Cache(blobdescriptor=str(blobdescriptor)),
+        maintenance=Maintenance(
+            uploadpurging=UploadPurging(
+                enabled=get_bool(purging, "enabled", key, True),
+                age=parse_duration(purging.get("age", "168h"), f"{key}.age"),
+                interval=parse_duration(purging.get("interval", "24h"), f"{key}.interval"),
+                dryrun=get_bool(purging, "dryrun", key, False),
+            )
+        ),
+    )
+
+
+def parse_redis(doc: object) -> RedisConfig:
+    raw = checked_section(
+        doc,
+        "redis",
+        {"addr", "password", "db", "dialtimeout", "readtimeout", "writetimeout", "pool"},
+    )
+    addr = get_str(raw, "addr", "redis")
+    if addr is None:
+        raise ConfigError("redis.addr", "required: the Redis server's host:port")
+    parse_addr(addr, "redis.addr")
+    pool = checked_section(raw.get("pool"), "redis.pool", {"maxidle", "maxactive", "idletimeout"})
+    return RedisConfig(
+        addr=addr,
+        password=get_str(raw, "password", "redis"),
+        db=get_int(raw, "db", "redis", 0),
+        dialtimeout=get_duration(raw, "dialtimeout", "redis", DEFAULT_REDIS_DIAL_TIMEOUT),
+        readtimeout=get_duration(raw, "readtimeout", "redis", DEFAULT_REDIS_TIMEOUT),
+        writetimeout=get_duration(raw, "writetimeout", "redis", DEFAULT_REDIS_TIMEOUT),
+        pool=RedisPool(
+            maxidle=get_int(pool, "maxidle", "redis.pool", 0),
+            maxactive=get_int(pool, "maxactive", "redis.pool", 0),
+            idletimeout=parse_duration(pool.get("idletimeout", 0), "redis.pool.idletimeout"),
+        ),
+    )
+
+
+def parse_tls(doc: object) -> TLS | None:
+    """``http.tls``; ``None`` when the section is absent or empty (plain HTTP, as in
+    distribution). The files and cipher suite names are checked by building the server's TLS
+    context once (:func:`distblob.server.tls.server_context`), so a wrong path, a key that does
+    not match its certificate or a suite OpenSSL cannot offer stops the server here."""
+    key = "http.tls"
+    raw = checked_section(
+        doc, key, {"certificate", "key", "clientcas", "minimumtls", "ciphersuites", "letsencrypt"}
+    )
+    letsencrypt = raw.get("letsencrypt")
+    if letsencrypt is not None and letsencrypt != {}:
+        raise ConfigError(
+            f"{key}.letsencrypt",
+            "not supported: distblob does not run an ACME client; get the certificate with "
+            "one (certbot, lego, cert-manager, ...) and give http.tls.certificate and "
+            "http.tls.key",
+        )
+    given = {name for name, value in raw.items() if value is not None and name != "letsencrypt"}
+    if not given:
+        return None
+    certificate = get_str(raw, "certificate", key)
+    if certificate is None:
+        raise ConfigError(f"{key}.certificate", "required with http.tls: a PEM certificate file")
+    private_key = get_str(raw, "key", key)
+    if private_key is None:
+        raise ConfigError(f"{key}.key", "required with http.tls: the certificate's PEM key file")
+    minimum = raw.get("minimumtls")
+    if minimum is None:
+        minimum = DEFAULT_MINIMUM_TLS
+    if minimum in ("tls1.0", "tls1.1"):
+        raise ConfigError(
+            f"{key}.minimumtls",
+            f"{minimum} is not offered: TLS 1.0 and 1.1 are deprecated (RFC 8996); "
+            "use tls1.2 or tls1.3",
+        )
+    if minimum not in TLS_VERSIONS:
+        raise ConfigError(
+            f"{key}.minimumtls", f"expected one of {', '.join(TLS_VERSIONS)}, not {minimum!r}"
+        )
+    tls = TLS(
+        certificate=certificate,
+        key=private_key,
+        clientcas=get_str_list(raw, "clientcas", key),
+        minimumtls=str(minimum),
+        ciphersuites=get_str_list(raw, "ciphersuites", key),
+    )
+    from distblob.server.tls import server_context
+
+    server_context(tls)  # raises ConfigError naming the key at fault
+    return tls
+
+
+def parse_http(doc: object) -> HTTP:
+    http = checked_section(doc, "http", {"addr", "secret", "draintimeout", "tls"})
+    addr = get_str(http, "addr", "http") or DEFAULT_ADDR
+    parse_addr(addr)
+    return HTTP(
+        addr=addr,
+        secret=get_str(http, "secret", "http"),
+        draintimeout=get_duration(http, "draintimeout", "http", DEFAULT_DRAIN_TIMEOUT),
+        tls=parse_tls(http.get("tls")),
+    )
+
+
+def parse_log(doc: object) -> Log:
+    log = checked_section(doc, "log", {"level"})
+    level = log.get("level", "info")
+    if level not in LOG_LEVELS:
+        raise ConfigError("log.level", f"expected one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    return Log(level=str(level))
+
+
+def parse_proxy(doc: object) -> ProxyConfig:
+    raw = checked_section(doc, "proxy", {"remoteurl", "username", "password", "ttl"})
+    remote = get_str(raw, "remoteurl", "proxy")
+    if remote is None or not remote.startswith(("http://", "https://")):
+        raise ConfigError("proxy.remoteurl", "required: the upstream's parse_http(s) URL")
+    return ProxyConfig(
+        remoteurl=remote,
+        username=get_str(raw, "username", "proxy"),
+        password=get_str(raw, "password", "proxy"),
+        # An empty ``ttl:`` is distribution's default, as an absent one.
+        ttl=get_duration(raw, "ttl", "proxy", 168 * 3600.0),
+    )
+
+
+__all__ = [
+    "parse_http",
+    "parse_log",
+    "parse_proxy",
+    "parse_redis",
+    "parse_storage",
+    "parse_tls",
+]
