@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,18 @@ def _caches(
     ]
 
 
+@contextmanager
+def _log_on_failure(name: str, cache: Any, upstream: Any) -> Iterator[None]:
+    """A failed request names its cause: the logs of the cache and its upstream, printed."""
+    try:
+        yield
+    except Exception:
+        for label, server in ((name, cache), ("upstream", upstream)):
+            print(f"--- {label} log (last 60 lines):", file=sys.stderr)
+            print("\n".join(server.log_text().splitlines()[-60:]), file=sys.stderr)
+        raise
+
+
 def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
     if not REGISTRY_BIN.exists():
         print(f"({REGISTRY_BIN} not found: the proxy scenarios are skipped)")
@@ -135,7 +148,7 @@ def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
             for number in range(rounds):
                 for name, make in _caches(upstream.url):
                     cache_root = root / f"{name.split()[0]}-{number}"
-                    with make(cache_root) as cache:
+                    with make(cache_root) as cache, _log_on_failure(name, cache, upstream):
                         start = time.perf_counter()
                         watch = CommitWatch(cache_root, digest, size, start)
                         _get(cache.port, size, digest)
