@@ -118,6 +118,27 @@ def _caches(
     ]
 
 
+def _round(
+    name: str,
+    make: Callable[[Path], AbstractContextManager[Any]],
+    cache_root: Path,
+    upstream: GoRegistry,
+    digest: str,
+    size: int,
+) -> dict[str, float]:
+    """One cache's cold GET, its commit and a warm GET, in seconds."""
+    with make(cache_root) as cache, _log_on_failure(name, cache, upstream):
+        start = time.perf_counter()
+        watch = CommitWatch(cache_root, digest, size, start)
+        _get(cache.port, size, digest)
+        cold = time.perf_counter() - start
+        committed = watch.wait(300)
+        start = time.perf_counter()
+        _get(cache.port, size, digest)
+        warm = time.perf_counter() - start
+    return {"cold": cold, "warm": warm, "commit": committed}
+
+
 @contextmanager
 def _log_on_failure(name: str, cache: Any, upstream: Any) -> Iterator[None]:
     """A failed request names its cause: the logs of the cache and its upstream, printed."""
@@ -147,18 +168,20 @@ def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
             _get(upstream.port, size, digest)  # the upstream's copy into the page cache
             for number in range(rounds):
                 for name, make in _caches(upstream.url):
-                    cache_root = root / f"{name.split()[0]}-{number}"
-                    with make(cache_root) as cache, _log_on_failure(name, cache, upstream):
-                        start = time.perf_counter()
-                        watch = CommitWatch(cache_root, digest, size, start)
-                        _get(cache.port, size, digest)
-                        cold = time.perf_counter() - start
-                        committed = watch.wait(300)
-                        start = time.perf_counter()
-                        _get(cache.port, size, digest)
-                        warm = time.perf_counter() - start
-                    shutil.rmtree(cache_root, ignore_errors=True)
-                    for key, seconds in (("cold", cold), ("warm", warm), ("commit", committed)):
+                    for attempt in range(2 if name == GO else 1):
+                        cache_root = root / f"{name.split()[0]}-{number}-{attempt}"
+                        try:
+                            times = _round(name, make, cache_root, upstream, digest, size)
+                            break
+                        except RuntimeError as exc:
+                            # The Go registry's cache once answered a cold GET 500 UNKNOWN on
+                            # a loaded machine (a CI run): that round is run again, and said.
+                            print(f"({name}: {exc}; the round is run again)", file=sys.stderr)
+                        finally:
+                            shutil.rmtree(cache_root, ignore_errors=True)
+                    else:
+                        raise RuntimeError(f"{name}: the round failed twice")
+                    for key, seconds in times.items():
                         best[name, key] = min(best.get((name, key), float("inf")), seconds)
     mib = size >> 20
     results: list[Result] = []
