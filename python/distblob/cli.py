@@ -77,6 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         open_access_controller,
         parse_addr,
     )
+    from distblob.logs import configure as configure_logging
     from distblob.server import create_app
     from distblob.server.direct import DirectProtocol
     from distblob.server.tls import describe, server_context, tls_protocol
@@ -95,14 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"distblob serve: {exc}", file=sys.stderr)
         return 2
-    level = {"panic": "CRITICAL", "fatal": "CRITICAL", "warn": "WARNING", "trace": "DEBUG"}.get(
-        config.log_level, config.log_level.upper()
-    )
-    logging.basicConfig(
-        level=level,
-        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log)  # log.level, formatter, fields, accesslog (distblob.logs)
     log = logging.getLogger("distblob.serve")
     try:
         # After the logging setup: reading the htpasswd file may warn about its entries.
@@ -125,8 +119,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         proxy=config.proxy,
         access_controller=access_controller,
         access_policy=config.access,
+        http=config.http,
     )
-    host, port = config.host_port
+    unix = config.http.net == "unix"
+    host, port = ("", 0) if unix else config.host_port
+    listening = f"unix:{config.addr}" if unix else f"{host}:{port}"
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""
     protocol: type[asyncio.Protocol] = DirectProtocol  # httptools, plus large bodies direct
     scheme = ""
@@ -136,13 +133,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         scheme = f" https {describe(config.tls)}"
         logging.getLogger("uvicorn.error").addFilter(_https_banner)
     log.info(
-        "serving %s %s cache=%s auth=%s addr=%s:%d%s",
+        "serving %s %s cache=%s auth=%s addr=%s%s",
         registry.driver.name,
         where or repr(registry.driver),
         config.blob_descriptor_cache,
         config.auth.controller if config.auth else "none",
-        host,
-        port,
+        listening,
         scheme,
     )
     try:
@@ -150,6 +146,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             app,
             host=host,
             port=port,
+            uds=config.addr if unix else None,  # http.net: unix
             http=protocol,
             loop="uvloop",
             log_config=None,  # keep the logging set up above

@@ -724,7 +724,7 @@ def test_config_defaults_and_values() -> None:
         ({"http": {"tls": {"key": "server.key"}}}, "http.tls.certificate"),
         ({"http": {"tls": {"letsencrypt": {"email": "a@b"}}}}, "http.tls.letsencrypt"),
         ({"log": {"level": "loud"}}, "log.level"),
-        ({"log": {"formatter": "json"}}, "log.formatter"),
+        ({"log": {"formatter": "xml"}}, "log.formatter"),
         ({"proxy": {"username": "u"}}, "proxy.remoteurl"),
         ({"proxy": {"remoteurl": "https://x", "ttl": 5}}, "proxy.ttl"),
         ({"auth": {}}, "auth"),

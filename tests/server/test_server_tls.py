@@ -355,7 +355,7 @@ def test_a_tls_handshake_to_a_plain_server_is_answered_as_go_does_and_logged_onc
         log = server.log_text()
     assert "Invalid HTTP request" not in log
     probes = [line for line in log.splitlines() if "TLS handshake from" in line]
-    assert len(probes) == 1 and "level=DEBUG" in probes[0], probes
+    assert len(probes) == 1 and "level=debug" in probes[0], probes
 
 
 # -- stopping --------------------------------------------------------------------------------------

@@ -6,6 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from distblob.config.httplog import (
+    HTTP_KEYS,
+    LOG_KEYS,
+    parse_accesslog,
+    parse_fields,
+    parse_formatter,
+    parse_headers,
+    parse_host,
+    parse_net,
+    parse_prefix,
+    parse_relativeurls,
+)
 from distblob.config.tree import (
     HTTP,
     TLS,
@@ -182,23 +194,32 @@ def parse_tls(doc: object) -> TLS | None:
 
 
 def parse_http(doc: object) -> HTTP:
-    http = checked_section(doc, "http", {"addr", "secret", "draintimeout", "tls"})
+    http = checked_section(doc, "http", {"addr", "secret", "draintimeout", "tls", *HTTP_KEYS})
     addr = get_str(http, "addr", "http") or DEFAULT_ADDR
-    parse_addr(addr)
     return HTTP(
         addr=addr,
         secret=get_str(http, "secret", "http"),
         draintimeout=get_duration(http, "draintimeout", "http", DEFAULT_DRAIN_TIMEOUT),
         tls=parse_tls(http.get("tls")),
+        net=parse_net(http, addr),
+        prefix=parse_prefix(http),
+        host=parse_host(http),
+        relativeurls=parse_relativeurls(http),
+        headers=parse_headers(http),
     )
 
 
 def parse_log(doc: object) -> Log:
-    log = checked_section(doc, "log", {"level"})
+    log = checked_section(doc, "log", {"level", *LOG_KEYS})
     level = log.get("level", "info")
     if level not in LOG_LEVELS:
         raise ConfigError("log.level", f"expected one of {', '.join(LOG_LEVELS)}, not {level!r}")
-    return Log(level=str(level))
+    return Log(
+        level=str(level),
+        formatter=parse_formatter(log),
+        fields=parse_fields(log),
+        accesslog=parse_accesslog(log),
+    )
 
 
 def parse_proxy(doc: object) -> ProxyConfig:

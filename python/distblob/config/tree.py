@@ -23,10 +23,21 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLog:
+    """``log.accesslog``: ``disabled`` drops the line per request (printed at any level)."""
+
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
-    """``log``."""
+    """``log``: ``formatter`` is ``text``, ``json`` or ``logstash`` (:mod:`distblob.logs`);
+    ``fields`` are added to every line."""
 
     level: str = "info"
+    formatter: str = "text"
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    accesslog: AccessLog = field(default_factory=AccessLog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +113,21 @@ class TLS:
 class HTTP:
     """``http``. ``draintimeout``: seconds a stopping server waits for open requests before it
     cancels them (0: at once); then cold fetches are stopped and their uploads removed.
-    ``tls``: HTTPS, or ``None`` for plain HTTP."""
+    ``tls``: HTTPS, or ``None`` for plain HTTP. ``net`` is ``tcp`` or ``unix`` (``addr`` is
+    then the socket's path). ``prefix``: the API's path prefix, without its trailing slash;
+    ``host``: the ``scheme://host[/path]`` of absolute ``Location`` URLs; ``relativeurls``
+    ``None`` when not given (distblob's relative Locations). ``headers``: added to every
+    response of the API (:mod:`distblob.server.frontdoor`)."""
 
     addr: str = DEFAULT_ADDR
     secret: str | None = field(default=None, repr=False)
     draintimeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: TLS | None = None
+    net: str = "tcp"
+    prefix: str = ""
+    host: str | None = None
+    relativeurls: bool | None = None
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +280,8 @@ class Config:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        """``http.addr`` as the host and port to listen on (:func:`parse_addr`)."""
+        """``http.addr`` as the host and port to listen on (:func:`parse_addr`); not for
+        ``http.net: unix``, whose ``addr`` is a path."""
         return parse_addr(self.http.addr)
 
     @property
@@ -287,6 +308,7 @@ class Config:
 __all__ = [
     "HTTP",
     "TLS",
+    "AccessLog",
     "AuthConfig",
     "Cache",
     "Config",

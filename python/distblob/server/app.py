@@ -33,11 +33,12 @@ from starlette.types import ASGIApp
 from distblob.auth import AccessController
 from distblob.auth.policy import Policy
 from distblob.auth.throttle import LoginThrottle
-from distblob.config import ProxyConfig, UploadPurging
+from distblob.config import HTTP, ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
 from distblob.registry import Registry
 from distblob.server.errors import APIError, error_body, error_response
+from distblob.server.frontdoor import FrontDoor, URLs
 from distblob.server.handlers import (
     base,
     blobs,
@@ -123,6 +124,7 @@ def create_app(
     access_controller: AccessController | None = None,
     access_policy: Policy | None = None,
     login_throttle: LoginThrottle | None = None,
+    http: HTTP | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -143,6 +145,9 @@ def create_app(
     :mod:`distblob.auth.policy`) says who may do what; failed logins are slowed down by
     ``login_throttle`` (by default a :class:`~distblob.auth.throttle.LoginThrottle` with its
     defaults, whenever there is an access controller).
+
+    ``http`` (the config's section) gives the front door's settings
+    (:mod:`distblob.server.frontdoor`): ``prefix``, ``host``, ``relativeurls`` and ``headers``.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -182,7 +187,9 @@ def create_app(
         lifespan=_lifespan(served, purger),
     )
     app.router.redirect_slashes = False
-    return Envelope(app, access_log=access_log)
+    http = http or HTTP()
+    urls = URLs(prefix=http.prefix, host=http.host, relative=http.relativeurls is not False)
+    return Envelope(FrontDoor(app, urls=urls, headers=http.headers), access_log=access_log)
 
 
 __all__ = ["CHUNK", "HANDLERS", "MAX_MANIFEST_SIZE", "Envelope", "PlanResponse", "create_app"]

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from distblob._asgi import ZEROCOPY_SEND
+from distblob.logs import ACCESS_FIELDS
 from distblob.server.errors import API_VERSION_HEADER, APIError, error_response
 
 access_logger = logging.getLogger("distblob.access")
@@ -65,11 +66,15 @@ class Envelope:
         status = 0
         sent = 0
         name, value = API_VERSION_HEADER
+        method, path = scope.get("method", "-"), scope.get("path", "")  # as the client sent them
+        # distribution answers ``/`` (liveness) before its app, which adds the version header.
+        versioned = path != "/"
 
         async def send_with_header(message: Message) -> None:
             nonlocal status, sent, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+            if message["type"] == "http.response.start" and versioned:
                 headers = [*message.get("headers", []), (name.lower().encode(), value.encode())]
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
@@ -93,22 +98,34 @@ class Envelope:
             status = status or 503
             logging.getLogger("distblob.serve").warning(
                 "request cancelled as the server stops: %s %s",
-                scope.get("method", "-"),
-                json.dumps(scope.get("path", "")),
+                method,
+                json.dumps(path),
             )
         finally:
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("-", 0)
+                duration = round(((answered or time.monotonic()) - started) * 1000, 1)
+                user = scope.get(USER_SCOPE_KEY)
+                fields = {
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "bytes": sent,
+                    "duration_ms": duration,
+                    "client": f"{client[0]}:{client[1]}",
+                    "user": user if isinstance(user, str) and user else "-",
+                }
                 access_logger.info(
                     "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s user=%s",
-                    scope.get("method", "-"),
-                    json.dumps(scope.get("path", "")),
+                    method,
+                    json.dumps(path),
                     status,
                     sent,
-                    ((answered or time.monotonic()) - started) * 1000,
+                    duration,
                     client[0],
                     client[1],
-                    _logfmt_value(scope.get(USER_SCOPE_KEY)),
+                    _logfmt_value(user),
+                    extra={ACCESS_FIELDS: fields},  # for log.formatter (distblob.logs)
                 )
 
 

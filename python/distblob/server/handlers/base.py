@@ -44,6 +44,7 @@ from distblob.auth.throttle import LoginThrottle
 from distblob.errors import AuthChallenge, AuthUnavailableError, UnsupportedError
 from distblob.interfaces import AsyncRegistry, AsyncRepository
 from distblob.server.errors import APIError, error_response
+from distblob.server.frontdoor import URLS_SCOPE_KEY, URLs
 from distblob.server.middleware import USER_SCOPE_KEY
 from distblob.server.responses import empty, json_response
 
@@ -267,7 +268,9 @@ async def api_base(request: Request) -> Response:
 
 async def to_base(request: Request) -> Response:
     """``/v2`` without its slash is redirected, as distribution's router (strict slashes)."""
-    return RedirectResponse("/v2/", status_code=301)
+    urls = request.scope.get(URLS_SCOPE_KEY)
+    prefix = urls.prefix if isinstance(urls, URLs) else ""
+    return RedirectResponse(f"{prefix}/v2/", status_code=301)
 
 
 def resources(context: Context) -> list[Resource]:

@@ -14,6 +14,7 @@ from distblob.descriptor import Descriptor
 from distblob.errors import TagInvalidError
 from distblob.reference import validate_tag
 from distblob.server.errors import APIError
+from distblob.server.frontdoor import location
 from distblob.server.handlers.base import Context, Resource, client_closed, unless_gone
 from distblob.server.responses import empty
 from distblob.storage.serve import etag_matches
@@ -95,7 +96,7 @@ class Manifests:
         descriptor: Descriptor = await repo.manifests.put(reference, bytes(body), media_type)
         digest = str(descriptor.digest)
         headers = {
-            "Location": f"/v2/{repo.name}/manifests/{digest}",
+            "Location": location(request, f"/v2/{repo.name}/manifests/{digest}"),
             "Docker-Content-Digest": digest,
         }
         if b'"subject"' in body:

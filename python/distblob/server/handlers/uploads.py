@@ -36,6 +36,7 @@ from distblob.errors import (
 from distblob.interfaces import AsyncRepository, BlobWriter
 from distblob.server import direct, state
 from distblob.server.errors import APIError
+from distblob.server.frontdoor import location
 from distblob.server.handlers.base import Context, Resource, declared_length, run
 from distblob.server.responses import CHUNK, empty
 from distblob.storage.blobs import parse_digest
@@ -75,12 +76,20 @@ def _remove_upload(name: str, writer: BlobWriter) -> None:
 
 
 def created(
-    repo: AsyncRepository, digest: str | Digest, *, cleanup: BlobWriter | None = None
+    request: Request,
+    repo: AsyncRepository,
+    digest: str | Digest,
+    *,
+    cleanup: BlobWriter | None = None,
 ) -> Response:
     """``201 Created``; a committed upload's directory (``cleanup``) is removed once the answer
     is sent, so the client does not wait for it."""
     response = empty(
-        201, {"Location": f"/v2/{repo.name}/blobs/{digest}", "Docker-Content-Digest": str(digest)}
+        201,
+        {
+            "Location": location(request, f"/v2/{repo.name}/blobs/{digest}"),
+            "Docker-Content-Digest": str(digest),
+        },
     )
     if cleanup is not None:
         response.background = BackgroundTask(_remove_upload, repo.name, cleanup)
@@ -147,7 +156,7 @@ class UploadSession:
         if length is not None and length != end - start + 1:
             raise APIError("RANGE_INVALID", detail="Content-Range and length disagree")
 
-    def headers(self, size: int) -> dict[str, str]:
+    def headers(self, request: Request, size: int) -> dict[str, str]:
         """Where the upload stands, and its next ``Location`` (with a fresh ``_state``)."""
         writer = self.writer
         token = state.pack(
@@ -156,7 +165,9 @@ class UploadSession:
         )
         query = urllib.parse.urlencode({"_state": token})
         return {
-            "Location": f"/v2/{self.repo.name}/blobs/uploads/{writer.id}?{query}",
+            "Location": location(
+                request, f"/v2/{self.repo.name}/blobs/uploads/{writer.id}?{query}"
+            ),
             "Range": f"0-{max(size - 1, 0)}",
             "Docker-Upload-UUID": writer.id,
             "Content-Length": "0",
@@ -227,20 +238,20 @@ class Uploads:
             except (BlobUnknownError, NameInvalidError, DigestInvalidError, DigestUnsupportedError):
                 pass  # distribution opens a new upload session when it cannot mount
             else:
-                return created(repo, requested)
+                return created(request, repo, requested)
         algorithm = params.get("digest-algorithm") or "sha256"  # empty: the default, as in Go
         digest_param = params.get("digest")
         if digest_param is None:
             writer = await repo.blobs.create(algorithm=algorithm)
             size = writer.size
             await run(writer.close)
-            return empty(202, UploadSession(self.context, repo, writer).headers(size))
+            return empty(202, UploadSession(self.context, repo, writer).headers(request, size))
         # Monolithic upload: the whole blob is the POST body.
         expected = parse_digest(digest_param)
         if small_body_length(request) is not None:
             body = await request.body()  # at most CHUNK bytes
             await repo.blobs.put(body, algorithm=algorithm, expected=expected)
-            return created(repo, expected)
+            return created(request, repo, expected)
         writer = await repo.blobs.create(algorithm=algorithm)
         try:
             await UploadSession(self.context, repo, writer).receive(request)
@@ -248,7 +259,7 @@ class Uploads:
         except BaseException:
             await run(writer.cancel)
             raise
-        return created(repo, expected)
+        return created(request, repo, expected)
 
     async def status(self, request: Request) -> Response:
         """GET: where the upload stands; also on a ``Location`` kept from an earlier request."""
@@ -258,7 +269,7 @@ class Uploads:
             size = session.writer.size
         finally:
             await run(session.writer.close)
-        return empty(204, session.headers(size))
+        return empty(204, session.headers(request, size))
 
     async def cancel(self, request: Request) -> Response:
         """DELETE: remove the upload."""
@@ -284,7 +295,7 @@ class Uploads:
             size = session.writer.size
         finally:
             await run(session.writer.close)
-        return empty(202, session.headers(size))
+        return empty(202, session.headers(request, size))
 
     async def put(self, request: Request) -> Response:
         """PUT: append the last chunk (if any) and commit under ``?digest=``."""
@@ -301,7 +312,7 @@ class Uploads:
             body = await request.body()  # at most CHUNK bytes
             session = await UploadSession.resume(self.context, request, repo)
             await run(session.finish, token, content_range, body, expected)
-            return created(repo, expected, cleanup=session.writer)
+            return created(request, repo, expected, cleanup=session.writer)
         session = await UploadSession.resume(self.context, request, repo)
         await session.checked(token, content_range, declared_length(request))
         try:
@@ -309,7 +320,7 @@ class Uploads:
             await run(session.commit, expected)
         finally:
             await run(session.writer.close)
-        return created(repo, expected, cleanup=session.writer)
+        return created(request, repo, expected, cleanup=session.writer)
 
 
 def resources(context: Context) -> list[Resource]:
