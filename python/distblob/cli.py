@@ -125,6 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         proxy=config.proxy,
         access_controller=access_controller,
         access_policy=config.access,
+        catalog_max_entries=config.catalog.maxentries,
     )
     host, port = config.host_port
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""

@@ -572,7 +572,7 @@ def test_catalog(client: RegistryClient) -> None:
     assert {"cat/a", "cat/b", "cat/c"} <= set(names["repositories"])
     page = check(client.request("GET", "/v2/_catalog?n=1&last=cat/a"), 200)
     assert json.loads(page.body) == {"repositories": ["cat/b"]}
-    assert page.headers["Link"] == '</v2/_catalog?n=1&last=cat%2Fb>; rel="next"'
+    assert page.headers["Link"] == '</v2/_catalog?last=cat%2Fb&n=1>; rel="next"'
     check(client.request("GET", "/v2/_catalog?n=abc"), 400, "PAGINATION_NUMBER_INVALID")
 
 
