@@ -120,6 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_controller=access_controller,
         access_policy=config.access,
         http=config.http,
+        catalog_max_entries=config.catalog.maxentries,
     )
     unix = config.http.net == "unix"
     host, port = ("", 0) if unix else config.host_port

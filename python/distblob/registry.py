@@ -16,6 +16,7 @@ from distblob.storage.engines import Engine, get_engine
 from distblob.storage.leases import RedisUploadLeases
 from distblob.storage.linked import DescriptorCache, LinkedBlobStore
 from distblob.storage.manifests import ManifestStore
+from distblob.storage.validation import ManifestValidation
 
 
 class Registry:
@@ -35,6 +36,14 @@ class Registry:
     - ``upload_leases``: leases in Redis that give an upload one writer at a time across
       replicas on an object store (:mod:`~distblob.storage.leases`); ``None``: locks within
       the process (and ``flock`` on a local filesystem) only.
+    - ``read_only``: distribution's ``storage.maintenance.readonly``: the server refuses every
+      write (405), as the Go registry does; the storage verbs themselves are not gated.
+    - ``validation``: what pushed manifests must satisfy (:mod:`distblob.storage.validation`);
+      by default distribution's: no foreign-layer URL allowed, every index child present.
+    - ``tag_concurrency``: tags read at once when a manifest delete looks up its tags
+      (``storage.tag.concurrencylimit``; 0: the number of CPUs).
+    - ``redirect_base``: the ``redirect`` storage middleware's ``baseurl``: blob GETs are
+      redirected to it joined with the blob's storage path.
     """
 
     def __init__(
@@ -48,6 +57,10 @@ class Registry:
         redirect: bool = True,
         descriptor_cache: BlobDescriptorCache | None = None,
         upload_leases: RedisUploadLeases | None = None,
+        read_only: bool = False,
+        validation: ManifestValidation | None = None,
+        tag_concurrency: int = 0,
+        redirect_base: str | None = None,
     ) -> None:
         self.driver = driver
         self.engine = get_engine(engine) if isinstance(engine, str) else engine
@@ -60,6 +73,10 @@ class Registry:
         self.descriptor_cache = descriptor_cache
         self.descriptors = DescriptorCache(descriptor_cache)
         self.upload_leases = upload_leases
+        self.read_only = read_only
+        self.validation = validation if validation is not None else ManifestValidation.build()
+        self.tag_concurrency = tag_concurrency or os.cpu_count() or 1
+        self.redirect_base = redirect_base
         self.blobs = BlobStore(self)
 
     @classmethod

@@ -572,7 +572,7 @@ def test_catalog(client: RegistryClient) -> None:
     assert {"cat/a", "cat/b", "cat/c"} <= set(names["repositories"])
     page = check(client.request("GET", "/v2/_catalog?n=1&last=cat/a"), 200)
     assert json.loads(page.body) == {"repositories": ["cat/b"]}
-    assert page.headers["Link"] == '</v2/_catalog?n=1&last=cat%2Fb>; rel="next"'
+    assert page.headers["Link"] == '</v2/_catalog?last=cat%2Fb&n=1>; rel="next"'
     check(client.request("GET", "/v2/_catalog?n=abc"), 400, "PAGINATION_NUMBER_INVALID")
 
 
@@ -705,7 +705,7 @@ def test_config_defaults_and_values() -> None:
         ({"redis": {"addr": "h:6379", "dialtimeout": "10 ms"}}, "redis.dialtimeout"),
         ({"redis": {"addr": "h:6379", "readtimeout": 5}}, "redis.readtimeout"),
         ({"redis": {"addr": "h:6379", "writetimeout": "1d"}}, "redis.writetimeout"),
-        ({"redis": {"addr": "h:6379", "tls": {"enabled": True}}}, "redis.tls"),
+        ({"redis": {"addr": "h:6379", "tls": {"enabled": True}}}, "redis.tls.enabled"),
         ({"redis": {"addr": "h:6379", "pool": []}}, "redis.pool"),
         ({"redis": {"addr": "h:6379", "pool": {"maxactive": "64"}}}, "redis.pool.maxactive"),
         ({"redis": {"addr": "h:6379", "pool": {"maxidle": -1}}}, "redis.pool.maxidle"),

@@ -4,7 +4,7 @@ the upload leases, and the :class:`~distblob.registry.Registry` ``distblob serve
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distblob.config.tree import Config, TokenAuth
 from distblob.config.values import ConfigError, parse_addr
@@ -33,7 +33,7 @@ def open_descriptor_cache(
     from distblob.storage.clears import ClearJournal
 
     if config.storage.cache.blobdescriptor != "redis":
-        return InMemoryBlobDescriptorCache()
+        return InMemoryBlobDescriptorCache(config.storage.cache.blobdescriptorsize)
     redis = config.redis
     assert redis is not None
     host, port = parse_addr(redis.addr, "redis.addr")
@@ -50,8 +50,29 @@ def open_descriptor_cache(
         timeout=max(timeouts) if timeouts else None,
         max_connections=redis.pool.maxactive or None,
         health_check_interval=max(1, round(idle)) if idle > 0 else 0,
+        client_options=redis_options(config),
         journal=ClearJournal(driver) if driver is not None else None,
     )
+
+
+def redis_options(config: Config) -> dict[str, Any]:
+    """redis-py's settings for 3.x's ``redis.username``, ``clientname`` and ``tls``."""
+    redis = config.redis
+    options: dict[str, Any] = {}
+    if redis is None:
+        return options
+    if redis.username:
+        options["username"] = redis.username
+    if redis.clientname:
+        options["client_name"] = redis.clientname
+    if redis.tls is not None:
+        options.update(
+            ssl=True,
+            ssl_certfile=redis.tls.certificate,
+            ssl_keyfile=redis.tls.key,
+            ssl_ca_certs=redis.tls.clientcas[0] if redis.tls.clientcas else None,
+        )
+    return options
 
 
 def open_access_controller(config: Config) -> AccessController | None:
@@ -112,8 +133,10 @@ def _open_token_controller(token: TokenAuth) -> AccessController:
 def build_registry(config: Config) -> Registry:
     """The :class:`~distblob.registry.Registry` ``distblob serve`` runs for ``config``."""
     from distblob.registry import Registry
+    from distblob.storage.validation import ManifestValidation
 
     driver = open_driver(config)
+    validation = config.validation
     return Registry(
         driver,
         delete_enabled=config.storage.delete.enabled,
@@ -121,6 +144,16 @@ def build_registry(config: Config) -> Registry:
         redirect=not config.storage.redirect.disable,
         descriptor_cache=open_descriptor_cache(config, driver),
         upload_leases=open_upload_leases(config, driver),
+        read_only=config.storage.maintenance.readonly.enabled,
+        validation=ManifestValidation.build(
+            enabled=validation.enabled,
+            allow=validation.allow,
+            deny=validation.deny,
+            index_platforms=validation.platforms,
+            platform_list=[(p.architecture, p.os) for p in validation.platformlist],
+        ),
+        tag_concurrency=config.storage.tag.concurrencylimit,
+        redirect_base=config.middleware.redirect,
     )
 
 
@@ -158,6 +191,7 @@ def open_upload_leases(config: Config, driver: StorageDriver) -> RedisUploadLeas
         password=redis.password,
         db=redis.db,
         timeout=max(timeouts) if timeouts else DEFAULT_TIMEOUT,
+        client_options=redis_options(config),
     )
 
 
@@ -167,4 +201,5 @@ __all__ = [
     "open_descriptor_cache",
     "open_driver",
     "open_upload_leases",
+    "redis_options",
 ]

@@ -8,15 +8,21 @@ import os
 import yaml
 
 from distblob.config.access import parse_access, parse_auth
+from distblob.config.catalog import parse_catalog
+from distblob.config.middleware import parse_middleware
 from distblob.config.sections import parse_http, parse_log, parse_proxy, parse_redis, parse_storage
 from distblob.config.tree import Config
+from distblob.config.validation import parse_validation
 from distblob.config.values import ConfigError, checked_section
 
 
 def parse_config(doc: object) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes."""
     top = checked_section(
-        doc, "", {"version", "storage", "http", "log", "proxy", "redis", "auth", "access"}
+        doc,
+        "",
+        {"version", "storage", "http", "log", "proxy", "redis", "auth", "access"}
+        | {"catalog", "validation", "middleware"},
     )
     version = top.get("version", "0.1")
     if str(version) != "0.1":
@@ -45,6 +51,9 @@ def parse_config(doc: object) -> Config:
         proxy=proxy,
         auth=auth,
         access=access,
+        catalog=parse_catalog(top.get("catalog")),
+        validation=parse_validation(top.get("validation")),
+        middleware=parse_middleware(top.get("middleware")),
     )
 
 

@@ -18,6 +18,7 @@ from distblob.config.httplog import (
     parse_prefix,
     parse_relativeurls,
 )
+from distblob.config.redis import parse_redis
 from distblob.config.tree import (
     HTTP,
     TLS,
@@ -26,10 +27,10 @@ from distblob.config.tree import (
     Log,
     Maintenance,
     ProxyConfig,
+    ReadOnly,
     Redirect,
-    RedisConfig,
-    RedisPool,
     Storage,
+    Tag,
     UploadPurging,
 )
 from distblob.config.values import (
@@ -48,12 +49,10 @@ from distblob.config.values import (
     get_int,
     get_str,
     get_str_list,
-    parse_addr,
     parse_duration,
 )
 from distblob.errors import DriverParameterError
-from distblob.storage.cache import DEFAULT_DIAL_TIMEOUT as DEFAULT_REDIS_DIAL_TIMEOUT
-from distblob.storage.cache import DEFAULT_TIMEOUT as DEFAULT_REDIS_TIMEOUT
+from distblob.storage.cache import DEFAULT_SIZE as DEFAULT_CACHE_SIZE
 from distblob.storage.driver import factory
 
 
@@ -84,7 +83,9 @@ def parse_storage(doc: object) -> Storage:
     driver = named[0] if named else DEFAULT_DRIVER
     parameters = _driver_parameters(driver, storage.get(driver))
     redirect = checked_section(storage.get("redirect"), "storage.redirect", {"disable"})
-    cache = checked_section(storage.get("cache"), "storage.cache", {"blobdescriptor"})
+    cache = checked_section(
+        storage.get("cache"), "storage.cache", {"blobdescriptor", "blobdescriptorsize"}
+    )
     blobdescriptor = cache.get("blobdescriptor", "inmemory")
     if blobdescriptor not in BLOB_DESCRIPTOR_CACHES:
         raise ConfigError(
@@ -92,8 +93,15 @@ def parse_storage(doc: object) -> Storage:
         )
     delete = checked_section(storage.get("delete"), "storage.delete", {"enabled"})
     maintenance = checked_section(
-        storage.get("maintenance"), "storage.maintenance", {"uploadpurging"}
+        storage.get("maintenance"), "storage.maintenance", {"uploadpurging", "readonly"}
     )
+    readonly = checked_section(
+        maintenance.get("readonly"), "storage.maintenance.readonly", {"enabled"}
+    )
+    tag = checked_section(storage.get("tag"), "storage.tag", {"concurrencylimit"})
+    size = get_int(cache, "blobdescriptorsize", "storage.cache", DEFAULT_CACHE_SIZE)
+    if size < 1:
+        raise ConfigError("storage.cache.blobdescriptorsize", "expected a number of entries >= 1")
     key = "storage.maintenance.uploadpurging"
     purging = checked_section(
         maintenance.get("uploadpurging"), key, {"enabled", "age", "interval", "dryrun"}
@@ -103,40 +111,18 @@ def parse_storage(doc: object) -> Storage:
         parameters=parameters,
         delete=Delete(enabled=get_bool(delete, "enabled", "storage.delete", False)),
         redirect=Redirect(disable=get_bool(redirect, "disable", "storage.redirect", False)),
-        cache=Cache(blobdescriptor=str(blobdescriptor)),
+        cache=Cache(blobdescriptor=str(blobdescriptor), blobdescriptorsize=size),
+        tag=Tag(concurrencylimit=get_int(tag, "concurrencylimit", "storage.tag", 0)),
         maintenance=Maintenance(
             uploadpurging=UploadPurging(
                 enabled=get_bool(purging, "enabled", key, True),
                 age=parse_duration(purging.get("age", "168h"), f"{key}.age"),
                 interval=parse_duration(purging.get("interval", "24h"), f"{key}.interval"),
                 dryrun=get_bool(purging, "dryrun", key, False),
-            )
-        ),
-    )
-
-
-def parse_redis(doc: object) -> RedisConfig:
-    raw = checked_section(
-        doc,
-        "redis",
-        {"addr", "password", "db", "dialtimeout", "readtimeout", "writetimeout", "pool"},
-    )
-    addr = get_str(raw, "addr", "redis")
-    if addr is None:
-        raise ConfigError("redis.addr", "required: the Redis server's host:port")
-    parse_addr(addr, "redis.addr")
-    pool = checked_section(raw.get("pool"), "redis.pool", {"maxidle", "maxactive", "idletimeout"})
-    return RedisConfig(
-        addr=addr,
-        password=get_str(raw, "password", "redis"),
-        db=get_int(raw, "db", "redis", 0),
-        dialtimeout=get_duration(raw, "dialtimeout", "redis", DEFAULT_REDIS_DIAL_TIMEOUT),
-        readtimeout=get_duration(raw, "readtimeout", "redis", DEFAULT_REDIS_TIMEOUT),
-        writetimeout=get_duration(raw, "writetimeout", "redis", DEFAULT_REDIS_TIMEOUT),
-        pool=RedisPool(
-            maxidle=get_int(pool, "maxidle", "redis.pool", 0),
-            maxactive=get_int(pool, "maxactive", "redis.pool", 0),
-            idletimeout=parse_duration(pool.get("idletimeout", 0), "redis.pool.idletimeout"),
+            ),
+            readonly=ReadOnly(
+                enabled=get_bool(readonly, "enabled", "storage.maintenance.readonly", False)
+            ),
         ),
     )
 
@@ -223,7 +209,9 @@ def parse_log(doc: object) -> Log:
 
 
 def parse_proxy(doc: object) -> ProxyConfig:
-    raw = checked_section(doc, "proxy", {"remoteurl", "username", "password", "ttl"})
+    raw = checked_section(
+        doc, "proxy", {"remoteurl", "username", "password", "ttl", "cachewritetimeout"}
+    )
     remote = get_str(raw, "remoteurl", "proxy")
     if remote is None or not remote.startswith(("http://", "https://")):
         raise ConfigError("proxy.remoteurl", "required: the upstream's parse_http(s) URL")
@@ -233,6 +221,8 @@ def parse_proxy(doc: object) -> ProxyConfig:
         password=get_str(raw, "password", "proxy"),
         # An empty ``ttl:`` is distribution's default, as an absent one.
         ttl=get_duration(raw, "ttl", "proxy", 168 * 3600.0),
+        # distribution's default, 5 minutes, for an absent, empty or zero value.
+        cachewritetimeout=get_duration(raw, "cachewritetimeout", "proxy", 0.0) or 300.0,
     )
 
 

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distblob.config.catalog import Catalog
+from distblob.config.middleware import Middleware
+from distblob.config.validation import Validation
 from distblob.config.values import (
     DEFAULT_ADDR,
     DEFAULT_DRAIN_TIMEOUT,
@@ -16,6 +19,7 @@ from distblob.config.values import (
     parse_addr,
 )
 from distblob.storage.cache import DEFAULT_DIAL_TIMEOUT as DEFAULT_REDIS_DIAL_TIMEOUT
+from distblob.storage.cache import DEFAULT_SIZE as DEFAULT_CACHE_SIZE
 from distblob.storage.cache import DEFAULT_TIMEOUT as DEFAULT_REDIS_TIMEOUT
 
 if TYPE_CHECKING:
@@ -57,9 +61,26 @@ class Redirect:
 
 @dataclass(frozen=True, slots=True)
 class Cache:
-    """``storage.cache``: ``blobdescriptor`` is one of :data:`BLOB_DESCRIPTOR_CACHES`."""
+    """``storage.cache``: ``blobdescriptor`` is one of :data:`BLOB_DESCRIPTOR_CACHES`;
+    ``blobdescriptorsize``: the in-memory cache's entries (distribution 3.x)."""
 
     blobdescriptor: str = "inmemory"
+    blobdescriptorsize: int = DEFAULT_CACHE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnly:
+    """``storage.maintenance.readonly``: every write answered 405, as in distribution."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """``storage.tag`` (distribution 3.x): ``concurrencylimit`` tags read at once when a
+    manifest DELETE looks up the tags pointing at it (0: the number of CPUs)."""
+
+    concurrencylimit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,7 @@ class Maintenance:
     """``storage.maintenance``."""
 
     uploadpurging: UploadPurging = field(default_factory=UploadPurging)
+    readonly: ReadOnly = field(default_factory=ReadOnly)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,7 @@ class Storage:
     redirect: Redirect = field(default_factory=Redirect)
     cache: Cache = field(default_factory=Cache)
     maintenance: Maintenance = field(default_factory=Maintenance)
+    tag: Tag = field(default_factory=Tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +161,9 @@ class ProxyConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ttl: float = 168 * 3600.0
+    #: ``proxy.cachewritetimeout`` (3.x): seconds a cold blob's copy into the cache may take
+    #: once the client has it (0: no limit).
+    cachewritetimeout: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +227,16 @@ class RedisPool:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTLS:
+    """``redis.tls`` (3.x): a client ``certificate`` and its ``key``, and ``clientcas``, the
+    CA files the server's certificate is checked against (empty: the system's)."""
+
+    certificate: str
+    key: str
+    clientcas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RedisConfig:
     """``redis``: the server the ``redis`` blob descriptor cache uses; timeouts in seconds,
     0 = none (as in distribution). Unlike distribution, a timeout the config does not give is
@@ -214,6 +250,10 @@ class RedisConfig:
     readtimeout: float = DEFAULT_REDIS_TIMEOUT
     writetimeout: float = DEFAULT_REDIS_TIMEOUT
     pool: RedisPool = field(default_factory=RedisPool)
+    #: 3.x's ``username`` and ``clientname``, and ``tls`` (PEM files), as redis-py takes them.
+    username: str | None = None
+    clientname: str | None = None
+    tls: RedisTLS | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +273,9 @@ class Config:
     proxy: ProxyConfig | None = None
     auth: AuthConfig | None = None
     access: Policy | None = None
+    catalog: Catalog = field(default_factory=Catalog)
+    validation: Validation = field(default_factory=Validation)
+    middleware: Middleware = field(default_factory=Middleware)
 
     @property
     def driver(self) -> str:
@@ -317,11 +360,14 @@ __all__ = [
     "Log",
     "Maintenance",
     "ProxyConfig",
+    "ReadOnly",
     "Redirect",
     "RedisConfig",
     "RedisPool",
+    "RedisTLS",
     "Silly",
     "Storage",
+    "Tag",
     "TokenAuth",
     "UploadPurging",
 ]

@@ -30,7 +30,7 @@ AUTH_CONTROLLERS: Final = ("htpasswd", "token", "silly")
 #: Those distblob implements: all of them.
 IMPLEMENTED_AUTH: Final = AUTH_CONTROLLERS
 #: The keys of ``storage`` besides the driver's section.
-STORAGE_KEYS: Final = ("delete", "maintenance", "cache", "redirect")
+STORAGE_KEYS: Final = ("delete", "maintenance", "cache", "redirect", "tag")
 
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

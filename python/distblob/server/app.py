@@ -125,6 +125,7 @@ def create_app(
     access_policy: Policy | None = None,
     login_throttle: LoginThrottle | None = None,
     http: HTTP | None = None,
+    catalog_max_entries: int = 1000,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -165,7 +166,14 @@ def create_app(
     if login_throttle is None and access_controller is not None:
         login_throttle = LoginThrottle()
     context = base.Context(
-        served, secret, max_manifest_size, access_controller, access_policy, login_throttle
+        served,
+        secret,
+        max_manifest_size,
+        access_controller,
+        access_policy,
+        login_throttle,
+        maintenance=registry.read_only,
+        catalog_max_entries=catalog_max_entries,
     )
     resources = [resource for handler in HANDLERS for resource in handler.resources(context)]
     routes = [

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import posixpath
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -161,7 +163,7 @@ class BlobStore(Statter):
         :func:`serve.plan`)."""
         assert descriptor.digest is not None
         path = paths.blob_data_path(descriptor.digest)
-        redirect = self.driver.redirect_url(path, method) if self._registry.redirect else None
+        redirect = self._redirect(path, method)
         return serve.plan(
             descriptor,
             path,
@@ -173,6 +175,18 @@ class BlobStore(Statter):
             redirect=redirect,
             requested=requested,
         )
+
+    def _redirect(self, path: str, method: str) -> str | None:
+        """Where a blob GET is redirected: the ``redirect`` middleware's base URL joined with
+        the storage path (as distribution 3.x's middleware), else the driver's URL."""
+        if not self._registry.redirect:
+            return None
+        base = self._registry.redirect_base
+        if base is not None:
+            parts = urllib.parse.urlsplit(base)
+            joined = posixpath.join(parts.path or "/", path.lstrip("/"))
+            return urllib.parse.urlunsplit((parts.scheme, parts.netloc, joined, "", ""))
+        return self.driver.redirect_url(path, method)
 
     def local_path(self, digest: str) -> str | None:
         """The OS path of the blob's data on a local filesystem, else ``None``."""

@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 from distblob.descriptor import Descriptor
@@ -428,6 +428,7 @@ class RedisBlobDescriptorCache:
         retry_after: float = 1.0,
         journal: ClearJournal | None = None,
         sweep_every: float | None = SWEEP_INTERVAL,
+        client_options: Mapping[str, Any] | None = None,
     ) -> RedisBlobDescriptorCache:
         """A cache over a new client pool (no connection is made until the first call).
 
@@ -449,6 +450,7 @@ class RedisBlobDescriptorCache:
             timeout=timeout,
             max_connections=max_connections,
             health_check_interval=health_check_interval,
+            client_options=client_options,
             # No retry, not even on a pooled connection Redis closed: a closed connection means
             # Redis restarted, and deletes may have been made meanwhile that it never heard of.
             # The call goes to storage and the probe applies the stored clears before Redis is

@@ -26,7 +26,8 @@ import secrets
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from distblob.errors import DistblobError
 
@@ -106,6 +107,7 @@ class RedisUploadLeases:
         db: int = 0,
         timeout: float = DEFAULT_TIMEOUT,
         ttl: float = LEASE_TTL,
+        client_options: Mapping[str, Any] | None = None,
     ) -> RedisUploadLeases:
         """Leases over a new client (no connection is made until the first lease)."""
         from distblob.storage.redisclient import redis_client
@@ -120,6 +122,7 @@ class RedisUploadLeases:
             timeout=timeout,
             retries=1,
             needed_by="upload leases",
+            client_options=client_options,
         )
         return cls(client, ttl=ttl)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from distblob.descriptor import Descriptor
@@ -208,14 +209,20 @@ class ManifestStore:
         return descriptor
 
     def _check_references(self, kind: str, references: list[dict[str, Any]]) -> None:
+        """distribution's checks (:mod:`distblob.storage.validation`): the index children the
+        validation requires, the URLs of foreign layers, and every other blob without URLs."""
+        validation = self.registry.validation
         if kind in _INDEX_TYPES:
             for child in references:
-                if not self.exists(child["digest"]):
+                if validation.child_required(child) and not self.exists(child["digest"]):
                     raise ManifestBlobUnknownError(child["digest"])
             return
         blobs = self.repository.blobs
         for blob in references:
-            if blob.get("urls"):
+            valid = validation.layer_urls_valid(kind, blob)
+            if valid is False:
+                raise ManifestBlobUnknownError(blob["digest"])  # a URL not allowed, or none
+            if valid or blob.get("urls"):
                 continue  # A foreign layer: clients fetch it from its URLs, not from here.
             if not blobs.exists(blob["digest"]):
                 raise ManifestBlobUnknownError(blob["digest"])
@@ -294,16 +301,23 @@ class ManifestStore:
             raise ManifestUnknownError(tag) from None
 
     def lookup(self, digest: str) -> list[str]:
-        """The tags whose current link points to ``digest`` (distribution's ``Lookup``)."""
+        """The tags whose current link points to ``digest`` (distribution's ``Lookup``), read
+        by at most the registry's ``tag_concurrency`` threads at once."""
         dgst = parse_digest(digest)
-        found = []
-        for tag in self._tags_or_empty():
+
+        def points_here(tag: str) -> bool:
             try:
-                if self.resolve(tag) == dgst:
-                    found.append(tag)
+                return self.resolve(tag) == dgst
             except ManifestUnknownError:
-                continue
-        return found
+                return False
+
+        tags = self._tags_or_empty()
+        workers = min(self.registry.tag_concurrency, len(tags))
+        if workers <= 1:
+            return [tag for tag in tags if points_here(tag)]
+        with ThreadPoolExecutor(workers, thread_name_prefix="tag-lookup") as pool:
+            found = list(pool.map(points_here, tags))
+        return [tag for tag, here in zip(tags, found, strict=True) if here]
 
     def _tags_or_empty(self) -> list[str]:
         try:

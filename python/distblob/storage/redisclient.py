@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,12 +22,14 @@ def redis_client(
     health_check_interval: int = 0,
     on_connect: Callable[[Any], None] | None = None,
     needed_by: str = "redis",
+    client_options: Mapping[str, Any] | None = None,
 ) -> redis.Redis:
     """A client over a new pool (no connection is made until the first call), decoding
     replies as text. ``retries`` immediate retries of a failed connection (never of a
     timeout: a hung Redis must fail fast); ``on_connect(connection)``, when given, replaces
     redis-py's connect hook and must call ``connection.on_connect()``. ``ImportError`` naming
-    ``needed_by`` without the redis package."""
+    ``needed_by`` without the redis package. ``client_options``: more of redis-py's keyword
+    arguments (``username``, ``client_name``, ``ssl*``)."""
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -48,6 +50,7 @@ def redis_client(
         decode_responses=True,
         retry=Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
         redis_connect_func=on_connect,  # type: ignore[arg-type]  # called with the connection
+        **dict(client_options or {}),
     )
 
 

@@ -67,6 +67,10 @@ class Context:
     access_controller: AccessController | None = None
     policy: Policy | None = None
     throttle: LoginThrottle | None = None
+    #: ``storage.maintenance.readonly.enabled``: writes are 405 as the Go registry answers.
+    maintenance: bool = False
+    #: ``catalog.maxentries``.
+    catalog_max_entries: int = 1000
 
     def repository(self, request: Request) -> AsyncRepository:
         """The repository the request's path names (``NAME_INVALID`` unless valid)."""
@@ -215,6 +219,15 @@ def dispatcher(resource: Resource, context: Context) -> Handler:
                 )
                 if refused is not None:
                     return refused
+            if context.maintenance and request.method in WRITES:
+                # distribution drops the write methods from its dispatchers, which all keep
+                # GET and HEAD: gorilla's MethodHandler answers in plain text with those.
+                return Response(
+                    "Method not allowed\n",
+                    405,
+                    {"Allow": "GET, HEAD"},
+                    media_type="text/plain; charset=utf-8",
+                )
             if read_only and request.method in WRITES:
                 raise UnsupportedError("this registry is a pull-through cache")
             return await handler(request)

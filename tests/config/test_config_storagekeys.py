@@ -1,0 +1,126 @@
+"""The storage, catalog, validation, middleware, 3.x redis and proxy keys: parsed as
+distribution reads them, and each bad value refused naming its key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from distblob.config import ConfigError, parse_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_defaults_are_distributions() -> None:
+    config = parse_config({})
+    assert config.storage.maintenance.readonly.enabled is False
+    assert config.storage.cache.blobdescriptorsize == 10_000
+    assert config.storage.tag.concurrencylimit == 0
+    assert config.catalog.maxentries == 1000
+    assert config.validation.enabled is True
+    assert config.validation.platforms == "all"
+    assert config.middleware.redirect is None
+
+
+def test_keys_are_read() -> None:
+    config = parse_config(
+        {
+            "storage": {
+                "maintenance": {"readonly": {"enabled": True}},
+                "cache": {"blobdescriptorsize": 5},
+                "tag": {"concurrencylimit": 3},
+            },
+            "catalog": {"maxentries": 0},
+            "validation": {
+                "disabled": True,
+                "manifests": {
+                    "urls": {"allow": ["^https://"], "deny": ["evil"]},
+                    "indexes": {
+                        "platforms": "List",
+                        "platformlist": [{"architecture": "amd64", "os": "linux"}],
+                    },
+                },
+            },
+            "middleware": {
+                "storage": [{"name": "redirect", "options": {"baseurl": "https://cdn.example/p"}}]
+            },
+            "proxy": {"remoteurl": "https://up.example", "cachewritetimeout": "30s"},
+        }
+    )
+    assert config.storage.maintenance.readonly.enabled is True
+    assert config.storage.cache.blobdescriptorsize == 5
+    assert config.storage.tag.concurrencylimit == 3
+    assert config.catalog.maxentries == 1000  # <= 0: distribution's default
+    assert config.validation.enabled is False
+    assert config.validation.allow == ("^https://",)
+    assert config.validation.platforms == "list"
+    assert config.validation.platformlist[0].architecture == "amd64"
+    assert config.middleware.redirect == "https://cdn.example/p"
+    assert config.proxy is not None and config.proxy.cachewritetimeout == 30.0
+
+
+def test_redis_3x_form_maps_onto_the_client() -> None:
+    config = parse_config(
+        {
+            "redis": {
+                "addrs": ["localhost:6379"],
+                "username": "u",
+                "password": "p",
+                "poolsize": 8,
+                "maxidleconns": 2,
+                "connmaxidletime": "300s",
+                "dialtimeout": "10ms",
+            }
+        }
+    )
+    redis = config.redis
+    assert redis is not None
+    assert (redis.addr, redis.username, redis.password) == ("localhost:6379", "u", "p")
+    assert (redis.pool.maxactive, redis.pool.maxidle, redis.pool.idletimeout) == (8, 2, 300.0)
+    assert redis.dialtimeout == 0.01
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        (
+            {"storage": {"maintenance": {"readonly": {"enabled": "yes"}}}},
+            "storage.maintenance.readonly.enabled",
+        ),
+        (
+            {"storage": {"maintenance": {"readonly": {"on": True}}}},
+            "storage.maintenance.readonly.on",
+        ),
+        ({"storage": {"cache": {"blobdescriptorsize": -1}}}, "storage.cache.blobdescriptorsize"),
+        ({"storage": {"tag": {"concurrencylimit": -1}}}, "storage.tag.concurrencylimit"),
+        ({"catalog": {"maxentries": "many"}}, "catalog.maxentries"),
+        (
+            {"validation": {"manifests": {"urls": {"allow": ["("]}}}},
+            "validation.manifests.urls.allow",
+        ),
+        (
+            {"validation": {"manifests": {"indexes": {"platforms": "some"}}}},
+            "validation.manifests.indexes.platforms",
+        ),
+        (
+            {"middleware": {"storage": [{"name": "cloudfront", "options": {}}]}},
+            "middleware.storage[0].name",
+        ),
+        (
+            {"middleware": {"storage": [{"name": "redirect", "options": {"baseurl": "cdn"}}]}},
+            "middleware.storage[0].options.baseurl",
+        ),
+        ({"redis": {"addrs": ["a:1", "b:2"]}}, "redis.addrs"),
+        ({"redis": {"addrs": ["a:1"], "mastername": "m"}}, "redis.mastername"),
+        ({"redis": {"addrs": ["a:1"], "tls": {"certificate": "c"}}}, "redis.tls"),
+        (
+            {"proxy": {"remoteurl": "https://u.example", "cachewritetimeout": "soon"}},
+            "proxy.cachewritetimeout",
+        ),
+    ],
+)
+def test_bad_values_name_their_key(doc: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(doc)
+    assert caught.value.key == key
