@@ -213,6 +213,9 @@ class Config:
     proxy: ProxyConfig | None = None
     auth: AuthConfig | None = None
     access: Policy | None = None
+    #: Keys accepted without effect (class 2 of :mod:`distblob.config.keys`), and ignored
+    #: ``REGISTRY_*`` variables: one line each, logged once when the server starts.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def driver(self) -> str:
