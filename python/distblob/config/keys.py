@@ -1,7 +1,7 @@
 """The catalogue of every key of distribution's configuration reference (2.8 and 3.x), each in
 one class, and the pre-pass that checks a whole document against it.
 
-1. :data:`IMPLEMENTED`: read by the section parsers (:mod:`distblob.config.sections`, ...).
+1. :data:`IMPLEMENTED`: read by the section parsers (``distblob.config.sections``, ...).
 2. :data:`WARNED`: accepted; one warning at start names it and says why it has no effect here.
 3. :data:`REFUSED`: refused with the reason, where accepting it would lose data or security (or
    where distblob does not implement it yet).
