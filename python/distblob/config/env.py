@@ -88,14 +88,6 @@ def _is_map(path: str) -> bool:
     )
 
 
-def _field(path: str, part: str) -> str | None:
-    """The YAML key of the struct field ``part`` (upper case) under ``path``, or ``None``."""
-    alias = _ALIASES.get((path, part))
-    if alias is not None:
-        return alias
-    return next((name for name in known_children(path) if name.upper() == part), None)
-
-
 def _typed(key: str, text: str, variable: str) -> object:
     if key in _STRINGS:
         return text
@@ -108,10 +100,22 @@ def _typed(key: str, text: str, variable: str) -> object:
     return value
 
 
+def _key(node: Mapping[Any, Any], path: str, part: str) -> str | None:
+    """The key ``part`` (upper case) names in ``node`` at ``path``: ``""`` for an inline
+    struct, ``None`` for no field of distribution's struct."""
+    alias = _ALIASES.get((path, part))
+    if alias is not None:
+        return alias
+    if _is_map(path) or not known_children(path):
+        return next((str(k) for k in node if str(k).upper() == part), part.lower())
+    return next((name for name in known_children(path) if name.upper() == part), None)
+
+
 def _set(doc: dict[str, Any], variable: str, text: str, warnings: list[str]) -> None:
     parts = variable[len(PREFIX) :].split("_")
     node: Any = doc
     path = ""
+    created: list[tuple[dict[str, Any], str]] = []  # undone for a variable that is ignored
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
         if isinstance(node, list):
@@ -130,21 +134,21 @@ def _set(doc: dict[str, Any], variable: str, text: str, warnings: list[str]) -> 
                 node[position] = {}
             node = node[position]
             continue
-        if _is_map(path) or not known_children(path):
-            key = next((k for k in node if str(k).upper() == part), part.lower())
-        else:
-            found = _field(path, part)
-            if found is None:
-                warnings.append(f"ignoring unrecognized environment variable {variable}")
-                return
-            if found == "":
-                continue
-            key = found
+        key = _key(node, path, part)
+        if key is None:
+            for parent, name in reversed(created):
+                del parent[name]
+            warnings.append(f"ignoring unrecognized environment variable {variable}")
+            return
+        if key == "":
+            continue
         dotted = f"{path}.{key}" if path else key
         if last:
             node[key] = _typed(dotted, text, variable)
             return
         child = node.get(key)
+        if key not in node:
+            created.append((node, key))
         if dotted in _LISTS:
             child = child if isinstance(child, list) else []
         elif isinstance(child, str) and dotted in ("storage", "auth"):
