@@ -45,7 +45,8 @@ def test_every_pattern_is_listed_once_with_a_reason_unless_implemented() -> None
         ("log.hooks", WARNED, "hooks"),
         ("compatibility", WARNED, "schema 1"),
         ("http.http2", WARNED, "HTTP/1.1"),
-        ("notifications", REFUSED, NYI),
+        ("notifications.endpoints[].url", REFUSED, NYI),
+        ("middleware.storage[].rewrite", REFUSED, "CDN"),
         ("http.headers", REFUSED, NYI),
         ("storage.s3.accelerate", REFUSED, NYI),
         ("redis.addrs", REFUSED, NYI),
@@ -105,7 +106,7 @@ def test_every_problem_is_reported_at_once() -> None:
         ("log.fields", NYI),
         ("storage.delet", "unknown key"),
         ("http.headers", NYI),
-        ("health", NYI),
+        ("health.storagedriver.enabled", NYI),
         ("middleware.storage[0]", "cloudfront: not supported: needs CloudFront signing"),
         ("http.addr", "expected host:port, not 'nowhere'"),
         ("log.level", "expected one of panic, fatal, error, warn, info, debug, trace, not 'loud'"),
@@ -115,6 +116,16 @@ def test_every_problem_is_reported_at_once() -> None:
     assert info.value.key == "log.fields" and info.value.reason == NYI
     assert str(info.value).splitlines() == [str(error) for error in info.value.errors]
     assert isinstance(info.value, ConfigError)
+
+
+def test_list_items_are_checked_and_reported_with_their_index() -> None:
+    doc = {"health": {"file": [{"file": "/a"}, {"fiel": "/b"}]}, "storage": {"inmemory": {}}}
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(doc)
+    assert [(error.key, error.reason) for error in info.value.errors] == [
+        ("health.file[0].file", NYI),
+        ("health.file[1].fiel", "unknown key (did you mean health.file[1].file?)"),
+    ]
 
 
 def test_a_warned_key_is_accepted_once_with_its_reason() -> None:

@@ -35,6 +35,7 @@ _REPORTING: Final = "error reporting to Bugsnag and New Relic is not built into 
 _HTTP2: Final = "distblob serves HTTP/1.1 only (uvicorn), so there is no HTTP/2 to configure"
 _SCHEMA1: Final = "schema 1 manifests are refused, as distribution 3 refuses them"
 _HOOKS: Final = "logrus hooks (mail on error) are not run; alert from your log collector"
+_SECTION: Final = "a section: see its keys"
 _REDIS3: Final = NYI + " (distribution 3's redis form; 2.8's addr, pool, ... work)"
 
 _S3_DONE: Final = (
@@ -44,6 +45,9 @@ _S3_DONE: Final = (
 _S3_NYI: Final = (
     "multipartcopychunksize multipartcopymaxconcurrency multipartcopythresholdsize useragent "
     "usedualstack accelerate usefipsendpoint loglevel"
+)
+_ENDPOINT_KEYS: Final = (
+    "name disabled url headers timeout threshold backoff ignoredmediatypes ignore"
 )
 _REDIS3_KEYS: Final = (
     "addrs username clientname protocol sentinelusername sentinelpassword maxretries "
@@ -60,7 +64,7 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("log.level", IMPLEMENTED, "any case, as Go"),
     ("log.formatter", REFUSED, NYI),
     ("log.fields", REFUSED, NYI),
-    ("log.accesslog", IMPLEMENTED, ""),
+    ("log.accesslog", IMPLEMENTED, _SECTION),
     ("log.accesslog.disabled", REFUSED, NYI),
     ("log.hooks", WARNED, _HOOKS),
     ("log.reportcaller", WARNED, "the calling function is not added to log lines"),
@@ -84,7 +88,7 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("storage.cache", IMPLEMENTED, ""),
     ("storage.cache.blobdescriptor", IMPLEMENTED, "inmemory or redis"),
     ("storage.cache.blobdescriptorsize", REFUSED, NYI),
-    ("storage.tag", IMPLEMENTED, ""),
+    ("storage.tag", IMPLEMENTED, _SECTION),
     ("storage.tag.concurrencylimit", REFUSED, NYI),
     ("storage.maintenance", IMPLEMENTED, ""),
     ("storage.maintenance.uploadpurging", IMPLEMENTED, ""),
@@ -92,7 +96,8 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("storage.maintenance.uploadpurging.age", IMPLEMENTED, ""),
     ("storage.maintenance.uploadpurging.interval", IMPLEMENTED, ""),
     ("storage.maintenance.uploadpurging.dryrun", IMPLEMENTED, ""),
-    ("storage.maintenance.readonly", REFUSED, NYI),
+    ("storage.maintenance.readonly", IMPLEMENTED, _SECTION),
+    ("storage.maintenance.readonly.enabled", REFUSED, NYI),
     ("auth", IMPLEMENTED, "exactly one controller"),
     ("auth.silly", IMPLEMENTED, ""),
     ("auth.silly.realm", IMPLEMENTED, ""),
@@ -119,6 +124,7 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("middleware.repository", REFUSED, "not supported: Go middleware cannot be loaded"),
     ("middleware.storage[].redirect", REFUSED, NYI),
     ("middleware.storage[].cloudfront", REFUSED, "not supported: needs CloudFront signing"),
+    ("middleware.storage[].rewrite", REFUSED, "not supported: rewrites URLs for a CDN"),
     ("reporting", WARNED, _REPORTING),
     ("http", IMPLEMENTED, ""),
     ("http.addr", IMPLEMENTED, ""),
@@ -136,11 +142,19 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("http.tls.minimumtls", IMPLEMENTED, "tls1.2 or tls1.3"),
     ("http.tls.ciphersuites", IMPLEMENTED, ""),
     ("http.tls.letsencrypt", REFUSED, _NO_ACME),
-    ("http.debug", REFUSED, NYI),
+    ("http.debug", IMPLEMENTED, _SECTION),
+    ("http.debug.addr", REFUSED, NYI),
+    ("http.debug.prometheus", IMPLEMENTED, _SECTION),
+    ("http.debug.prometheus.enabled", REFUSED, NYI),
+    ("http.debug.prometheus.path", REFUSED, NYI),
     ("http.headers", REFUSED, NYI),
     ("http.http2", WARNED, _HTTP2),
     ("http.h2c", WARNED, _HTTP2),
-    ("notifications", REFUSED, NYI),
+    ("notifications", IMPLEMENTED, _SECTION),
+    ("notifications.events", IMPLEMENTED, _SECTION),
+    ("notifications.events.includereferences", REFUSED, NYI),
+    ("notifications.endpoints", IMPLEMENTED, _SECTION),
+    *((f"notifications.endpoints[].{name}", REFUSED, NYI) for name in _ENDPOINT_KEYS.split()),
     ("redis", IMPLEMENTED, "2.8's form"),
     ("redis.addr", IMPLEMENTED, ""),
     ("redis.password", IMPLEMENTED, ""),
@@ -153,8 +167,25 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("redis.pool.maxactive", IMPLEMENTED, ""),
     ("redis.pool.idletimeout", IMPLEMENTED, ""),
     *((f"redis.{name}", REFUSED, _REDIS3) for name in _REDIS3_KEYS.split()),
-    ("health", REFUSED, NYI),
-    ("catalog", IMPLEMENTED, ""),
+    ("health", IMPLEMENTED, _SECTION),
+    ("health.storagedriver", IMPLEMENTED, _SECTION),
+    *(
+        (f"health.storagedriver.{name}", REFUSED, NYI)
+        for name in ("enabled", "interval", "threshold")
+    ),
+    ("health.file", IMPLEMENTED, _SECTION),
+    *((f"health.file[].{name}", REFUSED, NYI) for name in ("file", "interval", "threshold")),
+    ("health.http", IMPLEMENTED, _SECTION),
+    *(
+        (f"health.http[].{name}", REFUSED, NYI)
+        for name in ("uri", "headers", "statuscode", "timeout", "interval", "threshold")
+    ),
+    ("health.tcp", IMPLEMENTED, _SECTION),
+    *(
+        (f"health.tcp[].{name}", REFUSED, NYI)
+        for name in ("addr", "timeout", "interval", "threshold")
+    ),
+    ("catalog", IMPLEMENTED, _SECTION),
     ("catalog.maxentries", REFUSED, NYI),
     ("proxy", IMPLEMENTED, ""),
     ("proxy.remoteurl", IMPLEMENTED, ""),
@@ -168,7 +199,16 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
         "not supported: no credential helper is run; give proxy.username and proxy.password",
     ),
     ("compatibility", WARNED, _SCHEMA1),
-    ("validation", REFUSED, NYI),
+    ("validation", IMPLEMENTED, _SECTION),
+    ("validation.enabled", REFUSED, NYI),
+    ("validation.disabled", REFUSED, NYI),
+    ("validation.manifests", IMPLEMENTED, _SECTION),
+    ("validation.manifests.urls", IMPLEMENTED, _SECTION),
+    ("validation.manifests.urls.allow", REFUSED, NYI),
+    ("validation.manifests.urls.deny", REFUSED, NYI),
+    ("validation.manifests.indexes", IMPLEMENTED, _SECTION),
+    ("validation.manifests.indexes.platforms", REFUSED, NYI),
+    ("validation.manifests.indexes.platformlist", REFUSED, NYI),
     (
         "policy",
         REFUSED,
@@ -181,7 +221,17 @@ _CLASSES: Final = {IMPLEMENTED: "implemented", WARNED: "warning", REFUSED: "refu
 #: Maps of distribution's where naming a key is what counts (no zero-value leniency).
 _PRESENCE_MAPS: Final = ("storage", "auth", "middleware")
 #: Sections whose keys are all of class 2 or 3: the section parsers do not know them.
-_UNPARSED: Final = ("log.accesslog", "storage.tag", "catalog", "middleware")
+_UNPARSED: Final = (
+    "log.accesslog",
+    "storage.tag",
+    "storage.maintenance.readonly",
+    "catalog",
+    "middleware",
+    "http.debug",
+    "notifications",
+    "health",
+    "validation",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,29 +298,39 @@ def _middleware(value: object) -> Iterator[Finding]:
             yield Finding(f"{key}[{index}]", REFUSED, f"{name}: {reason}")
 
 
-def _walk(doc: Mapping[Any, Any], path: str, drivers: tuple[str, ...]) -> Iterator[Finding]:
+def _walk(
+    doc: Mapping[Any, Any], path: str, shown: str, drivers: tuple[str, ...]
+) -> Iterator[Finding]:
+    """The findings under ``doc``: ``path`` is its pattern (``[]`` for list items), ``shown``
+    the key as reported (``[0]``)."""
     for name, value in doc.items():
         key = f"{path}.{name}" if path else str(name)
+        at = f"{shown}.{name}" if shown else str(name)
         found = lookup(key)
         if found is None and path == "storage" and name in drivers:
             continue  # a driver registered with the factory checks its own parameters
         if found is None:
-            yield Finding(key, 0, _suggest(key))
+            reason = _suggest(key)
+            yield Finding(at, 0, reason.replace(f"{path}.", f"{shown}.") if path else reason)
             continue
         kind, why = found
         if kind != IMPLEMENTED:
             if path.split(".")[0] in _PRESENCE_MAPS or not _is_zero(value):
-                yield Finding(key, kind, why)
+                yield Finding(at, kind, why)
             continue
         if key == "middleware":
             yield from _middleware(value)
         elif isinstance(value, Mapping) and known_children(key):
-            yield from _walk(value, key, drivers)
+            yield from _walk(value, key, at, drivers)
+        elif isinstance(value, list) and known_children(f"{key}[]"):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield from _walk(item, f"{key}[]", f"{at}[{index}]", drivers)
 
 
 def check_keys(doc: Mapping[Any, Any], drivers: tuple[str, ...] = ()) -> list[Finding]:
     """Every key of ``doc`` that is not implemented: warned, refused or unknown."""
-    return list(_walk(doc, "", drivers))
+    return list(_walk(doc, "", "", drivers))
 
 
 def prune(doc: Mapping[Any, Any], findings: list[Finding]) -> dict[Any, Any]:
