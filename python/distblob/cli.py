@@ -3,11 +3,12 @@
 ``distblob digest FILE...`` prints content digests the way ``sha256sum`` prints hashes, through
 the native hashers (any registered algorithm, files read in 1 MiB buffers).
 
-``distblob serve [--config FILE] [--addr HOST:PORT] [--root DIR]`` serves the OCI distribution
-API under uvicorn over the config's storage driver (a filesystem root unless it names another);
-flags override the config file (``--root`` is the filesystem root), and with neither it serves
-``./distblob-data`` on 127.0.0.1:5000. With ``http.tls`` it serves HTTPS
-(:mod:`distblob.server.tls`).
+``distblob serve [CONFIG | --config FILE] [--addr HOST:PORT] [--root DIR]`` serves the OCI
+distribution API under uvicorn over the config's storage driver (a filesystem root unless it
+names another); flags override the config file (``--root`` is the filesystem root), and with
+neither it serves ``./distblob-data`` on 127.0.0.1:5000. ``REGISTRY_CONFIGURATION_PATH`` names
+the file when the command line does not, and ``REGISTRY_*`` variables override its keys
+(:mod:`distblob.config.env`). With ``http.tls`` it serves HTTPS (:mod:`distblob.server.tls`).
 
 ``distblob ingest``, ``verify`` and ``gc`` (in :mod:`distblob.commands`) store trees of files as
 blobs, check a store's integrity and collect its garbage.
@@ -62,6 +63,19 @@ def _https_banner(record: logging.LogRecord) -> bool:
     return True
 
 
+def _config_path(args: argparse.Namespace) -> str | None:
+    """The config file: ``serve CONFIG`` (Go's form) or ``--config``, the two equal if both
+    are given, else ``REGISTRY_CONFIGURATION_PATH``, else none (the defaults)."""
+    from distblob.config import ConfigError
+    from distblob.config.env import CONFIGURATION_PATH
+
+    both = args.config_file is not None and args.config is not None
+    if both and os.path.abspath(args.config_file) != os.path.abspath(args.config):
+        raise ConfigError("", f"two config files: {args.config_file} and --config {args.config}")
+    path: str | None = args.config_file or args.config or os.environ.get(CONFIGURATION_PATH)
+    return path or None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     # Imported here: the server's dependencies are not needed to compute digests.
     import asyncio
@@ -83,7 +97,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from distblob.server.tls import describe, server_context, tls_protocol
 
     try:
-        config = load_config(args.config)
+        config = load_config(_config_path(args))
         if args.addr is not None:
             parse_addr(args.addr, "--addr")
             config = replace(config, http=replace(config.http, addr=args.addr))
@@ -94,10 +108,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             parameters = {**storage.parameters, "rootdirectory": args.root}
             config = replace(config, storage=replace(storage, parameters=parameters))
     except ConfigError as exc:
-        print(f"distblob serve: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # every problem of the config, one per line
+            print(f"distblob serve: {line}", file=sys.stderr)
         return 2
     configure_logging(config.log)  # log.level, formatter, fields, accesslog (distblob.logs)
     log = logging.getLogger("distblob.serve")
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
     try:
         # After the logging setup: reading the htpasswd file may warn about its entries.
         access_controller = open_access_controller(config)
@@ -168,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("-a", "--algorithm", choices=sorted(ALGORITHMS), default=CANONICAL)
     digest.set_defaults(func=_cmd_digest)
     serve = commands.add_parser("serve", help="serve the OCI distribution API (uvicorn)")
-    serve.add_argument("--config", metavar="FILE", help="distribution-style YAML config")
+    serve.add_argument(
+        "config_file", nargs="?", metavar="CONFIG", help="distribution-style YAML config"
+    )
+    serve.add_argument("--config", metavar="FILE", help="the same as CONFIG")
     serve.add_argument("--addr", metavar="HOST:PORT", help="listen address (http.addr)")
     serve.add_argument("--root", metavar="DIR", help="storage root (rootdirectory)")
     serve.set_defaults(func=_cmd_serve)

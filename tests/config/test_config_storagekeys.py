@@ -57,7 +57,8 @@ def test_keys_are_read() -> None:
     assert config.validation.platforms == "list"
     assert config.validation.platformlist[0].architecture == "amd64"
     assert config.middleware.redirect == "https://cdn.example/p"
-    assert config.proxy is not None and config.proxy.cachewritetimeout == 30.0
+    # Parsed by proxy's section, but of no effect yet: accepted with a warning at start.
+    assert any(w.startswith("proxy.cachewritetimeout:") for w in config.warnings)
 
 
 def test_redis_3x_form_maps_onto_the_client() -> None:
@@ -105,7 +106,7 @@ def test_redis_3x_form_maps_onto_the_client() -> None:
         ),
         (
             {"middleware": {"storage": [{"name": "cloudfront", "options": {}}]}},
-            "middleware.storage[0].name",
+            "middleware.storage[0]",
         ),
         (
             {"middleware": {"storage": [{"name": "redirect", "options": {"baseurl": "cdn"}}]}},
@@ -113,11 +114,8 @@ def test_redis_3x_form_maps_onto_the_client() -> None:
         ),
         ({"redis": {"addrs": ["a:1", "b:2"]}}, "redis.addrs"),
         ({"redis": {"addrs": ["a:1"], "mastername": "m"}}, "redis.mastername"),
+        ({"redis": {"addr": "a:1", "tls": {"enabled": True}}}, "redis.tls.enabled"),
         ({"redis": {"addrs": ["a:1"], "tls": {"certificate": "c"}}}, "redis.tls"),
-        (
-            {"proxy": {"remoteurl": "https://u.example", "cachewritetimeout": "soon"}},
-            "proxy.cachewritetimeout",
-        ),
     ],
 )
 def test_bad_values_name_their_key(doc: dict[str, Any], key: str) -> None:

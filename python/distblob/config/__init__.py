@@ -1,10 +1,12 @@
 """distblob's configuration: a YAML file with distribution's keys, read into a tree of
 dataclasses.
 
-Only the keys distblob implements are accepted; any other key, or a value of the wrong type,
-raises :class:`ConfigError` naming the dotted key (``storage.delete.enabled``), so a typo stops
-the server before it starts instead of being silently ignored. A Go registry config that uses
-only these keys is a valid distblob config::
+Every key of distribution's reference is in a class (:mod:`distblob.config.keys`): implemented,
+accepted with a warning (:attr:`Config.warnings`), or refused with the reason; a key in no
+version of distribution, or a value of the wrong type, raises :class:`ConfigError` naming the
+dotted key (``storage.delete.enabled``), and several problems raise :class:`ConfigErrors`
+listing them all. ``REGISTRY_*`` environment variables override the file
+(:mod:`distblob.config.env`). A config that uses only the implemented keys::
 
     version: 0.1
     log: {level: info}
@@ -115,6 +117,7 @@ from distblob.config.values import (
     LOG_LEVELS,
     TLS_VERSIONS,
     ConfigError,
+    ConfigErrors,
     parse_addr,
     parse_duration,
 )
@@ -138,6 +141,7 @@ __all__ = [
     "Cache",
     "Config",
     "ConfigError",
+    "ConfigErrors",
     "Delete",
     "Htpasswd",
     "Log",

@@ -4,71 +4,136 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
 from distblob.config.access import parse_access, parse_auth
 from distblob.config.catalog import parse_catalog
+from distblob.config.env import apply_env
+from distblob.config.keys import WARNED, check_keys, prune
 from distblob.config.middleware import parse_middleware
 from distblob.config.sections import parse_http, parse_log, parse_proxy, parse_redis, parse_storage
 from distblob.config.tree import Config
 from distblob.config.validation import parse_validation
-from distblob.config.values import ConfigError, checked_section
+from distblob.config.values import ConfigError, ConfigErrors
+from distblob.storage.driver import factory
 
 
-def parse_config(doc: object) -> Config:
-    """Validate a decoded YAML document and return the :class:`Config` it describes."""
-    top = checked_section(
-        doc,
-        "",
-        {"version", "storage", "http", "log", "proxy", "redis", "auth", "access"}
-        | {"catalog", "validation", "middleware"},
-    )
+def _named(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with distribution's bare-name forms read as mappings: ``storage: s3`` and
+    ``auth: htpasswd`` name a driver or a controller with no parameters."""
+    top = dict(doc)
+    for section in ("storage", "auth"):
+        if isinstance(top.get(section), str):
+            top[section] = {top[section]: {}}
+    return top
+
+
+def _sections(top: Mapping[str, Any], errors: list[ConfigError]) -> dict[str, Any]:
+    """Each section parsed in turn, its :class:`ConfigError` collected in ``errors`` rather
+    than stopping the others."""
+    parsed: dict[str, Any] = {}
+
+    def run(name: str, parse: Callable[[Any], object], *, optional: bool = False) -> None:
+        if optional and top.get(name) is None:
+            parsed[name] = None
+            return
+        try:
+            parsed[name] = parse(top.get(name))
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
+
     version = top.get("version", "0.1")
     if str(version) != "0.1":
-        raise ConfigError("version", f"only version 0.1 is supported, not {version!r}")
-    storage = parse_storage(top.get("storage"))
-    redis = parse_redis(top["redis"]) if top.get("redis") is not None else None
-    if storage.cache.blobdescriptor == "redis":
+        errors.append(ConfigError("version", f"only version 0.1 is supported, not {version!r}"))
+    run("storage", parse_storage)
+    run("redis", parse_redis, optional=True)
+    run("http", parse_http)
+    # distribution: the deprecated top-level loglevel counts when log.level is not given.
+    log = top.get("log")
+    if top.get("loglevel") is not None and not (isinstance(log, Mapping) and log.get("level")):
+        log = {**(log if isinstance(log, Mapping) else {}), "level": top["loglevel"]}
+    run("log", lambda _: parse_log(log))
+    run("proxy", parse_proxy, optional=True)
+    run("auth", parse_auth, optional=True)
+    if "auth" in parsed:  # the policy's check needs to know whether auth is configured
+        run("access", lambda doc: parse_access(doc, parsed["auth"]), optional=True)
+    run("catalog", parse_catalog)
+    run("validation", parse_validation)
+    run("middleware", parse_middleware)
+    storage, redis = parsed.get("storage"), parsed.get("redis")
+    if storage is not None and storage.cache.blobdescriptor == "redis" and "redis" in parsed:
         if redis is None:
-            raise ConfigError("redis.addr", "required by storage.cache.blobdescriptor: redis")
-        if importlib.util.find_spec("redis") is None:
-            raise ConfigError(
-                "storage.cache.blobdescriptor",
-                "redis needs the redis package: pip install 'distblob[redis]'",
+            errors.append(
+                ConfigError("redis.addr", "required by storage.cache.blobdescriptor: redis")
             )
-    http = parse_http(top.get("http"))
-    log = parse_log(top.get("log"))
-    proxy = parse_proxy(top["proxy"]) if top.get("proxy") is not None else None
-    auth = parse_auth(top["auth"]) if top.get("auth") is not None else None
-    access = parse_access(top["access"], auth) if top.get("access") is not None else None
+        elif importlib.util.find_spec("redis") is None:
+            errors.append(
+                ConfigError(
+                    "storage.cache.blobdescriptor",
+                    "redis needs the redis package: pip install 'distblob[redis]'",
+                )
+            )
+    return parsed
+
+
+def parse_config(doc: object, *, warnings: Sequence[str] = ()) -> Config:
+    """Validate a decoded YAML document and return the :class:`Config` it describes.
+
+    Every problem is reported at once: the keys the catalogue (:mod:`distblob.config.keys`)
+    refuses or does not know, then each section's. One problem raises its
+    :class:`ConfigError`; more raise :class:`ConfigErrors`, listing them all. ``warnings`` (the
+    environment's) come first in :attr:`Config.warnings`, before the keys accepted without
+    effect.
+    """
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError("", f"expected a mapping, not {type(doc).__name__}")
+    top = _named(doc)
+    findings = check_keys(top, factory.names())
+    errors = [ConfigError(f.key, f.reason) for f in findings if f.kind != WARNED]
+    notes = [f"{f.key}: accepted without effect: {f.reason}" for f in findings if f.kind == WARNED]
+    parsed = _sections(prune(top, findings), errors)
+    ConfigErrors.raise_if_any(errors)
     return Config(
         version="0.1",
-        log=log,
-        storage=storage,
-        http=http,
-        redis=redis,
-        proxy=proxy,
-        auth=auth,
-        access=access,
-        catalog=parse_catalog(top.get("catalog")),
-        validation=parse_validation(top.get("validation")),
-        middleware=parse_middleware(top.get("middleware")),
+        log=parsed["log"],
+        storage=parsed["storage"],
+        http=parsed["http"],
+        redis=parsed["redis"],
+        proxy=parsed["proxy"],
+        auth=parsed["auth"],
+        access=parsed["access"],
+        catalog=parsed["catalog"],
+        validation=parsed["validation"],
+        middleware=parsed["middleware"],
+        warnings=(*warnings, *notes),
     )
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a YAML config file (``None``: the defaults)."""
-    if path is None:
-        return Config()
-    try:
-        with open(path, encoding="utf-8") as source:
-            doc = yaml.safe_load(source)
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"{os.fspath(path)!r} is not valid YAML: {exc}") from None
-    return parse_config(doc)
+def load_config(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate a YAML config file (``None``: none, the defaults), with the
+    ``REGISTRY_*`` variables of ``environ`` (:data:`os.environ` by default) over it
+    (:mod:`distblob.config.env`)."""
+    doc: object = None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as source:
+                doc = yaml.safe_load(source)
+        except OSError as exc:
+            reason = f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}"
+            raise ConfigError("", reason) from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError("", f"{os.fspath(path)!r} is not valid YAML: {exc}") from None
+    doc, warnings = apply_env(doc, os.environ if environ is None else environ)
+    return parse_config(doc, warnings=warnings)
 
 
 __all__ = [

@@ -197,7 +197,9 @@ def parse_http(doc: object) -> HTTP:
 
 def parse_log(doc: object) -> Log:
     log = checked_section(doc, "log", {"level", *LOG_KEYS})
-    level = log.get("level", "info")
+    level = log.get("level") or "info"
+    # Go lowercases the level before checking it (``INFO`` is info).
+    level = level.lower() if isinstance(level, str) else level
     if level not in LOG_LEVELS:
         raise ConfigError("log.level", f"expected one of {', '.join(LOG_LEVELS)}, not {level!r}")
     return Log(

@@ -276,6 +276,9 @@ class Config:
     catalog: Catalog = field(default_factory=Catalog)
     validation: Validation = field(default_factory=Validation)
     middleware: Middleware = field(default_factory=Middleware)
+    #: Keys accepted without effect (class 2 of :mod:`distblob.config.keys`), and ignored
+    #: ``REGISTRY_*`` variables: one line each, logged once when the server starts.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def driver(self) -> str:

@@ -45,6 +45,25 @@ class ConfigError(DistblobError, ValueError):
         self.reason = reason
 
 
+class ConfigErrors(ConfigError):
+    """Every problem of a config at once: ``errors`` in document order; ``key`` and
+    ``reason`` are the first one's, and the message lists them all, one per line."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__(errors[0].key, errors[0].reason)
+        self.errors = errors
+        self.args = ("\n".join(str(error) for error in errors),)
+
+    @classmethod
+    def raise_if_any(cls, errors: list[ConfigError]) -> None:
+        """Raise nothing for no error, the error itself for one, :class:`ConfigErrors` for
+        more."""
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise cls(errors)
+
+
 def parse_duration(text: object, key: str = "") -> float:
     """A Go duration (``168h``, ``1h30m``, ``90s``, ``0``) in seconds."""
     if text == 0 or text == "0":
@@ -142,6 +161,7 @@ __all__ = [
     "LOG_LEVELS",
     "TLS_VERSIONS",
     "ConfigError",
+    "ConfigErrors",
     "checked_section",
     "get_bool",
     "get_duration",
