@@ -10,8 +10,13 @@ credentials are slowed down:
 
 - they pass one at a time (concurrent connections from that address do not help it), each
   after a delay of :data:`FIRST_DELAY` seconds that doubles with each further failure up to
-  :data:`MAX_DELAY`;
-- a successful login from the address forgets its failures at once;
+  :data:`MAX_DELAY`. Checks still under way count as failures until they are done: a burst of
+  concurrent guesses sent before the count is reached gets :data:`FREE_FAILURES` of them
+  checked at once, the rest one at a time;
+- a successful login from the address forgets the failures of the user it logged in as (up to
+  :data:`MAX_USERS` user names are told apart per address; failures under other names are
+  kept): a client that logs in with an account of its own does not reset the count of the
+  guesses it made at another user's password;
 - an address with no failure for :data:`FORGET_AFTER` seconds is forgotten too;
 - at most :data:`MAX_ADDRESSES` addresses are remembered (the one whose last failure is oldest
   goes first), so memory stays bounded whatever the number of addresses trying.
@@ -48,6 +53,9 @@ MAX_DELAY: Final = 8.0
 FORGET_AFTER: Final = 900.0
 #: Most addresses remembered at once.
 MAX_ADDRESSES: Final = 10_000
+#: Most user names whose failures are told apart per address (a success forgives only its
+#: own user's failures; failures under further names are never forgiven, only forgotten).
+MAX_USERS: Final = 16
 
 
 def client_key(address: str) -> str:
@@ -68,6 +76,15 @@ def client_key(address: str) -> str:
 class _Address:
     failures: int
     last: float
+    #: The failures counted under each user name tried (at most :data:`MAX_USERS` names).
+    by_user: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """The checks under way for one address (kept only while there are some)."""
+
+    count: int = 0
     #: Slowed requests pass one at a time: each holds this while it waits and is checked.
     turn: anyio.Lock = field(default_factory=anyio.Lock)
 
@@ -96,6 +113,8 @@ class LoginThrottle:
         self._sleep = sleep
         # Ordered by last failure, oldest first.
         self._addresses: collections.OrderedDict[str, _Address] = collections.OrderedDict()
+        # Checks under way, by address: as many entries as requests being checked, no more.
+        self._in_flight: dict[str, _InFlight] = {}
 
     def __len__(self) -> int:
         """How many addresses are remembered."""
@@ -112,19 +131,30 @@ class LoginThrottle:
     @contextlib.asynccontextmanager
     async def turn(self, address: str) -> AsyncIterator[None]:
         """Around checking a request's credentials: nothing for an address that is not slowed
-        down; else the address's turn (one request at a time) and its delay."""
-        entry = self._entry(client_key(address))
-        if entry is None or entry.failures < self.free_failures:
-            yield
-            return
-        async with entry.turn:
-            wait = self.delay(address)
-            if wait > 0:
-                await self._sleep(wait)
-            yield
+        down; else the address's turn (one request at a time) and its delay. A check under way
+        counts as a failure until it is done, so concurrent requests cannot all be checked
+        before the failures they would add are counted."""
+        key = client_key(address)
+        entry = self._entry(key)
+        flight = self._in_flight.setdefault(key, _InFlight())
+        free = (entry.failures if entry is not None else 0) + flight.count < self.free_failures
+        flight.count += 1
+        try:
+            if free:
+                yield
+                return
+            async with flight.turn:
+                wait = self.delay(address)
+                if wait > 0:
+                    await self._sleep(wait)
+                yield
+        finally:
+            flight.count -= 1
+            if flight.count == 0:
+                del self._in_flight[key]
 
-    def failed(self, address: str) -> None:
-        """A login from ``address`` failed."""
+    def failed(self, address: str, user: str | None = None) -> None:
+        """A login from ``address`` failed (as ``user``, when known)."""
         address = client_key(address)
         now = self._clock()
         entry = self._entry(address)
@@ -135,11 +165,22 @@ class LoginThrottle:
             entry = self._addresses[address] = _Address(0, now)
         entry.failures += 1
         entry.last = now
+        if user is not None and (user in entry.by_user or len(entry.by_user) < MAX_USERS):
+            entry.by_user[user] = entry.by_user.get(user, 0) + 1
         self._addresses.move_to_end(address)
 
-    def succeeded(self, address: str) -> None:
-        """A login from ``address`` succeeded: its failures are forgotten."""
-        self._addresses.pop(client_key(address), None)
+    def succeeded(self, address: str, user: str | None = None) -> None:
+        """A login from ``address`` succeeded as ``user``: the failures tried as that user are
+        forgotten, not the others (``None``: every failure of the address is forgotten)."""
+        key = client_key(address)
+        entry = self._addresses.get(key)
+        if entry is None:
+            return
+        if user is not None:
+            entry.failures -= entry.by_user.pop(user, 0)
+            if entry.failures > 0:
+                return
+        del self._addresses[key]
 
     def _entry(self, address: str) -> _Address | None:
         entry = self._addresses.get(address)
@@ -163,6 +204,7 @@ __all__ = [
     "FREE_FAILURES",
     "MAX_ADDRESSES",
     "MAX_DELAY",
+    "MAX_USERS",
     "LoginThrottle",
     "client_key",
 ]

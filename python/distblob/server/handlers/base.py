@@ -39,6 +39,7 @@ from starlette.responses import RedirectResponse, Response
 from distblob._asgi import CLIENT_CLOSED, unless_disconnected
 from distblob._numbers import is_ascii_digits
 from distblob.auth import CATALOG_ACCESS, Access, AccessController, repository_access
+from distblob.auth.htpasswd import basic_credentials
 from distblob.auth.policy import Policy, is_anonymous
 from distblob.auth.throttle import LoginThrottle
 from distblob.errors import AuthChallenge, AuthUnavailableError, UnsupportedError
@@ -167,12 +168,12 @@ async def gate(
                 f"{client.host}:{client.port}" if client else "-",
             )
             if slowing is not None:
-                slowing.failed(address)
+                slowing.failed(address, _basic_user(authorization))
         return error_response(challenge, head=request.method == "HEAD")
     except AuthUnavailableError:
         return empty(400)
     if slowing is not None:
-        slowing.succeeded(address)
+        slowing.succeeded(address, user.name)
     request.scope[USER_SCOPE_KEY] = user.name
     if policy is not None and not policy.allows(user.name, records):
         return _denied(records, request)
@@ -182,6 +183,13 @@ async def gate(
 def _basic(authorization: str | None) -> bool:
     """Whether ``authorization`` is of the ``Basic`` scheme (a user and a password)."""
     return authorization is not None and authorization[:6].lower() == "basic "
+
+
+def _basic_user(authorization: str | None) -> str | None:
+    """The user name ``Basic`` credentials name (``None`` when they cannot be read): a
+    success forgives only the failures tried under its own name."""
+    credentials = basic_credentials(authorization)
+    return credentials[0] if credentials is not None else None
 
 
 def _denied(records: tuple[Access, ...], request: Request) -> Response:
