@@ -78,6 +78,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         parse_addr,
     )
     from distblob.server import create_app
+    from distblob.server.debug import Observability
     from distblob.server.direct import DirectProtocol
     from distblob.server.tls import describe, server_context, tls_protocol
 
@@ -125,6 +126,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         proxy=config.proxy,
         access_controller=access_controller,
         access_policy=config.access,
+        observability=Observability.build(config.health, config.http.debug, registry.driver),
     )
     host, port = config.host_port
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""

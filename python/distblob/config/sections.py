@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from distblob.config.observability import parse_debug
 from distblob.config.tree import (
     HTTP,
     TLS,
@@ -182,7 +183,7 @@ def parse_tls(doc: object) -> TLS | None:
 
 
 def parse_http(doc: object) -> HTTP:
-    http = checked_section(doc, "http", {"addr", "secret", "draintimeout", "tls"})
+    http = checked_section(doc, "http", {"addr", "secret", "draintimeout", "tls", "debug"})
     addr = get_str(http, "addr", "http") or DEFAULT_ADDR
     parse_addr(addr)
     return HTTP(
@@ -190,6 +191,7 @@ def parse_http(doc: object) -> HTTP:
         secret=get_str(http, "secret", "http"),
         draintimeout=get_duration(http, "draintimeout", "http", DEFAULT_DRAIN_TIMEOUT),
         tls=parse_tls(http.get("tls")),
+        debug=parse_debug(http.get("debug")),
     )
 
 

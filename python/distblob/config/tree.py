@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distblob.config.observability import Debug, Health
 from distblob.config.values import (
     DEFAULT_ADDR,
     DEFAULT_DRAIN_TIMEOUT,
@@ -108,6 +109,7 @@ class HTTP:
     secret: str | None = field(default=None, repr=False)
     draintimeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: TLS | None = None
+    debug: Debug | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,7 @@ class Config:
     proxy: ProxyConfig | None = None
     auth: AuthConfig | None = None
     access: Policy | None = None
+    health: Health = field(default_factory=Health)
 
     @property
     def driver(self) -> str:

@@ -37,6 +37,7 @@ from distblob.config import ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
 from distblob.registry import Registry
+from distblob.server.debug import Observability
 from distblob.server.errors import APIError, error_body, error_response
 from distblob.server.handlers import (
     base,
@@ -123,6 +124,7 @@ def create_app(
     access_controller: AccessController | None = None,
     access_policy: Policy | None = None,
     login_throttle: LoginThrottle | None = None,
+    observability: Observability | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -142,7 +144,9 @@ def create_app(
     as with a Go registry that has no ``auth`` section. ``access_policy`` (``access``:
     :mod:`distblob.auth.policy`) says who may do what; failed logins are slowed down by
     ``login_throttle`` (by default a :class:`~distblob.auth.throttle.LoginThrottle` with its
-    defaults, whenever there is an access controller).
+    defaults, whenever there is an access controller). ``observability`` (``health`` and
+    ``http.debug``: :mod:`distblob.server.debug`) gates the API on the health checks, observes
+    it for the metrics, and runs the checks and the debug listener in the lifespan.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -182,7 +186,8 @@ def create_app(
         lifespan=_lifespan(served, purger),
     )
     app.router.redirect_slashes = False
-    return Envelope(app, access_log=access_log)
+    observed = app if observability is None else observability.wrap(app)
+    return Envelope(observed, access_log=access_log)
 
 
 __all__ = ["CHUNK", "HANDLERS", "MAX_MANIFEST_SIZE", "Envelope", "PlanResponse", "create_app"]
