@@ -5,9 +5,9 @@ As in distribution, a check's status starts healthy and is first updated one ``i
 after the start, then every ``interval``; with a ``threshold`` it turns unhealthy only after
 that many failures in a row, and any success resets the count. The status is what
 ``/debug/health`` reports (:mod:`distblob.server.debug`): a JSON object of the failing checks'
-names and errors. The checks are distribution's: ``storagedriver_<driver>`` (``stat /``; a
-missing root passes: the backend answered), a file that must not exist, a ``HEAD`` that must
-answer the expected status, and a TCP connection that must open.
+names and errors. The checks are distribution's: ``storagedriver_<driver>`` (a listing of
+``/``; a missing root passes: the backend answered), a file that must not exist, a ``HEAD``
+that must answer the expected status, and a TCP connection that must open.
 """
 
 from __future__ import annotations
@@ -135,8 +135,10 @@ def _tcp_probe(check: TCPCheck) -> Probe:
 
 def _driver_probe(driver: StorageDriver) -> Probe:
     def stat() -> str | None:
+        # A listing, not ``stat("/")``: an object store answers that without a request, and
+        # distribution's s3 driver lists to stat the root anyway.
         try:
-            driver.stat("/")
+            driver.list("/")
         except PathNotFoundError:
             return None  # the backend answered; an empty root is not a failure
         except Exception as exc:
