@@ -20,8 +20,9 @@ class Observer(Protocol):
     def cache_lookup(self, outcome: str) -> None:
         """A blob descriptor cache lookup: ``Hit``, ``Miss`` or ``Error``."""
 
-    def upload_written(self, count: int) -> None:
-        """``count`` bytes were written to an upload and hashed."""
+    def blob_written(self, count: int) -> None:
+        """``count`` bytes were hashed and written into a blob (an upload's, or a whole blob
+        put at once)."""
 
     def uploads_open(self, delta: int) -> None:
         """An upload writer opened (``+1``) or ended (``-1``)."""

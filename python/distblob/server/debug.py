@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("distblob.serve")
 
 _NOT_FOUND = b"404 page not found\n"
+#: What ``generate_latest`` writes: Prometheus' text format 0.0.4.
+_EXPOSITION = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class _InLoopServer(uvicorn.Server):
@@ -70,10 +72,8 @@ class DebugApp:
             content_type = b"application/json; charset=utf-8"
             await _respond(send, 503 if failing else 200, body, content_type)
         elif path == self.path and self.metrics is not None and method in ("GET", "HEAD"):
-            from prometheus_client import CONTENT_TYPE_LATEST
-
             body = self.metrics.exposition() if method == "GET" else b""
-            await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            await _respond(send, 200, body, _EXPOSITION)
         else:
             await _respond(send, 404, _NOT_FOUND, b"text/plain; charset=utf-8")
 

@@ -149,7 +149,9 @@ class Metrics:
             "proxy", "pushed_bytes", "The size of total bytes pushed to the client", kind
         )
         self.upload_bytes = counter(
-            "", "upload_bytes_written", "Bytes written to uploads (each hashed as written)."
+            "",
+            "blob_bytes_written",
+            "Bytes hashed and written into blobs (uploads, and whole blobs put at once).",
         )
         self.uploads = Gauge(
             "uploads_in_flight",
@@ -181,7 +183,7 @@ class Metrics:
         if outcome == "Hit":
             self.cache_hits.inc()
 
-    def upload_written(self, count: int) -> None:
+    def blob_written(self, count: int) -> None:
         self.upload_bytes.inc(count)
 
     def uploads_open(self, delta: int) -> None:

@@ -161,7 +161,7 @@ class BlobWriter:
             n = self._upload.write(data)
         self._position += n
         if (observer := _observe.observer) is not None:
-            observer.upload_written(n)
+            observer.blob_written(n)
         return n
 
     def read_from(self, source: BinaryIO | int) -> int:
@@ -173,7 +173,7 @@ class BlobWriter:
             n = self._upload.read_from(source)
         self._position = self._upload.size
         if (observer := _observe.observer) is not None:
-            observer.upload_written(n)
+            observer.blob_written(n)
         return n
 
     @contextlib.contextmanager
