@@ -93,6 +93,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     from distblob.logs import configure as configure_logging
     from distblob.server import create_app
+    from distblob.server.debug import Observability
     from distblob.server.direct import DirectProtocol
     from distblob.server.tls import describe, server_context, tls_protocol
 
@@ -138,6 +139,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_policy=config.access,
         http=config.http,
         catalog_max_entries=config.catalog.maxentries,
+        observability=Observability.build(config.health, config.http.debug, registry.driver),
     )
     unix = config.http.net == "unix"
     host, port = ("", 0) if unix else config.host_port

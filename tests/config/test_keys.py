@@ -121,12 +121,21 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_list_items_are_checked_and_reported_with_their_index() -> None:
-    doc = {"health": {"file": [{"file": "/a"}, {"fiel": "/b"}]}, "storage": {"inmemory": {}}}
+    doc = {
+        "health": {"file": [{"file": "/a"}, {"fiel": "/b"}]},
+        "notifications": {"endpoints": [{"name": "a"}, {"nmae": "b"}]},
+        "storage": {"inmemory": {}},
+    }
     with pytest.raises(ConfigErrors) as info:
         parse_config(doc)
     assert [(error.key, error.reason) for error in info.value.errors] == [
-        ("health.file[0].file", NYI),
         ("health.file[1].fiel", "unknown key (did you mean health.file[1].file?)"),
+        ("notifications.endpoints[0].name", NYI),
+        (
+            "notifications.endpoints[1].nmae",
+            "unknown key (did you mean notifications.endpoints[1].name?)",
+        ),
+        ("health.file[1].file", "required"),  # then its section: the item it left lacks a file
     ]
 
 

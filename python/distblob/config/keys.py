@@ -145,10 +145,10 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("http.tls.ciphersuites", IMPLEMENTED, ""),
     ("http.tls.letsencrypt", REFUSED, _NO_ACME),
     ("http.debug", IMPLEMENTED, _SECTION),
-    ("http.debug.addr", REFUSED, NYI),
+    ("http.debug.addr", IMPLEMENTED, ""),
     ("http.debug.prometheus", IMPLEMENTED, _SECTION),
-    ("http.debug.prometheus.enabled", REFUSED, NYI),
-    ("http.debug.prometheus.path", REFUSED, NYI),
+    ("http.debug.prometheus.enabled", IMPLEMENTED, ""),
+    ("http.debug.prometheus.path", IMPLEMENTED, ""),
     ("http.headers", IMPLEMENTED, ""),
     ("http.http2", WARNED, _HTTP2),
     ("http.h2c", WARNED, _HTTP2),
@@ -181,19 +181,19 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("health", IMPLEMENTED, _SECTION),
     ("health.storagedriver", IMPLEMENTED, _SECTION),
     *(
-        (f"health.storagedriver.{name}", REFUSED, NYI)
+        (f"health.storagedriver.{name}", IMPLEMENTED, "")
         for name in ("enabled", "interval", "threshold")
     ),
     ("health.file", IMPLEMENTED, _SECTION),
-    *((f"health.file[].{name}", REFUSED, NYI) for name in ("file", "interval", "threshold")),
+    *((f"health.file[].{name}", IMPLEMENTED, "") for name in ("file", "interval", "threshold")),
     ("health.http", IMPLEMENTED, _SECTION),
     *(
-        (f"health.http[].{name}", REFUSED, NYI)
+        (f"health.http[].{name}", IMPLEMENTED, "")
         for name in ("uri", "headers", "statuscode", "timeout", "interval", "threshold")
     ),
     ("health.tcp", IMPLEMENTED, _SECTION),
     *(
-        (f"health.tcp[].{name}", REFUSED, NYI)
+        (f"health.tcp[].{name}", IMPLEMENTED, "")
         for name in ("addr", "timeout", "interval", "threshold")
     ),
     ("catalog", IMPLEMENTED, _SECTION),
@@ -232,11 +232,7 @@ _CLASSES: Final = {IMPLEMENTED: "implemented", WARNED: "warning", REFUSED: "refu
 #: Maps of distribution's where naming a key is what counts (no zero-value leniency).
 _PRESENCE_MAPS: Final = ("storage", "auth", "middleware")
 #: Sections whose keys are all of class 2 or 3: the section parsers do not know them.
-_UNPARSED: Final = (
-    "http.debug",
-    "notifications",
-    "health",
-)
+_UNPARSED: Final = ("notifications",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,22 +340,27 @@ def prune(doc: Mapping[Any, Any], findings: list[Finding]) -> dict[Any, Any]:
     """``doc`` without the keys of ``findings``, for the section parsers."""
     dropped = {finding.key for finding in findings}
 
-    def keep(node: Mapping[Any, Any], path: str) -> dict[Any, Any]:
+    def keep(node: Mapping[Any, Any], path: str, shown: str) -> dict[Any, Any]:
         kept: dict[Any, Any] = {}
         for name, value in node.items():
             key = f"{path}.{name}" if path else str(name)
+            at = f"{shown}.{name}" if shown else str(name)
             found = lookup(key)
-            if key in dropped or key in _UNPARSED or (found and found[0] != IMPLEMENTED):
+            if at in dropped or key in _UNPARSED or (found and found[0] != IMPLEMENTED):
                 continue
             if isinstance(value, Mapping):
-                kept[name] = keep(value, key)
-            elif isinstance(value, list):  # list items flagged whole (middleware.storage[0])
-                kept[name] = [item for i, item in enumerate(value) if f"{key}[{i}]" not in dropped]
+                kept[name] = keep(value, key, at)
+            elif isinstance(value, list):  # items flagged whole, or keys within them
+                kept[name] = [
+                    keep(item, f"{key}[]", f"{at}[{i}]") if isinstance(item, Mapping) else item
+                    for i, item in enumerate(value)
+                    if f"{at}[{i}]" not in dropped
+                ]
             else:
                 kept[name] = value
         return kept
 
-    return keep(doc, "")
+    return keep(doc, "", "")
 
 
 def markdown_table() -> str:

@@ -14,6 +14,7 @@ from distblob.config.catalog import parse_catalog
 from distblob.config.env import apply_env
 from distblob.config.keys import WARNED, check_keys, prune
 from distblob.config.middleware import parse_middleware
+from distblob.config.observability import parse_health
 from distblob.config.sections import parse_http, parse_log, parse_proxy, parse_redis, parse_storage
 from distblob.config.tree import Config
 from distblob.config.validation import parse_validation
@@ -65,6 +66,7 @@ def _sections(top: Mapping[str, Any], errors: list[ConfigError]) -> dict[str, An
     run("catalog", parse_catalog)
     run("validation", parse_validation)
     run("middleware", parse_middleware)
+    run("health", parse_health)
     storage, redis = parsed.get("storage"), parsed.get("redis")
     if storage is not None and storage.cache.blobdescriptor == "redis" and "redis" in parsed:
         if redis is None:
@@ -112,6 +114,7 @@ def parse_config(doc: object, *, warnings: Sequence[str] = ()) -> Config:
         catalog=parsed["catalog"],
         validation=parsed["validation"],
         middleware=parsed["middleware"],
+        health=parsed["health"],
         warnings=(*warnings, *notes),
     )
 

@@ -18,6 +18,7 @@ from distblob.config.httplog import (
     parse_prefix,
     parse_relativeurls,
 )
+from distblob.config.observability import parse_debug
 from distblob.config.redis import parse_redis
 from distblob.config.tree import (
     HTTP,
@@ -180,7 +181,9 @@ def parse_tls(doc: object) -> TLS | None:
 
 
 def parse_http(doc: object) -> HTTP:
-    http = checked_section(doc, "http", {"addr", "secret", "draintimeout", "tls", *HTTP_KEYS})
+    http = checked_section(
+        doc, "http", {"addr", "secret", "draintimeout", "tls", *HTTP_KEYS, "debug"}
+    )
     addr = get_str(http, "addr", "http") or DEFAULT_ADDR
     return HTTP(
         addr=addr,
@@ -192,6 +195,7 @@ def parse_http(doc: object) -> HTTP:
         host=parse_host(http),
         relativeurls=parse_relativeurls(http),
         headers=parse_headers(http),
+        debug=parse_debug(http.get("debug")),
     )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from distblob.config.catalog import Catalog
 from distblob.config.middleware import Middleware
+from distblob.config.observability import Debug, Health
 from distblob.config.validation import Validation
 from distblob.config.values import (
     DEFAULT_ADDR,
@@ -151,6 +152,7 @@ class HTTP:
     host: str | None = None
     relativeurls: bool | None = None
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    debug: Debug | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +281,7 @@ class Config:
     #: Keys accepted without effect (class 2 of :mod:`distblob.config.keys`), and ignored
     #: ``REGISTRY_*`` variables: one line each, logged once when the server starts.
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    health: Health = field(default_factory=Health)
 
     @property
     def driver(self) -> str:

@@ -31,6 +31,7 @@ import anyio
 import httpx
 import urllib3
 
+from distblob import _observe
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
@@ -150,6 +151,13 @@ def _upstream_status(status: int, digest: Digest, headers: Mapping[str, str]) ->
         raise unexpected_status(status, headers)
 
 
+def _planned_size(plan: ServePlan) -> int:
+    """The bytes a plan's body holds (0 for a 304 or a redirect)."""
+    if plan.body is None and not plan.parts:
+        return 0
+    return _content_length({k.lower(): v for k, v in plan.headers.items()}) or 0
+
+
 def _content_length(headers: Mapping[str, str]) -> int | None:
     raw = headers.get("content-length")
     if raw is None or not is_ascii_digits(raw) or len(raw) > 19:
@@ -198,9 +206,13 @@ class ProxyBlobStore:
         key = (repo.name, str(digest))
         if key not in self._inflight:
             try:
-                return await anyio.to_thread.run_sync(local)
+                plan = await anyio.to_thread.run_sync(local)
             except BlobUnknownError:
                 pass
+            else:
+                if method == "GET" and (observer := _observe.observer) is not None:
+                    observer.proxy_blob(_planned_size(plan), hit=True)
+                return plan
             if method == "HEAD":
                 return await self._head(repo, digest)
             if await anyio.to_thread.run_sync(self.registry.blobs.exists, digest):
@@ -258,6 +270,8 @@ class ProxyBlobStore:
             try:
                 _upstream_status(response.status, digest, response.headers)
                 await self._receive(repo, fetch, response)
+                if (observer := _observe.observer) is not None:
+                    observer.proxy_blob(fetch.size or 0, hit=False)
             except BaseException:
                 response.close()  # a connection left mid-body is never reused
                 raise

@@ -37,6 +37,7 @@ from distblob.config import HTTP, ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
 from distblob.registry import Registry
+from distblob.server.debug import Observability
 from distblob.server.errors import APIError, error_body, error_response
 from distblob.server.frontdoor import FrontDoor, URLs
 from distblob.server.handlers import (
@@ -126,6 +127,7 @@ def create_app(
     login_throttle: LoginThrottle | None = None,
     http: HTTP | None = None,
     catalog_max_entries: int = 1000,
+    observability: Observability | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -149,6 +151,9 @@ def create_app(
 
     ``http`` (the config's section) gives the front door's settings
     (:mod:`distblob.server.frontdoor`): ``prefix``, ``host``, ``relativeurls`` and ``headers``.
+    defaults, whenever there is an access controller). ``observability`` (``health`` and
+    ``http.debug``: :mod:`distblob.server.debug`) gates the API on the health checks, observes
+    it for the metrics, and runs the checks and the debug listener in the lifespan.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -197,7 +202,10 @@ def create_app(
     app.router.redirect_slashes = False
     http = http or HTTP()
     urls = URLs(prefix=http.prefix, host=http.host, relative=http.relativeurls is not False)
-    return Envelope(FrontDoor(app, urls=urls, headers=http.headers), access_log=access_log)
+    front = FrontDoor(app, urls=urls, headers=http.headers)
+    # Go's health gate wraps everything, GET / included.
+    observed = front if observability is None else observability.wrap(front)
+    return Envelope(observed, access_log=access_log)
 
 
 __all__ = ["CHUNK", "HANDLERS", "MAX_MANIFEST_SIZE", "Envelope", "PlanResponse", "create_app"]

@@ -44,6 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
+from distblob import _observe
 from distblob.descriptor import Descriptor
 from distblob.digest import Digest
 from distblob.errors import (
@@ -160,10 +161,20 @@ def _check_alias(digest: Digest, canonical: Digest) -> None:
 
 def lookup(scope: BlobDescriptorCacheScope, digest: Digest) -> Descriptor | None:
     """The scope's entry for ``digest``; ``None`` on a miss or when the cache is unavailable."""
+    observer = _observe.observer
     try:
-        return scope.stat(digest)
-    except (BlobUnknownError, CacheUnavailableError):
+        descriptor = scope.stat(digest)
+    except BlobUnknownError:
+        if observer is not None:
+            observer.cache_lookup("Miss")
         return None
+    except CacheUnavailableError:
+        if observer is not None:
+            observer.cache_lookup("Error")
+        return None
+    if observer is not None:
+        observer.cache_lookup("Hit")
+    return descriptor
 
 
 def remember(scope: BlobDescriptorCacheScope, digest: Digest, descriptor: Descriptor) -> bool:

@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
+from distblob import _observe
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import ALGORITHMS, CANONICAL, Digest
@@ -290,6 +291,8 @@ class LinkedBlobStore(Statter):
             media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
         )
         remember(self.cache, digest, descriptor)
+        if (observer := _observe.observer) is not None:
+            observer.blob_written(view.nbytes)
         return descriptor
 
     def file_putter(self, algorithm: str = CANONICAL) -> PutFile | None:

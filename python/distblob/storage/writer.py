@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Self
 
+from distblob import _observe
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
 from distblob.digest import Digest
 from distblob.errors import (
@@ -96,6 +97,8 @@ class BlobWriter:
         self._hash_wrong = False  # the running hash proved not to be the data's
         self._failed = False  # a write failed: the bytes since the last close are not kept
         self._done = False  # committed, cancelled or closed
+        if (observer := _observe.observer) is not None:
+            observer.uploads_open(1)
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -157,6 +160,8 @@ class BlobWriter:
         with self._upload_errors():
             n = self._upload.write(data)
         self._position += n
+        if (observer := _observe.observer) is not None:
+            observer.blob_written(n)
         return n
 
     def read_from(self, source: BinaryIO | int) -> int:
@@ -167,6 +172,8 @@ class BlobWriter:
         with self._upload_errors():
             n = self._upload.read_from(source)
         self._position = self._upload.size
+        if (observer := _observe.observer) is not None:
+            observer.blob_written(n)
         return n
 
     @contextlib.contextmanager
@@ -274,6 +281,8 @@ class BlobWriter:
                 with contextlib.suppress(PathNotFoundError):
                     self._store.driver.delete(paths.upload_dir_path(self._store.name, self._id))
         finally:
+            if not self._done and (observer := _observe.observer) is not None:
+                observer.uploads_open(-1)
             self._done = True
             if self._lock is not None:
                 self._lock.release()

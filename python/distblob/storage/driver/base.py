@@ -25,10 +25,13 @@ import abc
 import builtins
 import contextlib
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, Self, final
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, ParamSpec, Self, TypeVar, final
 
+from distblob import _observe
 from distblob.errors import InvalidOffsetError, InvalidPathError, StorageDriverError
 
 if TYPE_CHECKING:
@@ -178,6 +181,25 @@ class FileWriter(abc.ABC):
         self.close()
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _timed(
+    driver: str, action: str, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs
+) -> _R:
+    """``call(*args)``, its duration reported as distribution's storage ``action`` when metrics
+    are on (:mod:`distblob._observe`)."""
+    observer = _observe.observer
+    if observer is None:
+        return call(*args, **kwargs)
+    started = time.perf_counter()
+    try:
+        return call(*args, **kwargs)
+    finally:
+        observer.storage_action(driver, action, time.perf_counter() - started)
+
+
 class StorageDriver(abc.ABC):
     """Stores byte strings at driver paths; safe to use from many threads at once.
 
@@ -205,7 +227,7 @@ class StorageDriver(abc.ABC):
     @final
     def get_content(self, path: str) -> bytes:
         """The whole file at ``path``; ``PathNotFoundError`` if missing or a directory."""
-        return self._get_content(validate_path(path))
+        return _timed(self.name, "GetContent", self._get_content, validate_path(path))
 
     @final
     def put_content(self, path: str, data: ReadableBuffer, *, fsync: bool = False) -> None:
@@ -215,7 +237,7 @@ class StorageDriver(abc.ABC):
         ``<path>.<uuid4>.tmp`` and renamed, as distribution does). With ``fsync`` the content and
         every directory entry it needed (including new parent directories) are durable on return.
         """
-        self._put_content(validate_path(path), data, fsync=fsync)
+        _timed(self.name, "PutContent", self._put_content, validate_path(path), data, fsync=fsync)
 
     @final
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
@@ -243,7 +265,7 @@ class StorageDriver(abc.ABC):
     @final
     def stat(self, path: str) -> FileInfo:
         """What is at ``path`` (``/`` allowed); ``PathNotFoundError`` if nothing is."""
-        return self._stat(validate_path(path, allow_root=True))
+        return _timed(self.name, "Stat", self._stat, validate_path(path, allow_root=True))
 
     @final
     def list(self, path: str) -> builtins.list[str]:
@@ -251,7 +273,7 @@ class StorageDriver(abc.ABC):
 
         ``PathNotFoundError`` if there is no directory at ``path``.
         """
-        return self._list(validate_path(path, allow_root=True))
+        return _timed(self.name, "List", self._list, validate_path(path, allow_root=True))
 
     @final
     def move(self, src: str, dst: str, *, fsync: bool = False) -> None:
@@ -265,12 +287,12 @@ class StorageDriver(abc.ABC):
         validate_path(dst)
         if dst.startswith(src + "/"):
             raise StorageDriverError(f"cannot move {src} into itself ({dst})")
-        self._move(src, dst, fsync=fsync)
+        _timed(self.name, "Move", self._move, src, dst, fsync=fsync)
 
     @final
     def delete(self, path: str) -> None:
         """Remove the file or the whole directory tree at ``path``; ``PathNotFoundError``."""
-        self._delete(validate_path(path))
+        _timed(self.name, "Delete", self._delete, validate_path(path))
 
     @final
     def walk(self, path: str) -> Iterator[FileInfo]:
@@ -289,7 +311,7 @@ class StorageDriver(abc.ABC):
 
         Object stores offer signed URLs here; local drivers have none.
         """
-        return self._redirect_url(validate_path(path), method)
+        return _timed(self.name, "URLFor", self._redirect_url, validate_path(path), method)
 
     @final
     def local_path(self, path: str) -> str | None:
