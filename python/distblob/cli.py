@@ -21,9 +21,14 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from distblob.commands import register_all
 from distblob.digest import ALGORITHMS, CANONICAL, Digest, digester
+
+if TYPE_CHECKING:
+    from distblob.config import Config
+    from distblob.notifications import Notifier
 
 _CHUNK = 1 << 20
 
@@ -60,6 +65,25 @@ def _https_banner(record: logging.LogRecord) -> bool:
     ):
         record.args = ("https", *record.args[1:])
     return True
+
+
+def _notifier(config: Config) -> Notifier:
+    """The notifier of ``notifications``: journals under the root with the filesystem driver,
+    queues in memory otherwise (with a warning when there are endpoints)."""
+    import uuid
+
+    from distblob.notifications import Notifier, Source, source_addr
+
+    endpoints = config.notifications.enabled
+    root = config.root if config.driver == "filesystem" else None
+    if endpoints and root is None:
+        logging.getLogger("distblob.notifications").warning(
+            "notifications: storage %s is no local filesystem: events wait in memory and are "
+            "lost on restart, as in distribution",
+            config.driver,
+        )
+    source = Source(source_addr(config.addr), str(uuid.uuid4()))
+    return Notifier(config.notifications, root=root, source=source)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -118,6 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "(and any Go registry sharing it) needs the same secret to continue uploads"
         )
     registry = build_registry(config)
+    notifier = _notifier(config)
     app = create_app(
         registry,
         secret=secret,
@@ -125,6 +150,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         proxy=config.proxy,
         access_controller=access_controller,
         access_policy=config.access,
+        notifier=notifier,
     )
     host, port = config.host_port
     where = f"root={os.path.abspath(config.root)}" if config.driver == "filesystem" else ""

@@ -8,6 +8,7 @@ import os
 import yaml
 
 from distblob.config.access import parse_access, parse_auth
+from distblob.config.notifications import parse_notifications
 from distblob.config.sections import parse_http, parse_log, parse_proxy, parse_redis, parse_storage
 from distblob.config.tree import Config
 from distblob.config.values import ConfigError, checked_section
@@ -16,7 +17,9 @@ from distblob.config.values import ConfigError, checked_section
 def parse_config(doc: object) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes."""
     top = checked_section(
-        doc, "", {"version", "storage", "http", "log", "proxy", "redis", "auth", "access"}
+        doc,
+        "",
+        {"version", "storage", "http", "log", "proxy", "redis", "auth", "access", "notifications"},
     )
     version = top.get("version", "0.1")
     if str(version) != "0.1":
@@ -45,6 +48,7 @@ def parse_config(doc: object) -> Config:
         proxy=proxy,
         auth=auth,
         access=access,
+        notifications=parse_notifications(top.get("notifications")),
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distblob.config.notifications import Notifications
 from distblob.config.values import (
     DEFAULT_ADDR,
     DEFAULT_DRAIN_TIMEOUT,
@@ -213,6 +214,7 @@ class Config:
     proxy: ProxyConfig | None = None
     auth: AuthConfig | None = None
     access: Policy | None = None
+    notifications: Notifications = field(default_factory=Notifications)
 
     @property
     def driver(self) -> str:

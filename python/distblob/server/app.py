@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 from starlette.applications import Starlette
@@ -52,6 +52,9 @@ from distblob.server.middleware import Envelope
 from distblob.server.responses import CHUNK, PlanResponse
 from distblob.storage.aio import ThreadedRegistry
 from distblob.storage.purge import UploadPurger
+
+if TYPE_CHECKING:
+    from distblob.notifications import Notifier
 
 #: Every resource, most specific route first (a name may end in ``/blobs`` or ``/manifests``).
 HANDLERS: Final = (base, catalog, tags, manifests, referrers, uploads, blobs)
@@ -94,13 +97,15 @@ def _routing_miss(request: Request, exc: Exception, status: int) -> Response:
 
 
 def _lifespan(
-    served: AsyncRegistry, purger: UploadPurger | None
+    served: AsyncRegistry, purger: UploadPurger | None, notifier: Notifier | None = None
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
-    """The served registry's background work (a cache's schedule), and upload purging."""
+    """The served registry's background work (a cache's schedule), upload purging, and the
+    delivery of events."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with served.running():
+        sending = notifier.running() if notifier is not None else contextlib.nullcontext()
+        async with served.running(), sending:
             if purger is None:
                 yield
                 return
@@ -123,6 +128,7 @@ def create_app(
     access_controller: AccessController | None = None,
     access_policy: Policy | None = None,
     login_throttle: LoginThrottle | None = None,
+    notifier: Notifier | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -143,6 +149,9 @@ def create_app(
     :mod:`distblob.auth.policy`) says who may do what; failed logins are slowed down by
     ``login_throttle`` (by default a :class:`~distblob.auth.throttle.LoginThrottle` with its
     defaults, whenever there is an access controller).
+
+    ``notifier`` (``notifications``: :class:`~distblob.notifications.Notifier`) is told of
+    every push, pull, mount and delete and sends the events from the lifespan.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -160,7 +169,13 @@ def create_app(
     if login_throttle is None and access_controller is not None:
         login_throttle = LoginThrottle()
     context = base.Context(
-        served, secret, max_manifest_size, access_controller, access_policy, login_throttle
+        served,
+        secret,
+        max_manifest_size,
+        access_controller,
+        access_policy,
+        login_throttle,
+        notifier if notifier is not None and notifier.enabled else None,
     )
     resources = [resource for handler in HANDLERS for resource in handler.resources(context)]
     routes = [
@@ -179,7 +194,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error(context, targets)},
-        lifespan=_lifespan(served, purger),
+        lifespan=_lifespan(served, purger, context.notifier),
     )
     app.router.redirect_slashes = False
     return Envelope(app, access_log=access_log)

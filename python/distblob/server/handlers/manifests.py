@@ -65,6 +65,9 @@ class Manifests:
         if if_none_match and etag_matches(if_none_match, etag):
             del headers["Content-Length"]
             return Response(status_code=304, headers=headers)
+        if self.context.notifier is not None:  # a HEAD too: Go reads the manifest for it
+            tag = None if ":" in reference else reference
+            self.context.notifier.manifest("pull", request, repo.name, descriptor, body, tag)
         return Response(b"" if head else body, 200, headers=headers)
 
     async def delete(self, request: Request) -> Response:
@@ -72,6 +75,14 @@ class Manifests:
         reference = request.path_params["reference"]
         _known_reference(reference)
         await repo.manifests.delete(reference)
+        if self.context.notifier is not None:
+            by_digest = ":" in reference
+            self.context.notifier.deleted(
+                request,
+                repo.name,
+                digest=reference if by_digest else "",
+                tag="" if by_digest else reference,
+            )
         return empty(202)
 
     async def put(self, request: Request) -> Response:
@@ -94,6 +105,9 @@ class Manifests:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip() or None
         descriptor: Descriptor = await repo.manifests.put(reference, bytes(body), media_type)
         digest = str(descriptor.digest)
+        if self.context.notifier is not None:
+            tag = None if ":" in reference else reference
+            self.context.notifier.manifest("push", request, repo.name, descriptor, bytes(body), tag)
         headers = {
             "Location": f"/v2/{repo.name}/manifests/{digest}",
             "Docker-Content-Digest": digest,
