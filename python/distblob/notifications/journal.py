@@ -60,14 +60,25 @@ class Queue(Protocol):
     def pending(self) -> int: ...
 
 
-def _dropped(name: str, count: int, limit: int) -> None:
-    logger.warning(
-        "notifications: endpoint %s: %d events waiting (the limit): dropped the %d oldest; "
-        "they will never be delivered",
-        name,
-        limit + count,
-        count,
-    )
+class _Drops:
+    """Counts the events dropped past the bound, warning at the first and every 1000th, so
+    an endpoint down for long does not flood the log."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.total = 0
+
+    def add(self, count: int) -> None:
+        before, self.total = self.total, self.total + count
+        if before == 0 or before // 1000 != self.total // 1000:
+            logger.warning(
+                "notifications: endpoint %s: more than %d events waiting: the oldest dropped, "
+                "%d so far; they will never be delivered",
+                self.name,
+                self.limit,
+                self.total,
+            )
 
 
 class MemoryQueue:
@@ -80,6 +91,7 @@ class MemoryQueue:
         self._events: deque[tuple[int, bytes]] = deque()
         self._next = 0
         self._lock = threading.Lock()
+        self.drops = _Drops(name, max_events)
 
     def append(self, payload: bytes) -> None:
         with self._lock:
@@ -89,7 +101,7 @@ class MemoryQueue:
             for _ in range(max(excess, 0)):
                 self._events.popleft()
         if excess > 0:
-            _dropped(self.name, excess, self.max_events)
+            self.drops.add(excess)
 
     def read(self, limit: int) -> list[tuple[int, bytes]]:
         with self._lock:
@@ -148,6 +160,7 @@ class Journal:
         self.max_events = max_events
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
+        self.drops = _Drops(self.name, max_events)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lockfd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -220,7 +233,7 @@ class Journal:
                 self._write_cursor()
                 self._compact()
         if excess > 0:
-            _dropped(self.name, excess, self.max_events)
+            self.drops.add(excess)
 
     def _rotate(self) -> None:
         os.fdatasync(self._fd)

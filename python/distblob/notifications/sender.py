@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Final
@@ -19,7 +20,7 @@ import httpx
 from starlette.concurrency import run_in_threadpool
 
 from distblob.config.notifications import Endpoint
-from distblob.notifications.events import EVENTS_MEDIA_TYPE
+from distblob.notifications.events import EVENTS_MEDIA_TYPE, envelope
 from distblob.notifications.journal import Queue
 
 logger = logging.getLogger("distblob.notifications")
@@ -74,7 +75,9 @@ class Sender:
         if self.failures >= endpoint.threshold:
             await asyncio.sleep(endpoint.backoff)
         try:
-            response = await client.post(endpoint.url, content=body, headers=self._headers)
+            # The journal holds each event compact; it is sent as Go sends it (one per envelope).
+            content = envelope([json.loads(body)])
+            response = await client.post(endpoint.url, content=content, headers=self._headers)
         except httpx.HTTPError as exc:
             problem = f"{type(exc).__name__}: {exc}"
         else:
