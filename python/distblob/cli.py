@@ -22,9 +22,14 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from distblob.commands import register_all
 from distblob.digest import ALGORITHMS, CANONICAL, Digest, digester
+
+if TYPE_CHECKING:
+    from distblob.config import Config
+    from distblob.notifications import Notifier
 
 _CHUNK = 1 << 20
 
@@ -74,6 +79,25 @@ def _config_path(args: argparse.Namespace) -> str | None:
         raise ConfigError("", f"two config files: {args.config_file} and --config {args.config}")
     path: str | None = args.config_file or args.config or os.environ.get(CONFIGURATION_PATH)
     return path or None
+
+
+def _notifier(config: Config) -> Notifier:
+    """The notifier of ``notifications``: journals under the root with the filesystem driver,
+    queues in memory otherwise (with a warning when there are endpoints)."""
+    import uuid
+
+    from distblob.notifications import Notifier, Source, source_addr
+
+    endpoints = config.notifications.enabled
+    root = config.root if config.driver == "filesystem" else None
+    if endpoints and root is None:
+        logging.getLogger("distblob.notifications").warning(
+            "notifications: storage %s is no local filesystem: events wait in memory and are "
+            "lost on restart, as in distribution",
+            config.driver,
+        )
+    source = Source(source_addr(config.addr), str(uuid.uuid4()))
+    return Notifier(config.notifications, root=root, source=source)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -130,6 +154,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "(and any Go registry sharing it) needs the same secret to continue uploads"
         )
     registry = build_registry(config)
+    notifier = _notifier(config)
     app = create_app(
         registry,
         secret=secret,
@@ -140,6 +165,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         http=config.http,
         catalog_max_entries=config.catalog.maxentries,
         observability=Observability.build(config.health, config.http.debug, registry.driver),
+        notifier=notifier,
     )
     unix = config.http.net == "unix"
     host, port = ("", 0) if unix else config.host_port

@@ -45,7 +45,7 @@ def test_every_pattern_is_listed_once_with_a_reason_unless_implemented() -> None
         ("log.hooks", WARNED, "hooks"),
         ("compatibility", WARNED, "schema 1"),
         ("http.http2", WARNED, "HTTP/1.1"),
-        ("notifications.endpoints[].url", REFUSED, NYI),
+        ("notifications.endpoints[].url", IMPLEMENTED, ""),
         ("middleware.storage[].rewrite", REFUSED, "CDN"),
         ("storage.filesystem.maxthreads", REFUSED, NYI),
         ("storage.s3.accelerate", REFUSED, NYI),
@@ -123,19 +123,20 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_list_items_are_checked_and_reported_with_their_index() -> None:
     doc = {
         "health": {"file": [{"file": "/a"}, {"fiel": "/b"}]},
-        "notifications": {"endpoints": [{"name": "a"}, {"nmae": "b"}]},
+        "notifications": {"endpoints": [{"name": "a", "url": "http://a"}, {"nmae": "b"}]},
         "storage": {"inmemory": {}},
     }
     with pytest.raises(ConfigErrors) as info:
         parse_config(doc)
     assert [(error.key, error.reason) for error in info.value.errors] == [
         ("health.file[1].fiel", "unknown key (did you mean health.file[1].file?)"),
-        ("notifications.endpoints[0].name", NYI),
         (
             "notifications.endpoints[1].nmae",
             "unknown key (did you mean notifications.endpoints[1].name?)",
         ),
-        ("health.file[1].file", "required"),  # then its section: the item it left lacks a file
+        # then the sections: the items left lack a file, a name
+        ("health.file[1].file", "required"),
+        ("notifications.endpoints[1].name", "required"),
     ]
 
 

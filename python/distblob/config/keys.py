@@ -154,9 +154,11 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("http.h2c", WARNED, _HTTP2),
     ("notifications", IMPLEMENTED, _SECTION),
     ("notifications.events", IMPLEMENTED, _SECTION),
-    ("notifications.events.includereferences", REFUSED, NYI),
+    ("notifications.events.includereferences", IMPLEMENTED, ""),
     ("notifications.endpoints", IMPLEMENTED, _SECTION),
-    *((f"notifications.endpoints[].{name}", REFUSED, NYI) for name in _ENDPOINT_KEYS.split()),
+    *((f"notifications.endpoints[].{name}", IMPLEMENTED, "") for name in _ENDPOINT_KEYS.split()),
+    ("notifications.endpoints[].ignore.mediatypes", IMPLEMENTED, ""),
+    ("notifications.endpoints[].ignore.actions", IMPLEMENTED, ""),
     ("redis", IMPLEMENTED, "2.8's form"),
     ("redis.addr", IMPLEMENTED, ""),
     ("redis.password", IMPLEMENTED, ""),
@@ -232,7 +234,7 @@ _CLASSES: Final = {IMPLEMENTED: "implemented", WARNED: "warning", REFUSED: "refu
 #: Maps of distribution's where naming a key is what counts (no zero-value leniency).
 _PRESENCE_MAPS: Final = ("storage", "auth", "middleware")
 #: Sections whose keys are all of class 2 or 3: the section parsers do not know them.
-_UNPARSED: Final = ("notifications",)
+_UNPARSED: Final[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from distblob.config.catalog import parse_catalog
 from distblob.config.env import apply_env
 from distblob.config.keys import WARNED, check_keys, prune
 from distblob.config.middleware import parse_middleware
+from distblob.config.notifications import parse_notifications
 from distblob.config.observability import parse_health
 from distblob.config.sections import parse_http, parse_log, parse_proxy, parse_redis, parse_storage
 from distblob.config.tree import Config
@@ -67,6 +68,7 @@ def _sections(top: Mapping[str, Any], errors: list[ConfigError]) -> dict[str, An
     run("validation", parse_validation)
     run("middleware", parse_middleware)
     run("health", parse_health)
+    run("notifications", parse_notifications)
     storage, redis = parsed.get("storage"), parsed.get("redis")
     if storage is not None and storage.cache.blobdescriptor == "redis" and "redis" in parsed:
         if redis is None:
@@ -115,6 +117,7 @@ def parse_config(doc: object, *, warnings: Sequence[str] = ()) -> Config:
         validation=parsed["validation"],
         middleware=parsed["middleware"],
         health=parsed["health"],
+        notifications=parsed["notifications"],
         warnings=(*warnings, *notes),
     )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from distblob.config.catalog import Catalog
 from distblob.config.middleware import Middleware
+from distblob.config.notifications import Notifications
 from distblob.config.observability import Debug, Health
 from distblob.config.validation import Validation
 from distblob.config.values import (
@@ -282,6 +283,7 @@ class Config:
     #: ``REGISTRY_*`` variables: one line each, logged once when the server starts.
     warnings: tuple[str, ...] = field(default=(), compare=False)
     health: Health = field(default_factory=Health)
+    notifications: Notifications = field(default_factory=Notifications)
 
     @property
     def driver(self) -> str:

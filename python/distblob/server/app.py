@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 from starlette.applications import Starlette
@@ -54,6 +54,9 @@ from distblob.server.middleware import Envelope
 from distblob.server.responses import CHUNK, PlanResponse
 from distblob.storage.aio import ThreadedRegistry
 from distblob.storage.purge import UploadPurger
+
+if TYPE_CHECKING:
+    from distblob.notifications import Notifier
 
 #: Every resource, most specific route first (a name may end in ``/blobs`` or ``/manifests``).
 HANDLERS: Final = (base, catalog, tags, manifests, referrers, uploads, blobs)
@@ -96,13 +99,15 @@ def _routing_miss(request: Request, exc: Exception, status: int) -> Response:
 
 
 def _lifespan(
-    served: AsyncRegistry, purger: UploadPurger | None
+    served: AsyncRegistry, purger: UploadPurger | None, notifier: Notifier | None = None
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
-    """The served registry's background work (a cache's schedule), and upload purging."""
+    """The served registry's background work (a cache's schedule), upload purging, and the
+    delivery of events."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with served.running():
+        sending = notifier.running() if notifier is not None else contextlib.nullcontext()
+        async with served.running(), sending:
             if purger is None:
                 yield
                 return
@@ -128,6 +133,7 @@ def create_app(
     http: HTTP | None = None,
     catalog_max_entries: int = 1000,
     observability: Observability | None = None,
+    notifier: Notifier | None = None,
 ) -> ASGIApp:
     """The OCI distribution API over ``registry`` as an ASGI application.
 
@@ -154,6 +160,8 @@ def create_app(
     defaults, whenever there is an access controller). ``observability`` (``health`` and
     ``http.debug``: :mod:`distblob.server.debug`) gates the API on the health checks, observes
     it for the metrics, and runs the checks and the debug listener in the lifespan.
+    ``notifier`` (``notifications``: :class:`~distblob.notifications.Notifier`) is told of
+    every push, pull, mount and delete and sends the events from the lifespan.
     """
     if not secret:
         raise ValueError("an HTTP secret is required to sign upload locations")
@@ -179,6 +187,7 @@ def create_app(
         login_throttle,
         maintenance=registry.read_only,
         catalog_max_entries=catalog_max_entries,
+        notifier=notifier if notifier is not None and notifier.enabled else None,
     )
     resources = [resource for handler in HANDLERS for resource in handler.resources(context)]
     routes = [
@@ -197,7 +206,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error(context, targets)},
-        lifespan=_lifespan(served, purger),
+        lifespan=_lifespan(served, purger, context.notifier),
     )
     app.router.redirect_slashes = False
     http = http or HTTP()

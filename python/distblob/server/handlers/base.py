@@ -30,7 +30,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -49,6 +49,9 @@ from distblob.server.frontdoor import URLS_SCOPE_KEY, URLs
 from distblob.server.middleware import USER_SCOPE_KEY
 from distblob.server.responses import empty, json_response
 
+if TYPE_CHECKING:
+    from distblob.notifications import Notifier
+
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -60,7 +63,8 @@ class Context:
     """What the handlers are bound to: the registry served, the secret that signs upload
     locations (``http.secret``), the largest manifest a PUT may send, the access controller
     that gates every request (``None``: none, as without ``auth`` in distribution), the access
-    policy (``access``) and the slowing of failed logins."""
+    policy (``access``), the slowing of failed logins, and the hook that sends events
+    (``notifications``: :class:`~distblob.notifications.Notifier`; ``None``: no endpoints)."""
 
     registry: AsyncRegistry
     secret: bytes | str
@@ -72,6 +76,7 @@ class Context:
     maintenance: bool = False
     #: ``catalog.maxentries``.
     catalog_max_entries: int = 1000
+    notifier: Notifier | None = None
 
     def repository(self, request: Request) -> AsyncRepository:
         """The repository the request's path names (``NAME_INVALID`` unless valid)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from distblob.descriptor import Descriptor
 from distblob.server.handlers.base import Context, Resource, client_closed, unless_gone
 from distblob.server.responses import empty, plan_response
 
@@ -29,11 +30,22 @@ class Blobs:
                 if_none_match=headers.get("if-none-match"),
             ),
         )
-        return client_closed() if plan is None else plan_response(plan)
+        if plan is None:
+            return client_closed()
+        notifier = self.context.notifier
+        if notifier is not None and plan.status < 400:  # HEAD, 304 and 307 too, as in Go
+            length = plan.headers.get("Content-Length", "")
+            found = plan.descriptor or Descriptor(
+                size=int(length) if length.isdigit() else 0, digest=digest
+            )
+            notifier.blob_pulled(request, repo.name, found)
+        return plan_response(plan)
 
     async def delete(self, request: Request) -> Response:
         repo = self.context.repository(request)
         await repo.blobs.delete(request.path_params["digest"])
+        if self.context.notifier is not None:
+            self.context.notifier.deleted(request, repo.name, digest=request.path_params["digest"])
         return empty(202)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Final
 
@@ -11,7 +12,8 @@ from starlette.responses import Response
 
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import Descriptor
-from distblob.errors import TagInvalidError
+from distblob.errors import ManifestUnknownError, NameUnknownError, TagInvalidError
+from distblob.interfaces import AsyncRepository
 from distblob.reference import validate_tag
 from distblob.server.errors import APIError
 from distblob.server.frontdoor import location
@@ -35,6 +37,20 @@ def _known_reference(reference: str) -> None:
         raise APIError("MANIFEST_UNKNOWN", detail={"tag": reference[:128]}) from None
 
 
+async def _tags_of(repo: AsyncRepository, digest: str) -> list[str]:
+    """The tags that name manifest ``digest`` (for the events its delete sends)."""
+    try:
+        tags = await repo.manifests.tags()
+    except NameUnknownError:
+        return []
+    found = []
+    for tag in tags:
+        with contextlib.suppress(ManifestUnknownError):
+            if str((await repo.manifests.stat(tag)).digest) == digest:
+                found.append(tag)
+    return found
+
+
 class Manifests:
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -47,7 +63,9 @@ class Manifests:
         _known_reference(reference)
         manifests = repo.manifests
         head = request.method == "HEAD"
-        if head:
+        notifier = self.context.notifier
+        # A pull event with references needs the manifest itself, even for a HEAD (as Go).
+        if head and (notifier is None or not notifier.include_references):
             found = await unless_gone(request, lambda: manifests.stat(reference))
             fetched = None if found is None else (b"", found)
         else:
@@ -66,13 +84,29 @@ class Manifests:
         if if_none_match and etag_matches(if_none_match, etag):
             del headers["Content-Length"]
             return Response(status_code=304, headers=headers)
+        if notifier is not None:  # a HEAD too: Go reads the manifest for it
+            tag = None if ":" in reference else reference
+            notifier.manifest("pull", request, repo.name, descriptor, body, tag)
         return Response(b"" if head else body, 200, headers=headers)
 
     async def delete(self, request: Request) -> Response:
         repo = self.context.repository(request)
         reference = request.path_params["reference"]
         _known_reference(reference)
+        notifier = self.context.notifier
+        if notifier is None:
+            await repo.manifests.delete(reference)
+            return empty(202)
+        if ":" not in reference:  # a tag (distribution 3.0)
+            await repo.manifests.delete(reference)
+            notifier.deleted(request, repo.name, tag=reference)
+            return empty(202)
+        tags = await _tags_of(repo, reference)
         await repo.manifests.delete(reference)
+        # As Go: the manifest's event, then one per tag it removed.
+        notifier.deleted(request, repo.name, digest=reference)
+        for tag in tags:
+            notifier.deleted(request, repo.name, tag=tag)
         return empty(202)
 
     async def put(self, request: Request) -> Response:
@@ -95,6 +129,9 @@ class Manifests:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip() or None
         descriptor: Descriptor = await repo.manifests.put(reference, bytes(body), media_type)
         digest = str(descriptor.digest)
+        if self.context.notifier is not None:
+            tag = None if ":" in reference else reference
+            self.context.notifier.manifest("push", request, repo.name, descriptor, bytes(body), tag)
         headers = {
             "Location": location(request, f"/v2/{repo.name}/manifests/{digest}"),
             "Docker-Content-Digest": digest,

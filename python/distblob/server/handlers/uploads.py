@@ -199,25 +199,25 @@ class UploadSession:
             total += await run(writer.write, buffer)
         return total
 
-    def commit(self, expected: Digest, tail: bytes | None = None) -> None:
+    def commit(self, expected: Digest, tail: bytes | None = None) -> Descriptor:
         """Append ``tail`` and commit (worker thread), leaving the upload's directory for after
         the answer (see :func:`created`); a digest or size that does not match cancels the
         upload, as distribution does."""
         try:
-            self.writer.commit(Descriptor(digest=expected), tail=tail or b"", cleanup=False)
+            return self.writer.commit(Descriptor(digest=expected), tail=tail or b"", cleanup=False)
         except (BlobInvalidDigestError, BlobInvalidLengthError, DigestUnsupportedError):
             self.writer.cancel()
             raise
 
     def finish(
         self, token: str | None, content_range: str | None, tail: bytes, expected: Digest
-    ) -> None:
+    ) -> Descriptor:
         """Check where the last chunk goes, append it and commit, then close: the final PUT
         with a small body, in one worker-thread call."""
         try:
             # An empty PUT that ends a chunked upload says nothing of a range.
             self.check(token, content_range if tail else None, len(tail))
-            self.commit(expected, tail)
+            return self.commit(expected, tail)
         finally:
             self.writer.close()
 
@@ -225,6 +225,11 @@ class UploadSession:
 class Uploads:
     def __init__(self, context: Context) -> None:
         self.context = context
+        self.notifier = context.notifier
+
+    def _pushed(self, request: Request, repo: AsyncRepository, descriptor: Descriptor) -> None:
+        if self.notifier is not None:
+            self.notifier.blob_pushed(request, repo.name, descriptor)
 
     async def start(self, request: Request) -> Response:
         """POST: mount, monolithic upload, or a new upload session."""
@@ -234,10 +239,12 @@ class Uploads:
         if mount is not None and source is not None:
             try:
                 requested = Digest(mount)
-                await repo.blobs.mount(source, str(requested))
+                mounted = await repo.blobs.mount(source, str(requested))
             except (BlobUnknownError, NameInvalidError, DigestInvalidError, DigestUnsupportedError):
                 pass  # distribution opens a new upload session when it cannot mount
             else:
+                if self.notifier is not None:
+                    self.notifier.blob_mounted(request, repo.name, mounted, source)
                 return created(request, repo, requested)
         algorithm = params.get("digest-algorithm") or "sha256"  # empty: the default, as in Go
         digest_param = params.get("digest")
@@ -250,15 +257,18 @@ class Uploads:
         expected = parse_digest(digest_param)
         if small_body_length(request) is not None:
             body = await request.body()  # at most CHUNK bytes
-            await repo.blobs.put(body, algorithm=algorithm, expected=expected)
+            self._pushed(
+                request, repo, await repo.blobs.put(body, algorithm=algorithm, expected=expected)
+            )
             return created(request, repo, expected)
         writer = await repo.blobs.create(algorithm=algorithm)
         try:
             await UploadSession(self.context, repo, writer).receive(request)
-            await run(writer.commit, Descriptor(digest=expected))
+            committed = await run(writer.commit, Descriptor(digest=expected))
         except BaseException:
             await run(writer.cancel)
             raise
+        self._pushed(request, repo, committed)
         return created(request, repo, expected)
 
     async def status(self, request: Request) -> Response:
@@ -311,15 +321,17 @@ class Uploads:
             # one worker-thread call.
             body = await request.body()  # at most CHUNK bytes
             session = await UploadSession.resume(self.context, request, repo)
-            await run(session.finish, token, content_range, body, expected)
+            committed = await run(session.finish, token, content_range, body, expected)
+            self._pushed(request, repo, committed)
             return created(request, repo, expected, cleanup=session.writer)
         session = await UploadSession.resume(self.context, request, repo)
         await session.checked(token, content_range, declared_length(request))
         try:
             await session.receive(request)
-            await run(session.commit, expected)
+            committed = await run(session.commit, expected)
         finally:
             await run(session.writer.close)
+        self._pushed(request, repo, committed)
         return created(request, repo, expected, cleanup=session.writer)
 
 
