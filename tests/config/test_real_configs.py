@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import jwt
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from distblob.auth.tokenkeys import thumbprint
 from distblob.config import ConfigError, load_config
 from distblob.config.env import apply_env
 from support.goregistry import (
@@ -48,7 +51,7 @@ from support.goregistry import (
 )
 from support.redisserver import RedisServer
 from support.tls import make_pki
-from support.tokenserver import TokenPKI
+from support.tokenserver import TokenPKI, _certificate
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -90,6 +93,7 @@ CASES = {
         "registry-2-image.yml", env="deploying-htpasswd-tls.env", auth="htpasswd", tls=True
     ),
     "token-auth": Case("token-auth.yml", auth="token"),
+    "token-auth-3.0": Case("token-auth-3.0.yml", go=False, auth="token", debug="prometheus"),
     "mirror": Case("mirror.yml", mirror=True),
     "mirror-env": Case("registry-2-image.yml", env="mirror.env", mirror=True),
     "helm-docker-registry": Case(
@@ -128,6 +132,15 @@ class World:
 def world(tmp: Path, case: Case) -> Iterator[World]:
     pki = make_pki(tmp / "pki")
     token = TokenPKI.create(tmp / "token")
+    # 3.x's example accepts EdDSA, HS256 and ES512 only: the signer signs ES512 (P-521), which
+    # Go 2.8 verifies as well.
+    token.signer_key = ec.generate_private_key(ec.SECP521R1())
+    token.signer = _certificate(
+        "token signer", token.signer_key, (token.ca, token.ca_key), ca=False
+    )
+    jwks = tmp / "jwks.json"
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(token.ca_key.public_key()))
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": thumbprint(token.ca_key.public_key())}]}))
     htpasswd = tmp / "htpasswd"
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
     htpasswd.write_text(f"{USER}:{hashed}\n")
@@ -139,6 +152,7 @@ def world(tmp: Path, case: Case) -> Iterator[World]:
         "/certs/domain.crt": str(pki.server_cert),
         "/certs/domain.key": str(pki.server_key),
         "/root/certs/bundle": str(token.bundle),
+        "/path/to/jwks": str(jwks),
     }
     with contextlib.ExitStack() as stack:
         if case.mirror:
