@@ -6,7 +6,8 @@ Variables are applied in the order of their names, after the file, so a shorter 
 ``REGISTRY_AUTH=htpasswd`` (a whole subtree; ``storage`` and ``auth`` take a bare name as
 ``{name: {}}``) comes before ``REGISTRY_AUTH_HTPASSWD_PATH`` that adds to it. The value is read as
 YAML (``true`` a boolean, ``5`` a number, ``[a, b]`` a list, ``{...}`` a mapping), except for the
-keys that are strings in distribution's configuration struct, which keep the text as given. In a
+keys that are strings in distribution's configuration struct, which keep a scalar's text (``true``
+stays ``"true"``) and refuse a list or a mapping, as Go's YAML decoder does. In a
 list, a part is an index: the next free one appends an item (``..._ENDPOINTS_0_URL``).
 
 Inside distribution's maps (``storage``, ``auth``, ``middleware``, ``*.headers``,
@@ -89,12 +90,17 @@ def _is_map(path: str) -> bool:
 
 
 def _typed(key: str, text: str, variable: str) -> object:
-    if key in _STRINGS:
-        return text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(variable, f"not valid YAML: {exc}") from None
+    if key in _STRINGS:
+        # Go decodes the value as YAML into its string field: a scalar keeps its text (a quoted
+        # one without its quotes), a list or a mapping is refused.
+        if isinstance(value, list | dict):
+            kind = "a list" if isinstance(value, list) else "a mapping"
+            raise ConfigError(variable, f"expected a string, not {kind}")
+        return value if isinstance(value, str) else text
     if key in ("storage", "auth") and isinstance(value, str):
         return {value: {}}  # distribution's bare-name form: storage: s3
     return value
