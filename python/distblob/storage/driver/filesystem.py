@@ -207,7 +207,7 @@ class FilesystemDriver(StorageDriver):
     def check_parameters(cls, parameters: Mapping[str, object]) -> dict[str, Any]:
         """The constructor's keyword arguments for distribution's ``storage.filesystem``
         parameters: ``rootdirectory``, :data:`DEFAULT_ROOT_DIRECTORY` when absent or
-        empty in YAML (``null``), and ``maxthreads`` (:func:`_max_threads`). Creates nothing,
+        empty in YAML (``null``), and ``maxthreads`` (as distribution reads it). Creates nothing,
         so the config can be checked before a command decides whether a missing root is an
         error.
 
