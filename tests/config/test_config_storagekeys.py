@@ -57,8 +57,8 @@ def test_keys_are_read() -> None:
     assert config.validation.platforms == "list"
     assert config.validation.platformlist[0].architecture == "amd64"
     assert config.middleware.redirect == "https://cdn.example/p"
-    # Parsed by proxy's section, but of no effect yet: accepted with a warning at start.
-    assert any(w.startswith("proxy.cachewritetimeout:") for w in config.warnings)
+    assert config.proxy is not None and config.proxy.cachewritetimeout == 30.0
+    assert not any(w.startswith("proxy.cachewritetimeout:") for w in config.warnings)
 
 
 def test_redis_3x_form_maps_onto_the_client() -> None:

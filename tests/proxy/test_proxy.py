@@ -493,6 +493,43 @@ def test_shutdown_stops_a_stalled_fetch_and_keeps_nothing(tmp_path: Path) -> Non
         release.set()
 
 
+def test_a_copy_slower_than_cachewritetimeout_is_abandoned(tmp_path: Path) -> None:
+    """``proxy.cachewritetimeout`` (distribution 3): a cold fetch whose upstream stalls past it
+    is abandoned: the client's transfer is cut, the upload removed, nothing stored; the next
+    GET fetches again, and a whole transfer in time is kept."""
+    data = os.urandom(4 << 20)
+    digest = sha256_digest(data)
+    release = threading.Event()
+    stall = _stalling_after_1_mib(data, release)
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, count: int) -> None:
+        if count == 1:
+            stall(handler, count)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    root = tmp_path / "cache"
+    try:
+        with (
+            FakeUpstream(respond) as upstream,
+            proxy_server(root, upstream.url, cachewritetimeout="2s") as cache,
+        ):
+            status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
+            assert status == 200 and not complete and len(body) < len(data)
+            assert "proxy.cachewritetimeout (2s) passed" in cache.log_text()
+            wait_until(lambda: uploads_left(root) == [], timeout=10)
+            assert stored_blobs(root) == set()
+            status, body, complete = _read_all(cache.port, f"/v2/x/y/blobs/{digest}")
+            assert (status, complete) == (200, True) and body == data
+            assert upstream.gets == 2
+            wait_until(lambda: stored_blobs(root) == {digest}, timeout=10)
+    finally:
+        release.set()
+
+
 def _chunked(handler: http.server.BaseHTTPRequestHandler, data: bytes, *, end: bool) -> None:
     """A 200 whose body is ``data`` in chunks: no Content-Length (``end``: the last chunk is
     sent; without it the connection closes mid-body)."""

@@ -39,11 +39,9 @@ _SECTION: Final = "a section: see its keys"
 
 _S3_DONE: Final = (
     "accesskey secretkey region regionendpoint bucket rootdirectory chunksize forcepathstyle "
-    "secure skipverify v4auth encrypt keyid storageclass objectacl sessiontoken"
-)
-_S3_NYI: Final = (
-    "multipartcopychunksize multipartcopymaxconcurrency multipartcopythresholdsize useragent "
-    "usedualstack accelerate usefipsendpoint loglevel"
+    "secure skipverify v4auth encrypt keyid storageclass objectacl sessiontoken "
+    "multipartcopychunksize multipartcopymaxconcurrency useragent usedualstack accelerate "
+    "usefipsendpoint"
 )
 _ENDPOINT_KEYS: Final = (
     "name disabled url headers timeout threshold backoff ignoredmediatypes ignore"
@@ -74,11 +72,16 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("storage", IMPLEMENTED, ""),
     ("storage.filesystem", IMPLEMENTED, ""),
     ("storage.filesystem.rootdirectory", IMPLEMENTED, ""),
-    ("storage.filesystem.maxthreads", REFUSED, NYI),
+    ("storage.filesystem.maxthreads", IMPLEMENTED, "bounds the storage verbs' worker threads"),
     ("storage.inmemory", IMPLEMENTED, ""),
     ("storage.s3", IMPLEMENTED, ""),
     *((f"storage.s3.{name}", IMPLEMENTED, "") for name in _S3_DONE.split()),
-    *((f"storage.s3.{name}", REFUSED, NYI) for name in _S3_NYI.split()),
+    (
+        "storage.s3.multipartcopythresholdsize",
+        IMPLEMENTED,
+        "default 5 GiB (Go: 32 MiB): one CopyObject wherever S3 allows it",
+    ),
+    ("storage.s3.loglevel", IMPLEMENTED, "botocore's logger; an unknown level is refused"),
     ("storage.azure", REFUSED, _USE_S3),
     ("storage.gcs", REFUSED, _USE_S3),
     ("storage.swift", REFUSED, _USE_S3),
@@ -205,7 +208,7 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("proxy.username", IMPLEMENTED, ""),
     ("proxy.password", IMPLEMENTED, ""),
     ("proxy.ttl", IMPLEMENTED, ""),
-    ("proxy.cachewritetimeout", WARNED, "a cold blob's copy into the cache is not timed out"),
+    ("proxy.cachewritetimeout", IMPLEMENTED, "an overdue copy is abandoned, clients cut"),
     (
         "proxy.exec",
         REFUSED,

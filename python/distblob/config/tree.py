@@ -165,7 +165,7 @@ class ProxyConfig:
     password: str | None = field(default=None, repr=False)
     ttl: float = 168 * 3600.0
     #: ``proxy.cachewritetimeout`` (3.x): seconds a cold blob's copy into the cache may take
-    #: once the client has it (0: no limit).
+    #: before it is abandoned (0: distribution's default, 5 minutes).
     cachewritetimeout: float = 0.0
 
 

@@ -13,6 +13,10 @@
 - A client never receives the last byte before the commit verified the digest: if the upstream
   body is short, long or wrong, nothing is cached and every response is aborted mid-body (the
   connection is dropped), so no client takes bad bytes for a complete blob.
+- A copy into the cache that takes longer than ``proxy.cachewritetimeout`` (distribution 3's,
+  5 minutes by default; timed from the upload's creation) is abandoned: the upstream read is
+  interrupted, the upload cancelled, nothing stored, and every client streaming it is cut as for
+  an upstream failure. Once every byte is in and verified, the commit under way is let finish.
 - HEAD on a cold blob asks upstream with HEAD only; a blob already stored for another
   repository is linked after an upstream HEAD confirms this repository has it.
 """
@@ -48,6 +52,8 @@ if TYPE_CHECKING:
 CHUNK: Final = 1 << 20
 #: Seconds a shutdown waits for an interrupted fetch to remove its upload.
 INTERRUPT_WAIT: Final = 5.0
+#: ``proxy.cachewritetimeout``'s default (distribution 3's): seconds a cold blob's copy may take.
+CACHE_WRITE_TIMEOUT: Final = 300.0
 
 logger = logging.getLogger("distblob.proxy")
 
@@ -73,6 +79,8 @@ class Fetch:
         #: Set (from the loop) to make the receiving thread stop; with the response, which
         #: ``shutdown()`` interrupts mid-read.
         self.stop = threading.Event()
+        #: Why the receiving thread was told to stop (its error says so).
+        self.stop_reason = "shutting down"
         self.response: urllib3.BaseHTTPResponse | None = None
 
     def notify(self) -> None:
@@ -86,8 +94,9 @@ class Fetch:
         self.verified = self.verified or verified
         self.notify()
 
-    def interrupt(self) -> None:
-        """Make the receiving thread stop at once (shutdown: the upload is cancelled)."""
+    def interrupt(self, reason: str = "shutting down") -> None:
+        """Make the receiving thread stop at once (the upload is cancelled)."""
+        self.stop_reason = reason
         self.stop.set()
         response = self.response
         if response is not None:
@@ -168,8 +177,17 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
 class ProxyBlobStore:
     """Serves a repository's blobs from the cache, fetching cold ones from upstream once."""
 
-    def __init__(self, registry: Registry, upstream: Upstream, scheduler: TTLScheduler) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        upstream: Upstream,
+        scheduler: TTLScheduler,
+        *,
+        cache_write_timeout: float = CACHE_WRITE_TIMEOUT,
+    ) -> None:
         self.registry = registry
+        #: ``proxy.cachewritetimeout``: seconds a cold blob's copy into the cache may take.
+        self.cache_write_timeout = cache_write_timeout
         self.upstream = upstream
         self.scheduler = scheduler
         self._inflight: dict[tuple[str, str], Fetch] = {}
@@ -318,7 +336,10 @@ class ProxyBlobStore:
             _receive_and_commit, fetch, response, writer, progress, name="distblob-upstream"
         )
         try:
-            await asyncio.shield(done)
+            try:
+                await asyncio.wait_for(asyncio.shield(done), self.cache_write_timeout)
+            except TimeoutError:
+                await self._abandon(fetch, done)
         except asyncio.CancelledError:
             # Shutdown: stop the thread (its read is interrupted) and let it remove the upload.
             fetch.interrupt()
@@ -330,6 +351,20 @@ class ProxyBlobStore:
                 await done
             raise
         fetch.blob_path = self.registry.blobs.local_path(str(digest))
+
+    async def _abandon(self, fetch: Fetch, done: asyncio.Future[None]) -> None:
+        """The copy took longer than ``proxy.cachewritetimeout``: stop the thread and wait for
+        it to cancel the upload. A commit already under way (every byte in and verified)
+        is let finish: then the blob is kept and served."""
+        reason = f"proxy.cachewritetimeout ({self.cache_write_timeout:g}s) passed"
+        fetch.interrupt(reason)
+        try:
+            await done
+        except TransferError as exc:
+            logger.warning("fetching %s@%s abandoned: %s", fetch.name, fetch.digest, reason)
+            raise TransferError(
+                f"copy of {fetch.digest} into the cache abandoned: {reason}"
+            ) from exc
 
 
 def _receive_body(
@@ -348,13 +383,13 @@ def _receive_body(
     written = 0
     while True:
         if fetch.stop.is_set():
-            raise TransferError(f"upstream transfer of {digest} stopped (shutting down)")
+            raise TransferError(f"upstream transfer of {digest} stopped ({fetch.stop_reason})")
         try:
             count = response.readinto(view)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             if fetch.stop.is_set():
                 raise TransferError(
-                    f"upstream transfer of {digest} stopped (shutting down)"
+                    f"upstream transfer of {digest} stopped ({fetch.stop_reason})"
                 ) from None
             raise TransferError(
                 f"upstream transfer of {digest} broke after {written} bytes: {type(exc).__name__}"
@@ -368,6 +403,8 @@ def _receive_body(
     actual = writer.digest()
     if actual != digest:
         raise TransferError(f"upstream sent bytes whose digest is {actual}, not {digest}")
+    if fetch.stop.is_set():
+        raise TransferError(f"upstream transfer of {digest} stopped ({fetch.stop_reason})")
     progress(written, True)
     writer.commit(Descriptor(media_type=fetch.media_type, size=written, digest=digest))
 

@@ -26,7 +26,7 @@ import httpx
 
 from distblob.digest import Digest
 from distblob.errors import UnsupportedError
-from distblob.proxy.blobs import ProxyBlobStore
+from distblob.proxy.blobs import CACHE_WRITE_TIMEOUT, ProxyBlobStore
 from distblob.proxy.manifests import ProxyManifestStore
 from distblob.proxy.scheduler import TTLScheduler
 from distblob.proxy.upstream import Upstream
@@ -144,6 +144,7 @@ class ProxyRegistry:
         username: str | None = None,
         password: str | None = None,
         ttl: float = 168 * 3600.0,
+        cache_write_timeout: float = CACHE_WRITE_TIMEOUT,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         tick: float = 1.0,
@@ -152,7 +153,9 @@ class ProxyRegistry:
         self.registry = registry
         self.upstream = Upstream(remoteurl, username, password, transport=transport)
         self.scheduler = TTLScheduler(registry, ttl, clock=clock)
-        self.blobs = ProxyBlobStore(registry, self.upstream, self.scheduler)
+        self.blobs = ProxyBlobStore(
+            registry, self.upstream, self.scheduler, cache_write_timeout=cache_write_timeout
+        )
         self.manifests = ProxyManifestStore(registry, self.upstream, self.scheduler)
         self.tick = tick
 

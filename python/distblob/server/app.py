@@ -36,6 +36,7 @@ from distblob.auth.throttle import LoginThrottle
 from distblob.config import HTTP, ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
+from distblob.proxy.blobs import CACHE_WRITE_TIMEOUT
 from distblob.registry import Registry
 from distblob.server.debug import Observability
 from distblob.server.errors import APIError, error_body, error_response
@@ -173,6 +174,7 @@ def create_app(
             username=proxy.username,
             password=proxy.password,
             ttl=proxy.ttl,
+            cache_write_timeout=proxy.cachewritetimeout or CACHE_WRITE_TIMEOUT,
         )
     else:
         served = ThreadedRegistry(registry) if proxy is None else proxy

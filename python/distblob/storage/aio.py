@@ -6,6 +6,12 @@
 more than a thread call: :meth:`ThreadedBlobs.resume` waits for an upload another writer holds
 on the event loop, never in a worker thread, so a slow writer and its waiters cannot take the
 threads every other request needs.
+
+On the filesystem driver the verbs share a :class:`anyio.CapacityLimiter` of the driver's
+``maxthreads`` (distribution's bound on the driver's concurrent blocking calls, which Go applies
+around each driver call): at most that many storage verbs run at once, each holding one worker
+thread, apart from the threads the server gives everything else. On other drivers the verbs use
+anyio's default limiter, as before.
 """
 
 from __future__ import annotations
@@ -42,15 +48,24 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+class _Threads:
+    """Runs storage verbs in worker threads, under a limiter of their own when one is given."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter | None = None) -> None:
+        self.limiter = limiter
+
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self.limiter
+        )
 
 
 class ThreadedBlobs:
     """A repository's blobs (:class:`~distblob.storage.linked.LinkedBlobStore`), async."""
 
-    def __init__(self, blobs: LinkedBlobStore) -> None:
+    def __init__(self, blobs: LinkedBlobStore, run: _Threads | None = None) -> None:
         self.store = blobs
+        self._run = run or _Threads()
 
     async def serve_blob(
         self,
@@ -60,18 +75,18 @@ class ThreadedBlobs:
         range: str | None = None,
         if_none_match: str | None = None,
     ) -> ServePlan:
-        return await _run(
+        return await self._run(
             self.store.serve_blob, digest, method=method, range=range, if_none_match=if_none_match
         )
 
     async def delete(self, digest: str) -> None:
-        await _run(self.store.delete, digest)
+        await self._run(self.store.delete, digest)
 
     async def mount(self, source: str, digest: str) -> Descriptor:
-        return await _run(self.store.mount, source, digest)
+        return await self._run(self.store.mount, source, digest)
 
     async def put(self, data: bytes, *, algorithm: str, expected: Digest) -> Descriptor:
-        return await _run(self._put, data, algorithm, expected)
+        return await self._run(self._put, data, algorithm, expected)
 
     def _put(self, data: bytes, algorithm: str, expected: Digest) -> Descriptor:
         """Hashed once, straight into place, when ``expected`` is a digest of ``algorithm``;
@@ -87,7 +102,7 @@ class ThreadedBlobs:
             raise
 
     async def create(self, *, algorithm: str = "sha256") -> BlobWriter:
-        return await _run(self.store.create, algorithm=algorithm)
+        return await self._run(self.store.create, algorithm=algorithm)
 
     async def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
         """Resume the upload; while another writer holds it, ask again (at growing intervals)
@@ -96,7 +111,7 @@ class ThreadedBlobs:
         pause = 0.005
         while True:
             try:
-                return await _run(self.store.resume, upload_id, wait=0)
+                return await self._run(self.store.resume, upload_id, wait=0)
             except BlobUploadBusyError:
                 if time.monotonic() >= deadline:
                     raise
@@ -108,26 +123,27 @@ class ThreadedManifests:
     """A repository's manifests and tags (:class:`~distblob.storage.manifests.ManifestStore`),
     async."""
 
-    def __init__(self, manifests: ManifestStore) -> None:
+    def __init__(self, manifests: ManifestStore, run: _Threads | None = None) -> None:
         self.store = manifests
+        self._run = run or _Threads()
 
     async def get(self, reference: str) -> tuple[bytes, Descriptor]:
-        return await _run(self.store.get, reference)
+        return await self._run(self.store.get, reference)
 
     async def stat(self, reference: str) -> Descriptor:
-        return await _run(self.store.stat, reference)
+        return await self._run(self.store.stat, reference)
 
     async def put(self, reference: str, body: bytes, media_type: str | None) -> Descriptor:
-        return await _run(self.store.put, reference, body, media_type)
+        return await self._run(self.store.put, reference, body, media_type)
 
     async def delete(self, reference: str) -> None:
-        await _run(self.store.delete, reference)
+        await self._run(self.store.delete, reference)
 
     async def tags(self) -> list[str]:
-        return await _run(self.store.tags)
+        return await self._run(self.store.tags)
 
     async def referrers(self, digest: str, artifact_type: str | None = None) -> dict[str, Any]:
-        return await _run(self.store.referrers, digest, artifact_type)
+        return await self._run(self.store.referrers, digest, artifact_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +163,22 @@ class ThreadedRegistry:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        maxthreads = getattr(registry.driver, "maxthreads", None)
+        #: The bound on storage verbs running at once: the filesystem driver's ``maxthreads``;
+        #: ``None`` (anyio's default limiter) on other drivers.
+        self.limiter = anyio.CapacityLimiter(maxthreads) if isinstance(maxthreads, int) else None
+        self._run = _Threads(self.limiter)
 
     def repository(self, name: str) -> ThreadedRepository:
         repository = self.registry.repository(name)
         return ThreadedRepository(
             repository.name,
-            ThreadedBlobs(repository.blobs),
-            ThreadedManifests(repository.manifests),
+            ThreadedBlobs(repository.blobs, self._run),
+            ThreadedManifests(repository.manifests, self._run),
         )
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
-        return await _run(self.registry.catalog, n, last)
+        return await self._run(self.registry.catalog, n, last)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

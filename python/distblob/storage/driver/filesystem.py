@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 #: ``rootdirectory`` when the config gives none (distribution's is ``/var/lib/registry``).
 DEFAULT_ROOT_DIRECTORY: Final = "./distblob-data"
+#: ``maxthreads`` when the config gives none, and the least it can be (distribution's).
+DEFAULT_MAX_THREADS: Final = 100
+MIN_MAX_THREADS: Final = 25
 
 # The errors with which the OS says "there is no such file here": the path is missing, or one of
 # its parents is a file.
@@ -62,6 +65,19 @@ _FILE_MODE: Final = 0o666
 
 # ".<uuid4>.tmp": the suffix of the temporary file beside the one put_content writes.
 _TEMPORARY_SUFFIX_LENGTH: Final = 1 + 36 + 4
+
+
+def _max_threads(value: object) -> int:
+    """``maxthreads`` as distribution reads it: a whole number (or a string of one), the
+    default when absent, and :data:`MIN_MAX_THREADS` for anything less (zero and negative
+    numbers included)."""
+    if value is None:
+        return DEFAULT_MAX_THREADS
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DriverParameterError("maxthreads", f"expected a whole number, not {value!r}")
+    return max(value, MIN_MAX_THREADS)
 
 
 def _sync_dirs(directories: builtins.list[str]) -> None:
@@ -164,9 +180,14 @@ class FilesystemDriver(StorageDriver):
 
     name = "filesystem"
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, maxthreads: int = DEFAULT_MAX_THREADS
+    ) -> None:
         #: The directory holding the tree, as an absolute OS path.
         self.root: str = os.path.abspath(os.fspath(root))
+        #: How many of this driver's calls the server runs at once (``maxthreads``): the
+        #: worker threads given to storage verbs (:mod:`distblob.storage.aio`).
+        self.maxthreads = max(maxthreads, MIN_MAX_THREADS)
         os.makedirs(self.root, mode=_DIR_MODE, exist_ok=True)
         # Driver paths start with "/", so joining is concatenation (and a root of "/" still works).
         self._prefix = self.root.rstrip(os.sep)
@@ -185,24 +206,27 @@ class FilesystemDriver(StorageDriver):
     @classmethod
     def check_parameters(cls, parameters: Mapping[str, object]) -> dict[str, Any]:
         """The constructor's keyword arguments for distribution's ``storage.filesystem``
-        parameters: ``rootdirectory`` alone, :data:`DEFAULT_ROOT_DIRECTORY` when absent or
-        empty in YAML (``null``). Creates nothing, so the config can be checked before a
-        command decides whether a missing root is an error.
+        parameters: ``rootdirectory``, :data:`DEFAULT_ROOT_DIRECTORY` when absent or
+        empty in YAML (``null``), and ``maxthreads`` (as distribution reads it). Creates nothing,
+        so the config can be checked before a command decides whether a missing root is an
+        error.
 
         Raises :class:`~distblob.errors.DriverParameterError` naming an unknown key or a
-        ``rootdirectory`` that is not a non-empty string.
+        ``rootdirectory`` that is not a non-empty string, or a ``maxthreads`` that is no
+        whole number.
         """
         for key in parameters:
-            if key != "rootdirectory":
+            if key not in ("rootdirectory", "maxthreads"):
                 raise DriverParameterError(str(key), "unknown key")
+        options: dict[str, Any] = {"maxthreads": _max_threads(parameters.get("maxthreads"))}
         root = parameters.get("rootdirectory")
         if root is None:
-            return {"root": DEFAULT_ROOT_DIRECTORY}
+            return {"root": DEFAULT_ROOT_DIRECTORY, **options}
         if not isinstance(root, str) or not root:
             raise DriverParameterError(
                 "rootdirectory", f"expected a non-empty string, not {root!r}"
             )
-        return {"root": root}
+        return {"root": root, **options}
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, object]) -> FilesystemDriver:

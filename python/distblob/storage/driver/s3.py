@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import re
 import threading
 import time
@@ -66,6 +67,19 @@ MAX_CHUNK_SIZE: Final = 5 * 1024 * MiB
 MAX_PARTS: Final = 10_000
 #: Largest object one ``CopyObject`` can copy; larger ones are copied part by part.
 MAX_COPY_SIZE: Final = 5 * 1024 * MiB
+#: distribution's ``multipartcopychunksize`` and ``multipartcopymaxconcurrency`` defaults.
+DEFAULT_COPY_CHUNK_SIZE: Final = 32 * MiB
+DEFAULT_COPY_CONCURRENCY: Final = 100
+#: distribution's ``loglevel`` values (any case); all but ``off`` turn botocore's debug log on.
+LOG_LEVELS: Final = (
+    "off",
+    "debug",
+    "debugwithsigning",
+    "debugwithhttpbody",
+    "debugwithrequestretries",
+    "debugwithrequesterrors",
+    "debugwitheventstreambody",
+)
 #: How long a redirect URL stays valid (distribution: 20 minutes).
 REDIRECT_EXPIRY: Final = 20 * 60
 #: The key suffix of a pending file's multipart state.
@@ -208,6 +222,14 @@ class S3Driver(StorageDriver):
         storageclass: str | None = "STANDARD",
         objectacl: str | None = None,
         max_connections: int = 32,
+        multipartcopychunksize: int = DEFAULT_COPY_CHUNK_SIZE,
+        multipartcopymaxconcurrency: int = DEFAULT_COPY_CONCURRENCY,
+        multipartcopythresholdsize: int = MAX_COPY_SIZE,
+        useragent: str = "",
+        usedualstack: bool = False,
+        accelerate: bool = False,
+        usefipsendpoint: bool = False,
+        loglevel: str = "off",
     ) -> None:
         from botocore.config import Config
 
@@ -224,10 +246,15 @@ class S3Driver(StorageDriver):
         if endpoint is not None and "://" not in endpoint:
             endpoint = f"{'https' if secure else 'http'}://{endpoint}"
         self.endpoint = endpoint
+        s3_options: Any = {
+            "addressing_style": "path" if forcepathstyle else "auto",
+            "use_dualstack_endpoint": usedualstack,
+            "use_accelerate_endpoint": accelerate,
+        }
         config = Config(
             region_name=region,
             signature_version="s3v4",
-            s3={"addressing_style": "path" if forcepathstyle else "auto"},
+            s3=s3_options,
             max_pool_connections=max_connections,
             retries={"mode": "standard", "max_attempts": 3},
             # Checksums only where S3 requires them: the blob's own digest guards the bytes,
@@ -236,7 +263,17 @@ class S3Driver(StorageDriver):
             response_checksum_validation="when_required",
             connect_timeout=10,
             read_timeout=60,
+            user_agent_extra=useragent or None,
+            use_fips_endpoint=usefipsendpoint,
         )
+        if loglevel != "off":
+            # distribution's aws-sdk log levels are all debug output; botocore's logger is
+            # the process's, shared by every driver.
+            logging.getLogger("botocore").setLevel(logging.DEBUG)
+        #: Objects larger than this are copied part by part (``multipartcopy*``).
+        self.copy_threshold = multipartcopythresholdsize
+        self.copy_chunk_size = multipartcopychunksize
+        self.copy_concurrency = multipartcopymaxconcurrency
         self._client: Any = _session().client(
             "s3",
             endpoint_url=endpoint,
@@ -530,8 +567,12 @@ class S3Driver(StorageDriver):
         self._delete_keys(src, [entry["Key"] for entry in entries])
 
     def _copy(self, path: str, src_key: str, dst_key: str, size: int) -> None:
+        """One ``CopyObject`` up to ``multipartcopythresholdsize`` (and whenever the server
+        refuses part copies), else boto3's managed copy in ``multipartcopychunksize`` parts,
+        ``multipartcopymaxconcurrency`` at once."""
         source = {"Bucket": self.bucket, "Key": src_key}
-        if size <= MAX_COPY_SIZE:
+        single = size <= MAX_COPY_SIZE
+        if size <= self.copy_threshold or (single and not self._part_copy):
             self._call(
                 path, self._client.copy_object, Key=dst_key, CopySource=source, **self._put_args
             )
@@ -539,9 +580,21 @@ class S3Driver(StorageDriver):
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
-            multipart_threshold=MAX_COPY_SIZE, multipart_chunksize=MAX_COPY_SIZE
+            multipart_threshold=max(self.copy_threshold, 1),
+            multipart_chunksize=self.copy_chunk_size,
+            max_concurrency=self.copy_concurrency,
         )
-        self._client.copy(source, self.bucket, dst_key, ExtraArgs=self._put_args, Config=config)
+        try:
+            self._client.copy(source, self.bucket, dst_key, ExtraArgs=self._put_args, Config=config)
+        except Exception as error:
+            if not single:
+                raise StorageDriverError(f"s3: {path}: copy failed: {error}") from error
+            # A server without UploadPartCopy (rclone answers it with an empty body): one
+            # CopyObject, and part copies are not tried again.
+            self._part_copy = False
+            self._call(
+                path, self._client.copy_object, Key=dst_key, CopySource=source, **self._put_args
+            )
 
     def _delete(self, path: str) -> None:
         key = self._key(path)
@@ -1237,6 +1290,27 @@ def _chunk(key: str, value: object) -> int:
     return size
 
 
+def _copy_threshold(key: str, value: object) -> int:
+    size = _size(key, value)
+    if size > MAX_COPY_SIZE:
+        raise S3ParameterError(key, f"{size} is not within 0..{MAX_COPY_SIZE}")
+    return size
+
+
+def _concurrency(key: str, value: object) -> int:
+    count = _size(key, value)
+    if count < 1:
+        raise S3ParameterError(key, f"expected 1 or more, got {value!r}")
+    return count
+
+
+def _log_level(key: str, value: object) -> str:
+    level = _text(key, value).lower()
+    if level not in LOG_LEVELS:
+        raise S3ParameterError(key, f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
 _PARAMETERS: Final[dict[str, Callable[[str, object], object]]] = {
     "accesskey": _text,
     "secretkey": _text,
@@ -1254,6 +1328,14 @@ _PARAMETERS: Final[dict[str, Callable[[str, object], object]]] = {
     "keyid": _text,
     "storageclass": _text,
     "objectacl": _text,
+    "multipartcopychunksize": _chunk,
+    "multipartcopymaxconcurrency": _concurrency,
+    "multipartcopythresholdsize": _copy_threshold,
+    "useragent": _text,
+    "usedualstack": _boolean,
+    "accelerate": _boolean,
+    "usefipsendpoint": _boolean,
+    "loglevel": _log_level,
 }
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "MIN_CHUNK_SIZE", "S3Driver", "S3FileWriter", "S3ParameterError"]
