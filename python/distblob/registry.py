@@ -39,7 +39,9 @@ class Registry:
     - ``read_only``: distribution's ``storage.maintenance.readonly``: the server refuses every
       write (405), as the Go registry does; the storage verbs themselves are not gated.
     - ``validation``: what pushed manifests must satisfy (:mod:`distblob.storage.validation`);
-      by default distribution's: no foreign-layer URL allowed, every index child present.
+      by default distribution's storage layer's: any http(s) foreign-layer URL, every index
+      child present (``distblob serve`` passes the config's, whose default allows no URL, as
+      the Go registry's ``validation`` does).
     - ``tag_concurrency``: tags read at once when a manifest delete looks up its tags
       (``storage.tag.concurrencylimit``; 0: the number of CPUs).
     - ``redirect_base``: the ``redirect`` storage middleware's ``baseurl``: blob GETs are
@@ -74,7 +76,9 @@ class Registry:
         self.descriptors = DescriptorCache(descriptor_cache)
         self.upload_leases = upload_leases
         self.read_only = read_only
-        self.validation = validation if validation is not None else ManifestValidation.build()
+        # The storage layer's default, as Go's storage package: any http(s) foreign-layer URL.
+        # ``distblob serve`` passes the config's (``validation``: none allowed by default).
+        self.validation = validation if validation is not None else ManifestValidation()
         self.tag_concurrency = tag_concurrency or os.cpu_count() or 1
         self.redirect_base = redirect_base
         self.blobs = BlobStore(self)

@@ -108,9 +108,23 @@ class DistblobServer:
             return self.log
 
     def start(self) -> None:
-        assert self._tmp is not None
-        if self.port == 0:
+        """Start the server; a free port is picked unless one was given. Another process can
+        take a picked port before the server binds it (a loaded machine, tests in parallel):
+        the server then exits at once, and another port is tried, up to three times."""
+        if self.port != 0:
+            self._start()
+            return
+        for attempt in range(3):
             self.port = free_port()
+            try:
+                self._start()
+                return
+            except DistblobServerError as exc:
+                if attempt == 2 or "address already in use" not in str(exc):
+                    raise
+
+    def _start(self) -> None:
+        assert self._tmp is not None
         config_path = Path(self._tmp.name) / "config.yml"
         config_path.write_text(json.dumps(self.config()))
         with self._log_path().open("ab") as log:

@@ -208,7 +208,7 @@ class StorageDriver(abc.ABC):
     """
 
     #: The driver's name, as in distribution's configuration (``filesystem``, ``inmemory``).
-    name: ClassVar[str]
+    name: ClassVar[str] = ""
     #: Whether a directory stays when its last file goes (an object store's does not).
     keeps_empty_directories: ClassVar[bool] = True
     #: Whether writes that conflict with the tree (a file where a directory is, or below a file)
