@@ -274,3 +274,37 @@ def test_undelivered_events_survive_a_sigkill_in_order(tmp_path: Path) -> None:
     duplicates = len(ids) - len(set(ids))
     assert duplicates == 0, f"{duplicates} events sent twice"
     assert [e["action"] for e in events[:2]] == ["push", "push"]
+
+
+@pytest.mark.parametrize(
+    "http",
+    [{"host": "https://registry.example:5443"}, {"relativeurls": True}, {}],
+    ids=["http.host", "relativeurls", "default"],
+)
+def test_event_urls_follow_the_http_section_as_go(
+    tmp_path: Path, receiver: Receiver, http: dict[str, Any]
+) -> None:
+    """distribution builds an event's URL with its Location builder: on ``http.host``,
+    relative with ``relativeurls: true``, else absolute on the request's host."""
+    blob = b"a blob whose event names its URL\n"
+    digest = sha256_digest(blob)
+    urls = {}
+    for name, server in (("go", GoRegistry), ("ours", DistblobServer)):
+        config = {
+            "http": http,
+            "notifications": {"endpoints": [endpoint(receiver.url(f"/{name}"))]},
+        }
+        with server(tmp_path / name, extra_config=config) as running:
+            with running.client() as client:
+                client.push_blob("lib/app", blob)
+            path = f"/{name}"
+            wait_for(lambda path=path: len(receiver.events(path)) >= 1)  # type: ignore[misc]
+            url = receiver.events(path)[0]["target"]["url"]
+            urls[name] = url.replace(running.host, "HOST")
+    assert urls["ours"] == urls["go"]
+    expected = {
+        "http.host": f"https://registry.example:5443/v2/lib/app/blobs/{digest}",
+        "relativeurls": f"/v2/lib/app/blobs/{digest}",
+        "default": f"http://HOST/v2/lib/app/blobs/{digest}",
+    }
+    assert urls["ours"] in expected.values()

@@ -35,6 +35,7 @@ from distblob.notifications import events
 from distblob.notifications.events import BLOB_MEDIA_TYPE, EVENTS_MEDIA_TYPE, Source
 from distblob.notifications.journal import Journal, JournalBusyError, MemoryQueue, Queue
 from distblob.notifications.sender import Sender
+from distblob.server.frontdoor import event_url
 
 logger = logging.getLogger("distblob.notifications")
 
@@ -149,7 +150,7 @@ class Notifier:
         if not self.senders:
             return
         digest = str(descriptor.digest)
-        url = f"{events.base_url(request)}/v2/{repository}/blobs/{digest}"
+        url = event_url(request, f"/v2/{repository}/blobs/{digest}")
         target = events.target(
             repository=repository,
             digest=digest,
@@ -201,7 +202,7 @@ class Notifier:
             digest=digest,
             media_type=media_type,
             size=descriptor.size,
-            url=f"{events.base_url(request)}/v2/{repository}/manifests/{digest}",
+            url=event_url(request, f"/v2/{repository}/manifests/{digest}"),
             tag=tag,
             refs=events.references(body) if self.include_references else None,
         )

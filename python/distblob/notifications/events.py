@@ -100,15 +100,6 @@ def request_record(request: Request) -> dict[str, str]:
     return record
 
 
-def base_url(request: Request) -> str:
-    """Scheme and host of the URLs events carry, as distribution's URL builder takes them
-    from the request (``X-Forwarded-Proto`` and ``X-Forwarded-Host`` first)."""
-    headers = request.headers
-    scheme = headers.get("x-forwarded-proto", "").split(",", 1)[0].strip()
-    host = headers.get("x-forwarded-host", "").split(",", 1)[0].strip()
-    return f"{scheme or request.url.scheme}://{host or headers.get('host', '')}"
-
-
 def descriptor_fields(descriptor: Mapping[str, Any]) -> dict[str, Any]:
     """A descriptor of a manifest's JSON as distribution's ``Descriptor`` writes it back
     (its fields in its order, empty ones left out)."""
@@ -188,7 +179,6 @@ __all__ = [
     "REQUEST_ID_SCOPE_KEY",
     "Event",
     "Source",
-    "base_url",
     "descriptor_fields",
     "envelope",
     "event",

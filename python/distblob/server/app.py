@@ -212,7 +212,12 @@ def create_app(
     )
     app.router.redirect_slashes = False
     http = http or HTTP()
-    urls = URLs(prefix=http.prefix, host=http.host, relative=http.relativeurls is not False)
+    urls = URLs(
+        prefix=http.prefix,
+        host=http.host,
+        relative=http.relativeurls is not False,
+        relative_asked=http.relativeurls is True,
+    )
     front = FrontDoor(app, urls=urls, headers=http.headers)
     # Go's health gate wraps everything, GET / included.
     observed = front if observability is None else observability.wrap(front)

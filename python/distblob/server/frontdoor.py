@@ -42,6 +42,9 @@ class URLs:
     prefix: str = ""
     host: str | None = None
     relative: bool = True
+    #: ``http.relativeurls: true`` given: distribution's URL builder is relative only then
+    #: (distblob's ``Location`` default is relative too; an event's URL follows Go's).
+    relative_asked: bool = False
 
 
 def _forwarded(value: str) -> dict[str, str]:
@@ -82,6 +85,21 @@ def location(request: Request, path: str) -> str:
         # As Go's URL.ResolveReference: relative to the host URL's path.
         return urllib.parse.urljoin(urls.host, path[1:])
     if urls.relative:
+        return urls.prefix + path
+    return _request_root(request) + urls.prefix + path
+
+
+def event_url(request: Request, path: str) -> str:
+    """The URL a notification event carries for the API path ``path``, as distribution builds
+    it with the URL builder its ``Location`` headers use: on ``http.host`` when set, relative
+    with ``http.relativeurls: true``, else absolute on the request's scheme and host (the
+    prefix included)."""
+    urls = request.scope.get(URLS_SCOPE_KEY)
+    if not isinstance(urls, URLs):
+        urls = URLs()
+    if urls.host is not None:
+        return urllib.parse.urljoin(urls.host, path[1:])
+    if urls.relative_asked:
         return urls.prefix + path
     return _request_root(request) + urls.prefix + path
 
@@ -167,4 +185,4 @@ async def _not_found(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["URLS_SCOPE_KEY", "FrontDoor", "URLs", "location"]
+__all__ = ["URLS_SCOPE_KEY", "FrontDoor", "URLs", "event_url", "location"]
