@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from distblob.config import ConfigError, parse_config
+from distblob.config.build import redis_options
+from distblob.config.tree import RedisTLS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,7 +116,7 @@ def test_redis_3x_form_maps_onto_the_client() -> None:
         ),
         ({"redis": {"addrs": ["a:1", "b:2"]}}, "redis.addrs"),
         ({"redis": {"addrs": ["a:1"], "mastername": "m"}}, "redis.mastername"),
-        ({"redis": {"addr": "a:1", "tls": {"enabled": True}}}, "redis.tls.enabled"),
+        ({"redis": {"addr": "a:1", "tls": {"enabled": 1}}}, "redis.tls.enabled"),
         ({"redis": {"addrs": ["a:1"], "tls": {"certificate": "c"}}}, "redis.tls"),
     ],
 )
@@ -122,3 +124,14 @@ def test_bad_values_name_their_key(doc: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(doc)
     assert caught.value.key == key
+
+
+def test_redis_tls_enabled_alone_is_tls_without_a_client_certificate() -> None:
+    """2.8's ``redis.tls.enabled``: TLS to Redis, its certificate checked against the system's
+    CAs; 3.x's ``certificate`` and ``key`` add a client certificate."""
+    config = parse_config({"redis": {"addr": "a:1", "tls": {"enabled": True}}})
+    assert config.redis is not None and config.redis.tls == RedisTLS(None, None, ())
+    config = parse_config({"redis": {"addr": "a:1", "tls": {"enabled": False}}})
+    assert config.redis is not None and config.redis.tls is None
+    options = redis_options(parse_config({"redis": {"addr": "a:1", "tls": {"enabled": True}}}))
+    assert options["ssl"] is True and options["ssl_certfile"] is None

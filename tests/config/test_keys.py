@@ -12,7 +12,6 @@ from distblob.config import ConfigError, ConfigErrors, parse_config
 from distblob.config.keys import (
     CATALOGUE,
     IMPLEMENTED,
-    NYI,
     REFUSED,
     WARNED,
     check_keys,
@@ -49,7 +48,8 @@ def test_every_pattern_is_listed_once_with_a_reason_unless_implemented() -> None
         ("middleware.storage[].rewrite", REFUSED, "CDN"),
         ("storage.filesystem.maxthreads", IMPLEMENTED, ""),
         ("storage.s3.accelerate", IMPLEMENTED, ""),
-        ("redis.tls.enabled", REFUSED, NYI),
+        ("redis.tls.enabled", IMPLEMENTED, "2.8"),
+        ("redis.mastername", REFUSED, "Sentinel"),
         ("http.headers", IMPLEMENTED, ""),
         ("redis.addrs", IMPLEMENTED, ""),
         ("proxy.cachewritetimeout", IMPLEMENTED, ""),

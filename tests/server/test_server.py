@@ -705,7 +705,7 @@ def test_config_defaults_and_values() -> None:
         ({"redis": {"addr": "h:6379", "dialtimeout": "10 ms"}}, "redis.dialtimeout"),
         ({"redis": {"addr": "h:6379", "readtimeout": 5}}, "redis.readtimeout"),
         ({"redis": {"addr": "h:6379", "writetimeout": "1d"}}, "redis.writetimeout"),
-        ({"redis": {"addr": "h:6379", "tls": {"enabled": True}}}, "redis.tls.enabled"),
+        ({"redis": {"addr": "h:6379", "tls": {"enabled": "yes"}}}, "redis.tls.enabled"),
         ({"redis": {"addr": "h:6379", "pool": []}}, "redis.pool"),
         ({"redis": {"addr": "h:6379", "pool": {"maxactive": "64"}}}, "redis.pool.maxactive"),
         ({"redis": {"addr": "h:6379", "pool": {"maxidle": -1}}}, "redis.pool.maxidle"),

@@ -177,7 +177,7 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("redis.tls.certificate", IMPLEMENTED, ""),
     ("redis.tls.key", IMPLEMENTED, ""),
     ("redis.tls.clientcas", IMPLEMENTED, "the first file only"),
-    ("redis.tls.enabled", REFUSED, NYI + ": TLS to Redis needs redis.tls.certificate and key"),
+    ("redis.tls.enabled", IMPLEMENTED, "2.8: TLS with the system's CAs"),
     *(
         (f"redis.{name}", IMPLEMENTED, "accepted; a warning at start")
         for name in _REDIS3_WARNED.split()

@@ -12,6 +12,7 @@ from distblob.config.tree import RedisConfig, RedisPool, RedisTLS
 from distblob.config.values import (
     ConfigError,
     checked_section,
+    get_bool,
     get_duration,
     get_int,
     get_str,
@@ -71,14 +72,18 @@ def _addr(raw: Mapping[str, Any]) -> str:
 
 
 def _tls(doc: object) -> RedisTLS | None:
-    raw = checked_section(doc, "redis.tls", {"certificate", "key", "clientcas"})
-    if not raw:
-        return None
+    """``redis.tls``: 2.8's ``enabled`` (TLS, the server checked against the system's CAs) or
+    3.x's client ``certificate`` and ``key`` with ``clientcas``; ``None``: no TLS."""
+    raw = checked_section(doc, "redis.tls", {"enabled", "certificate", "key", "clientcas"})
+    enabled = get_bool(raw, "enabled", "redis.tls", False)
     certificate = get_str(raw, "certificate", "redis.tls")
     key = get_str(raw, "key", "redis.tls")
-    if certificate is None or key is None:
-        raise ConfigError("redis.tls", "certificate and key are both required")
-    return RedisTLS(certificate, key, get_str_list(raw, "clientcas", "redis.tls"))
+    clientcas = get_str_list(raw, "clientcas", "redis.tls")
+    if (certificate is None) != (key is None):
+        raise ConfigError("redis.tls", "certificate and key go together: give both or neither")
+    if not enabled and certificate is None and not clientcas:
+        return None
+    return RedisTLS(certificate, key, clientcas)
 
 
 def _pool(raw: Mapping[str, Any]) -> RedisPool:

@@ -231,11 +231,12 @@ class RedisPool:
 
 @dataclass(frozen=True, slots=True)
 class RedisTLS:
-    """``redis.tls`` (3.x): a client ``certificate`` and its ``key``, and ``clientcas``, the
-    CA files the server's certificate is checked against (empty: the system's)."""
+    """``redis.tls``: TLS to Redis (2.8's ``enabled``), with 3.x's client ``certificate`` and
+    its ``key`` (``None``: no client certificate), and ``clientcas``, the CA files the
+    server's certificate is checked against (empty: the system's)."""
 
-    certificate: str
-    key: str
+    certificate: str | None = None
+    key: str | None = None
     clientcas: tuple[str, ...] = ()
 
 
