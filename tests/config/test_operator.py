@@ -94,3 +94,27 @@ def test_serve_prints_every_problem_and_exits_non_zero(tmp_path: pathlib.Path) -
     ):
         assert any(needle in line for line in lines), (needle, proc.stderr)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_file_is_refused_not_read_as_every_default(
+    tmp_path: pathlib.Path, text: str
+) -> None:
+    # The Go registry 2.8.2 refuses it too ("unsupported version"); starting on the defaults
+    # would serve 127.0.0.1:5000 from ./distblob-data, wherever the process happens to run.
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(config, {})
+    assert "is empty" in str(info.value)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "distblob.cli", "serve", str(config)],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "is empty" in proc.stderr, proc.stderr
+    assert not (tmp_path / "distblob-data").exists()

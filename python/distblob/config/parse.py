@@ -141,6 +141,11 @@ def load_config(
             raise ConfigError("", reason) from None
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError("", f"{os.fspath(path)!r} is not valid YAML: {exc}") from None
+        if doc is None:
+            # As distribution ("unsupported version"): a file named but holding nothing is more
+            # likely a mount or a template gone wrong than a wish for every default.
+            reason = f"{os.fspath(path)!r} is empty: give at least 'version: 0.1'"
+            raise ConfigError("", reason)
     env_errors: list[ConfigError] = []
     doc, warnings = apply_env(doc, os.environ if environ is None else environ, env_errors)
     return parse_config(doc, warnings=warnings, errors=env_errors)
