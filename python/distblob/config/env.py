@@ -27,7 +27,7 @@ from typing import Any, Final
 import yaml
 
 from distblob.config.keys import known_children
-from distblob.config.values import ConfigError
+from distblob.config.values import ConfigError, ConfigErrors
 
 PREFIX: Final = "REGISTRY_"
 CONFIGURATION_PATH: Final = "REGISTRY_CONFIGURATION_PATH"
@@ -118,10 +118,25 @@ def _key(node: Mapping[Any, Any], path: str, part: str) -> str | None:
 
 
 def _set(doc: dict[str, Any], variable: str, text: str, warnings: list[str]) -> None:
+    created: list[tuple[dict[str, Any], str]] = []  # undone for a variable not applied
+    try:
+        _apply(doc, variable, text, warnings, created)
+    except ConfigError:
+        for parent, name in reversed(created):
+            del parent[name]
+        raise
+
+
+def _apply(
+    doc: dict[str, Any],
+    variable: str,
+    text: str,
+    warnings: list[str],
+    created: list[tuple[dict[str, Any], str]],
+) -> None:
     parts = variable[len(PREFIX) :].split("_")
     node: Any = doc
     path = ""
-    created: list[tuple[dict[str, Any], str]] = []  # undone for a variable that is ignored
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
         if isinstance(node, list):
@@ -165,9 +180,17 @@ def _set(doc: dict[str, Any], variable: str, text: str, warnings: list[str]) -> 
         node, path = child, dotted
 
 
-def apply_env(doc: object, environ: Mapping[str, str]) -> tuple[object, list[str]]:
+def apply_env(
+    doc: object, environ: Mapping[str, str], errors: list[ConfigError] | None = None
+) -> tuple[object, list[str]]:
     """``doc`` (a decoded YAML document, ``None`` for none) with the ``REGISTRY_*`` variables of
-    ``environ`` applied, and a warning for each variable ignored."""
+    ``environ`` applied, and a warning for each variable ignored.
+
+    A variable that cannot be applied (a list for a string, an index past a list's end, ...) is
+    a :class:`ConfigError` named after it, and changes nothing; the other variables are still
+    applied. With ``errors`` they are appended to it (so that the caller reports them with the
+    file's); without, all of them are raised at once (:class:`ConfigErrors` for several)."""
+    problems: list[ConfigError] = [] if errors is None else errors
     warnings: list[str] = []
     variables = sorted(
         (name, value)
@@ -181,7 +204,12 @@ def apply_env(doc: object, environ: Mapping[str, str]) -> tuple[object, list[str
     if not isinstance(doc, dict):
         return doc, warnings  # parse_config reports a document that is not a mapping
     for name, value in variables:
-        _set(doc, name, value, warnings)
+        try:
+            _set(doc, name, value, warnings)
+        except ConfigError as exc:
+            problems.append(exc)
+    if errors is None:
+        ConfigErrors.raise_if_any(problems)
     return doc, warnings
 
 

@@ -85,25 +85,28 @@ def _sections(top: Mapping[str, Any], errors: list[ConfigError]) -> dict[str, An
     return parsed
 
 
-def parse_config(doc: object, *, warnings: Sequence[str] = ()) -> Config:
+def parse_config(
+    doc: object, *, warnings: Sequence[str] = (), errors: Sequence[ConfigError] = ()
+) -> Config:
     """Validate a decoded YAML document and return the :class:`Config` it describes.
 
     Every problem is reported at once: the keys the catalogue (:mod:`distblob.config.keys`)
     refuses or does not know, then each section's. One problem raises its
     :class:`ConfigError`; more raise :class:`ConfigErrors`, listing them all. ``warnings`` (the
     environment's) come first in :attr:`Config.warnings`, before the keys accepted without
-    effect.
+    effect; ``errors`` (the variables that could not be applied) come first in the report.
     """
     if doc is None:
         doc = {}
     if not isinstance(doc, Mapping):
-        raise ConfigError("", f"expected a mapping, not {type(doc).__name__}")
+        kind = ConfigError("", f"expected a mapping, not {type(doc).__name__}")
+        raise ConfigErrors([*errors, kind]) if errors else kind
     top = _named(doc)
     findings = check_keys(top, factory.names())
-    errors = [ConfigError(f.key, f.reason) for f in findings if f.kind != WARNED]
+    problems = [*errors, *(ConfigError(f.key, f.reason) for f in findings if f.kind != WARNED)]
     notes = [f"{f.key}: accepted without effect: {f.reason}" for f in findings if f.kind == WARNED]
-    parsed = _sections(prune(top, findings), errors)
-    ConfigErrors.raise_if_any(errors)
+    parsed = _sections(prune(top, findings), problems)
+    ConfigErrors.raise_if_any(problems)
     return Config(
         version="0.1",
         log=parsed["log"],
@@ -138,8 +141,14 @@ def load_config(
             raise ConfigError("", reason) from None
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError("", f"{os.fspath(path)!r} is not valid YAML: {exc}") from None
-    doc, warnings = apply_env(doc, os.environ if environ is None else environ)
-    return parse_config(doc, warnings=warnings)
+        if doc is None:
+            # As distribution ("unsupported version"): a file named but holding nothing is more
+            # likely a mount or a template gone wrong than a wish for every default.
+            reason = f"{os.fspath(path)!r} is empty: give at least 'version: 0.1'"
+            raise ConfigError("", reason)
+    env_errors: list[ConfigError] = []
+    doc, warnings = apply_env(doc, os.environ if environ is None else environ, env_errors)
+    return parse_config(doc, warnings=warnings, errors=env_errors)
 
 
 __all__ = [
