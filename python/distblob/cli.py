@@ -135,6 +135,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for line in str(exc).splitlines():  # every problem of the config, one per line
             print(f"distblob serve: {line}", file=sys.stderr)
+        for warning in exc.warnings:  # a misspelt REGISTRY_* name shows here
+            print(f"distblob serve: warning: {warning}", file=sys.stderr)
         return 2
     configure_logging(config.log)  # log.level, formatter, fields, accesslog (distblob.logs)
     log = logging.getLogger("distblob.serve")

@@ -118,3 +118,40 @@ def test_an_empty_file_is_refused_not_read_as_every_default(
     )
     assert proc.returncode != 0 and "is empty" in proc.stderr, proc.stderr
     assert not (tmp_path / "distblob-data").exists()
+
+
+def test_a_problem_a_variable_made_names_the_variable(tmp_path: pathlib.Path) -> None:
+    """A key set by a variable is in no file: the report names the variable, and the
+    variable a suggested key would take (with Go's field names where they differ)."""
+    environ = {
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIR": str(tmp_path),
+        "REGISTRY_HTTP_ADDR": "nowhere",
+        "REGISTRY_NOTIFICATIONS_EVENTCONFIG_INCLUDEREFERENCES": "maybe",
+        "REGISTRY_LOG_LEVL": "debug",  # no such field: ignored, as Go ignores it, and said
+    }
+    with pytest.raises(ConfigErrors) as info:
+        load_config(None, environ)
+    lines = str(info.value).splitlines()
+    assert lines[0] == (
+        "config: storage.filesystem.rootdir: unknown key (did you mean "
+        "storage.filesystem.rootdirectory?); as a variable, "
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY (set by REGISTRY_STORAGE_FILESYSTEM_ROOTDIR)"
+    )
+    assert any(line.endswith("(set by REGISTRY_HTTP_ADDR)") for line in lines)
+    assert any(
+        "notifications.events.includereferences" in line
+        and line.endswith("(set by REGISTRY_NOTIFICATIONS_EVENTCONFIG_INCLUDEREFERENCES)")
+        for line in lines
+    )
+    assert info.value.warnings == ("ignoring unrecognized environment variable REGISTRY_LOG_LEVL",)
+    # and distblob serve prints both
+    run = subprocess.run(
+        [sys.executable, "-m", "distblob.cli", "serve"],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "(set by REGISTRY_HTTP_ADDR)" in run.stderr
+    assert "warning: ignoring unrecognized environment variable REGISTRY_LOG_LEVL" in run.stderr

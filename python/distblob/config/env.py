@@ -21,6 +21,7 @@ names the file when the command line does not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -117,10 +118,18 @@ def _key(node: Mapping[Any, Any], path: str, part: str) -> str | None:
     return next((name for name in known_children(path) if name.upper() == part), None)
 
 
-def _set(doc: dict[str, Any], variable: str, text: str, warnings: list[str]) -> None:
+def _set(
+    doc: dict[str, Any],
+    variable: str,
+    text: str,
+    warnings: list[str],
+    origins: dict[str, str],
+) -> None:
     created: list[tuple[dict[str, Any], str]] = []  # undone for a variable not applied
     try:
-        _apply(doc, variable, text, warnings, created)
+        shown = _apply(doc, variable, text, warnings, created)
+        if shown:
+            origins[shown] = variable
     except ConfigError:
         for parent, name in reversed(created):
             del parent[name]
@@ -133,10 +142,12 @@ def _apply(
     text: str,
     warnings: list[str],
     created: list[tuple[dict[str, Any], str]],
-) -> None:
+) -> str:
+    """Apply one variable; the key it set as errors name it (``a.b[0].c``), or ``""``."""
     parts = variable[len(PREFIX) :].split("_")
     node: Any = doc
     path = ""
+    shown = ""
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
         if isinstance(node, list):
@@ -148,9 +159,10 @@ def _apply(
             if position == len(node):
                 node.append({})
             path += "[]"
+            shown += f"[{position}]"
             if last:
                 node[position] = _typed(path, text, variable)
-                return
+                return shown
             if not isinstance(node[position], dict):
                 node[position] = {}
             node = node[position]
@@ -160,13 +172,14 @@ def _apply(
             for parent, name in reversed(created):
                 del parent[name]
             warnings.append(f"ignoring unrecognized environment variable {variable}")
-            return
+            return ""
         if key == "":
             continue
         dotted = f"{path}.{key}" if path else key
+        shown = f"{shown}.{key}" if shown else key
         if last:
             node[key] = _typed(dotted, text, variable)
-            return
+            return shown
         child = node.get(key)
         if key not in node:
             created.append((node, key))
@@ -178,10 +191,14 @@ def _apply(
             child = {}
         node[key] = child
         node, path = child, dotted
+    return ""
 
 
 def apply_env(
-    doc: object, environ: Mapping[str, str], errors: list[ConfigError] | None = None
+    doc: object,
+    environ: Mapping[str, str],
+    errors: list[ConfigError] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> tuple[object, list[str]]:
     """``doc`` (a decoded YAML document, ``None`` for none) with the ``REGISTRY_*`` variables of
     ``environ`` applied, and a warning for each variable ignored.
@@ -189,7 +206,9 @@ def apply_env(
     A variable that cannot be applied (a list for a string, an index past a list's end, ...) is
     a :class:`ConfigError` named after it, and changes nothing; the other variables are still
     applied. With ``errors`` they are appended to it (so that the caller reports them with the
-    file's); without, all of them are raised at once (:class:`ConfigErrors` for several)."""
+    file's); without, all of them are raised at once (:class:`ConfigErrors` for several).
+    ``origins``, when given, receives each key a variable set and the variable's name, so that
+    a problem with that key can name the variable (:func:`name_variables`)."""
     problems: list[ConfigError] = [] if errors is None else errors
     warnings: list[str] = []
     variables = sorted(
@@ -203,9 +222,10 @@ def apply_env(
         doc = {}
     if not isinstance(doc, dict):
         return doc, warnings  # parse_config reports a document that is not a mapping
+    found: dict[str, str] = {} if origins is None else origins
     for name, value in variables:
         try:
-            _set(doc, name, value, warnings)
+            _set(doc, name, value, warnings, found)
         except ConfigError as exc:
             problems.append(exc)
     if errors is None:
@@ -213,4 +233,37 @@ def apply_env(
     return doc, warnings
 
 
-__all__ = ["CONFIGURATION_PATH", "PREFIX", "apply_env"]
+def variable_name(key: str) -> str:
+    """The ``REGISTRY_*`` variable that would set the dotted ``key`` (``a.b[0].c``), with Go's
+    field names where they differ from the YAML keys (``notifications.events`` is
+    ``REGISTRY_NOTIFICATIONS_EVENTCONFIG``)."""
+    parts: list[str] = []
+    path = ""
+    for token in re.findall(r"\[\d+\]|[^.\[\]]+", key):
+        if token.startswith("["):
+            parts.append(token[1:-1])
+            path += "[]"
+            continue
+        go = next((g for (p, g), y in _ALIASES.items() if p == path and y == token), None)
+        parts.append(go or token.upper())
+        path = f"{path}.{token}" if path else token
+    return PREFIX + "_".join(parts)
+
+
+def name_variables(error: ConfigError, origins: Mapping[str, str]) -> ConfigError:
+    """``error``, its reason naming the variable that set its key (or a key above it), and
+    the variable a suggested key would take: a key in no file is otherwise hard to find."""
+    key = error.key
+    variable = next(
+        (origins[k] for k in origins if key == k or key.startswith((k + ".", k + "["))), None
+    )
+    if variable is None:
+        return error
+    reason = error.reason
+    suggested = re.search(r"did you mean ([\w.\[\]]+)\?", reason)
+    if suggested:
+        reason += f"; as a variable, {variable_name(suggested.group(1))}"
+    return ConfigError(key, f"{reason} (set by {variable})")
+
+
+__all__ = ["CONFIGURATION_PATH", "PREFIX", "apply_env", "name_variables", "variable_name"]

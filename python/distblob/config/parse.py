@@ -11,7 +11,7 @@ import yaml
 
 from distblob.config.access import parse_access, parse_auth
 from distblob.config.catalog import parse_catalog
-from distblob.config.env import apply_env
+from distblob.config.env import apply_env, name_variables
 from distblob.config.keys import WARNED, check_keys, prune
 from distblob.config.middleware import parse_middleware
 from distblob.config.notifications import parse_notifications
@@ -147,8 +147,19 @@ def load_config(
             reason = f"{os.fspath(path)!r} is empty: give at least 'version: 0.1'"
             raise ConfigError("", reason)
     env_errors: list[ConfigError] = []
-    doc, warnings = apply_env(doc, os.environ if environ is None else environ, env_errors)
-    return parse_config(doc, warnings=warnings, errors=env_errors)
+    origins: dict[str, str] = {}
+    environment = os.environ if environ is None else environ
+    doc, warnings = apply_env(doc, environment, env_errors, origins)
+    try:
+        return parse_config(doc, warnings=warnings, errors=env_errors)
+    except ConfigError as exc:
+        # Name the variable behind a key no file holds; and keep the warnings of variables
+        # ignored, which are often the same mistake (a misspelt REGISTRY_* name).
+        found = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+        named = [name_variables(error, origins) for error in found]
+        refused = named[0] if len(named) == 1 else ConfigErrors(named)
+        refused.warnings = tuple(warnings)
+        raise refused from None
 
 
 __all__ = [

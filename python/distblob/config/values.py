@@ -43,6 +43,8 @@ class ConfigError(DistblobError, ValueError):
         super().__init__(f"config: {key}: {reason}" if key else f"config: {reason}")
         self.key = key
         self.reason = reason
+        #: Warnings of the same config (variables ignored), for a report that stops on errors.
+        self.warnings: tuple[str, ...] = ()
 
 
 class ConfigErrors(ConfigError):
