@@ -127,7 +127,10 @@ def test_load_config_applies_them_with_or_without_a_file(tmp_path: pathlib.Path)
     # What the variables set is checked as the file is, and a refused key is still refused.
     with pytest.raises(ConfigError) as info:
         load_config(path, {"REGISTRY_STORAGE": "azure"})
-    assert (info.value.key, info.value.reason) == ("storage.azure", "not supported; use s3")
+    assert (info.value.key, info.value.reason) == (
+        "storage.azure",
+        "not supported; use s3 (set by REGISTRY_STORAGE)",
+    )
     warned = load_config(None, {"REGISTRY_PORT": "tcp://10.0.0.1:5000"})
     assert warned.warnings == ("ignoring unrecognized environment variable REGISTRY_PORT",)
 
