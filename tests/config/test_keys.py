@@ -174,3 +174,10 @@ def test_the_docs_list_every_key_with_its_class() -> None:
     text = DOCS.read_text()
     begin, end = "<!-- keys table: begin -->\n", "<!-- keys table: end -->"
     assert text.split(begin)[1].split(end)[0] == markdown_table()
+
+
+def test_log_hooks_that_are_all_disabled_are_not_warned_about() -> None:
+    hook = {"type": "mail", "levels": ["panic"], "options": {"smtp": {"addr": "m:25"}}}
+    assert parse_config({"log": {"hooks": [{**hook, "disabled": True}]}}).warnings == ()
+    warned = parse_config({"log": {"hooks": [{**hook, "disabled": False}]}}).warnings
+    assert len(warned) == 1 and warned[0].startswith("log.hooks:")

@@ -82,9 +82,7 @@ CASES = {
     "debian": Case("debian.yml", auth="htpasswd"),
     "distribution-2.8-example": Case("distribution-2.8-example.yml", auth="htpasswd"),
     "distribution-3.0-example": Case("distribution-3.0-example.yml", go=False, auth="htpasswd"),
-    "distribution-2.8-dev": Case(
-        "distribution-2.8-dev.yml", redis=True, debug="prometheus", warned=("log.hooks",)
-    ),
+    "distribution-2.8-dev": Case("distribution-2.8-dev.yml", redis=True, debug="prometheus"),
     "distribution-3.0-dev": Case("distribution-3.0-dev.yml", go=False, debug="prometheus"),
     "registry-2-image": Case("registry-2-image.yml"),
     "registry-3-image": Case("registry-3-image.yml", go=False, debug="prometheus"),

@@ -287,6 +287,13 @@ def _is_zero(value: object) -> bool:
     return value is None or value is False or value == "" or value == 0
 
 
+def _all_disabled(value: object) -> bool:
+    """Whether ``value`` is a list of items that each say ``disabled: true``."""
+    return isinstance(value, list) and all(
+        isinstance(item, Mapping) and item.get("disabled") is True for item in value
+    )
+
+
 def _middleware(value: object) -> Iterator[Finding]:
     for kind, entries in value.items() if isinstance(value, Mapping) else ():
         key = f"middleware.{kind}"
@@ -323,6 +330,8 @@ def _walk(
             continue
         kind, why = found
         if kind != IMPLEMENTED:
+            if key == "log.hooks" and _all_disabled(value):
+                continue  # hooks that are all disabled would do nothing in Go either
             if path.split(".")[0] in _PRESENCE_MAPS or not _is_zero(value):
                 yield Finding(at, kind, why)
             continue
