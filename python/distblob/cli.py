@@ -83,21 +83,27 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 def _notifier(config: Config) -> Notifier:
     """The notifier of ``notifications``: journals under the root with the filesystem driver,
-    queues in memory otherwise (with a warning when there are endpoints)."""
+    queues in Redis with another driver and a ``redis`` section, in memory otherwise (with a
+    warning when there are endpoints)."""
     import uuid
 
+    from distblob.config import open_notification_redis
     from distblob.notifications import Notifier, Source, source_addr
 
     endpoints = config.notifications.enabled
     root = config.root if config.driver == "filesystem" else None
-    if endpoints and root is None:
+    shared = open_notification_redis(config) if endpoints and root is None else None
+    if endpoints and root is None and shared is None:
         logging.getLogger("distblob.notifications").warning(
-            "notifications: storage %s is no local filesystem: events wait in memory and are "
-            "lost on restart, as in distribution",
+            "notifications: storage %s is no local filesystem and no redis is configured: "
+            "events wait in memory and are lost on restart, as in distribution",
             config.driver,
         )
     source = Source(source_addr(config.addr), str(uuid.uuid4()))
-    return Notifier(config.notifications, root=root, source=source)
+    client, storage = shared if shared is not None else (None, "")
+    return Notifier(
+        config.notifications, root=root, source=source, redis_client=client, storage=storage
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -83,6 +83,7 @@ from distblob.config.build import (
     open_access_controller,
     open_descriptor_cache,
     open_driver,
+    open_notification_redis,
     open_upload_leases,
 )
 from distblob.config.parse import load_config, parse_config
@@ -159,6 +160,7 @@ __all__ = [
     "open_access_controller",
     "open_descriptor_cache",
     "open_driver",
+    "open_notification_redis",
     "open_upload_leases",
     "parse_addr",
     "parse_config",

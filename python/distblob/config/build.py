@@ -11,6 +11,8 @@ from distblob.config.values import ConfigError, parse_addr
 from distblob.storage.driver import factory
 
 if TYPE_CHECKING:
+    import redis
+
     from distblob.auth import AccessController
     from distblob.registry import Registry
     from distblob.storage.cache import BlobDescriptorCache
@@ -73,6 +75,44 @@ def redis_options(config: Config) -> dict[str, Any]:
             ssl_ca_certs=redis.tls.clientcas[0] if redis.tls.clientcas else None,
         )
     return options
+
+
+def open_notification_redis(config: Config) -> tuple[redis.Redis, str] | None:
+    """The Redis client of the notification queues, and the name of the storage their keys
+    carry (bucket and root directory: registries sharing one Redis keep apart), for storage
+    that is not the filesystem driver's when ``redis`` is configured; ``None`` otherwise (or
+    without the redis package, with a warning). The ``redis`` timeouts bound every call, so
+    a hung Redis holds a request at most that long."""
+    from distblob.storage.cache import DEFAULT_DIAL_TIMEOUT, DEFAULT_TIMEOUT
+    from distblob.storage.redisclient import redis_client
+
+    redis = config.redis
+    if redis is None or config.storage.driver == "filesystem":
+        return None
+    host, port = parse_addr(redis.addr, "redis.addr")
+    if redis.addr.startswith(":"):
+        host = "localhost"
+    timeouts = [t for t in (redis.readtimeout, redis.writetimeout) if t > 0]
+    try:
+        client = redis_client(
+            host,
+            port,
+            password=redis.password,
+            db=redis.db,
+            dial_timeout=redis.dialtimeout or DEFAULT_DIAL_TIMEOUT,
+            timeout=max(timeouts) if timeouts else DEFAULT_TIMEOUT,
+            retries=1,  # replaces a pooled connection Redis closed (every call may be repeated)
+            max_connections=redis.pool.maxactive or None,
+            needed_by="notification queues in redis",
+            client_options=redis_options(config),
+        )
+    except ImportError as error:
+        logging.getLogger("distblob.notifications").warning("notifications: %s", error)
+        return None
+    parameters = config.storage.parameters
+    storage = f"{config.storage.driver}:{parameters.get('bucket', '')}"
+    storage += "/" + str(parameters.get("rootdirectory") or "").strip("/")
+    return client, storage
 
 
 def open_access_controller(config: Config) -> AccessController | None:
@@ -200,6 +240,7 @@ __all__ = [
     "open_access_controller",
     "open_descriptor_cache",
     "open_driver",
+    "open_notification_redis",
     "open_upload_leases",
     "redis_options",
 ]

@@ -10,7 +10,10 @@ delivers its queue in order from a task of the server's lifespan.
 Beyond distribution: on the filesystem driver each endpoint's queue is a journal under the
 storage root (``_notifications/<endpoint>/``, :mod:`~distblob.notifications.journal`), so
 events waiting for an endpoint that is slow or down survive a restart or a crash and are
-delivered at least once. Elsewhere the queue is in memory, as in distribution.
+delivered at least once. On other storage with a ``redis`` section it is a list in Redis that
+the replicas share, one of them delivering at a time
+(:mod:`~distblob.notifications.redisqueue`). Elsewhere the queue is in memory, as in
+distribution.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.requests import Request
@@ -34,8 +37,12 @@ from distblob.descriptor import Descriptor
 from distblob.notifications import events
 from distblob.notifications.events import BLOB_MEDIA_TYPE, EVENTS_MEDIA_TYPE, Source
 from distblob.notifications.journal import Journal, JournalBusyError, MemoryQueue, Queue
+from distblob.notifications.redisqueue import LEASE_TTL, RedisQueue
 from distblob.notifications.sender import Sender
 from distblob.server.frontdoor import event_url
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger("distblob.notifications")
 
@@ -67,14 +74,29 @@ class Notifier:
         root: str | os.PathLike[str] | None = None,
         source: Source | None = None,
         max_events: int | None = None,
+        redis_client: redis.Redis | None = None,
+        storage: str = "",
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
+        """Queues in a journal under ``root`` (the filesystem driver's), else in Redis through
+        ``redis_client`` (keys named after ``storage``, leases of ``lease_ttl`` seconds), else
+        in memory."""
         config = config or Notifications()
+        self._redis = redis_client
+        self._storage = storage
+        self._lease_ttl = lease_ttl
         self.include_references = config.includereferences
         self.source = source or Source(socket.gethostname(), str(uuid.uuid4()))
         self.senders: list[Sender] = []
         for endpoint in config.enabled:
             queue = self._queue(endpoint, root, max_events)
             self.senders.append(Sender(endpoint, queue))
+            if isinstance(queue, Journal):
+                where = f"{queue.pending} events waiting in its journal"
+            elif isinstance(queue, RedisQueue):
+                where = f"queue in redis ({queue.events_key}, {queue.waiting} events waiting)"
+            else:
+                where = "queue in memory"
             logger.info(
                 "notifications: endpoint %s (%s), timeout=%gs threshold=%d backoff=%gs, %s",
                 endpoint.name,
@@ -82,14 +104,21 @@ class Notifier:
                 endpoint.timeout,
                 endpoint.threshold,
                 endpoint.backoff,
-                f"{queue.pending} events waiting in its journal"
-                if isinstance(queue, Journal)
-                else "queue in memory",
+                where,
             )
 
-    @staticmethod
-    def _queue(endpoint: Endpoint, root: str | os.PathLike[str] | None, limit: int | None) -> Queue:
+    def _queue(
+        self, endpoint: Endpoint, root: str | os.PathLike[str] | None, limit: int | None
+    ) -> Queue:
         bound = {} if limit is None else {"max_events": limit}
+        if root is None and self._redis is not None:
+            return RedisQueue(
+                self._redis,
+                endpoint.name,
+                storage=self._storage,
+                lease_ttl=self._lease_ttl,
+                **bound,
+            )
         if root is None:
             return MemoryQueue(endpoint.name, **bound)
         directory = journal_directory(root, endpoint.name)
@@ -123,6 +152,8 @@ class Notifier:
         finally:
             for sender in self.senders:
                 sender.queue.close()
+            if self._redis is not None:
+                self._redis.close()
 
     # -- the hook -------------------------------------------------------------------------------
 

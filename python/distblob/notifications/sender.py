@@ -4,7 +4,8 @@ the endpoint accepts it (any 2xx or 3xx, as distribution), retried as distributi
 every ``backoff``.
 
 Unlike distribution, an event leaves the queue only once delivered (the queue is a
-:class:`~distblob.notifications.journal.Journal` on disk), so a restart resends what was not.
+:class:`~distblob.notifications.journal.Journal` on disk, or a
+:class:`~distblob.notifications.redisqueue.RedisQueue`), so a restart resends what was not.
 """
 
 from __future__ import annotations
