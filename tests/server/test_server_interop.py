@@ -202,3 +202,23 @@ def test_several_ranges_as_go_serves_them(
         assert part == data[int(first) : int(last) + 1]
     assert head.status == 206 and head.body == b""
     assert head.headers["Content-Length"] == mine.headers["Content-Length"]
+
+
+@pytest.mark.parametrize("count", [1, 100, 101, 150, 600, 2000])
+def test_many_ranges_as_go_serves_them(ours: DistblobServer, go: GoRegistry, count: int) -> None:
+    """Lazy-pulling clients (zstd:chunked, stargz) ask for hundreds of ranges in one header:
+    Go's ServeContent answers them all, multipart, whatever their number; so does distblob."""
+    data = os.urandom(3 * count + 100)
+    header = "bytes=" + ",".join(f"{3 * i}-{3 * i + 1}" for i in range(count))
+    with ours.client() as ours_client, go.client() as go_client:
+        digest = ours_client.push_blob("shared/manyranges", data)
+        theirs = go_client.get_blob("shared/manyranges", digest, {"Range": header})
+        mine = ours_client.get_blob("shared/manyranges", digest, {"Range": header})
+    assert mine.status == theirs.status == 206
+    if count == 1:
+        assert mine.body == theirs.body == data[0:2]
+        return
+    parts = _byteranges(mine)
+    assert parts == _byteranges(theirs)
+    assert len(parts) == count
+    assert all(part == data[3 * i : 3 * i + 2] for i, (_, _, part) in enumerate(parts))

@@ -27,7 +27,7 @@ from distblob.errors import (
     UnsupportedError,
 )
 from distblob.interfaces import ServePlan
-from distblob.storage import paths, serve
+from distblob.storage import paths
 from distblob.storage.driver import StorageDriver
 from distblob.storage.writer import BlobWriter
 from support.blobstore import EMPTY_SHA256, payload, read_region, sha256
@@ -416,14 +416,13 @@ def test_serve_several_ranges_edge_cases(repo: Repository, blob_driver: StorageD
     # None satisfiable: 416.
     plan = repo.blobs.serve_blob(DIGEST, range=f"bytes={SIZE}-,{SIZE + 5}-{SIZE + 9}")
     assert plan.status == 416 and plan.headers["Content-Range"] == f"bytes */{SIZE}"
-    # Ranges adding up to more than the blob, or too many of them: the whole blob, as Go does.
-    for header in (
-        f"bytes=0-,0-{SIZE // 2}",
-        "bytes=" + ",".join(f"{i}-{i}" for i in range(serve.MAX_RANGES + 1)),
-    ):
-        plan = repo.blobs.serve_blob(DIGEST, range=header)
-        assert plan.status == 200 and plan.body is not None and not plan.parts
-        assert read_region(blob_driver, plan.body) == DATA
+    # Ranges adding up to more than the blob: the whole blob, as Go does.
+    plan = repo.blobs.serve_blob(DIGEST, range=f"bytes=0-,0-{SIZE // 2}")
+    assert plan.status == 200 and plan.body is not None and not plan.parts
+    assert read_region(blob_driver, plan.body) == DATA
+    # Any number of them otherwise, as Go (lazy pulls ask for hundreds).
+    plan = repo.blobs.serve_blob(DIGEST, range="bytes=" + ",".join(f"{i}-{i}" for i in range(150)))
+    assert plan.status == 206 and len(parse_multipart(plan, blob_driver)) == 150
     # If-None-Match still wins.
     assert repo.blobs.serve_blob(DIGEST, range="bytes=0-1,3-4", if_none_match="*").status == 304
 

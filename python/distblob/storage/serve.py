@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import BinaryIO, Final
+from typing import BinaryIO
 
 from distblob._numbers import is_ascii_digits
 from distblob.descriptor import DEFAULT_MEDIA_TYPE, Descriptor
@@ -22,11 +22,6 @@ from distblob.interfaces import FileRegion, ServePlan
 
 #: Blobs never change, so caches may keep them for a year (distribution's value).
 CACHE_CONTROL = "max-age=31536000"
-
-
-#: The most ranges one ``Range`` header may ask for; a header with more is ignored (the whole
-#: blob is sent), as RFC 9110 allows.
-MAX_RANGES: Final = 100
 
 
 def _one_range(spec: str, size: int) -> tuple[int, int] | bool | None:
@@ -63,15 +58,17 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | bool | None:
     does), ``False`` when none is satisfiable or one is malformed (answer 416, as Go does and
     the OCI conformance suite expects; RFC 9110 lets a server reject an invalid range), and
     ``None`` when the header is to be ignored and the whole blob sent: another unit (RFC 9110
-    says to ignore it), no range at all, more than :data:`MAX_RANGES` ranges, or ranges adding
-    up to more than the blob (as Go does for the last two).
+    says to ignore it), no range at all, or ranges adding up to more than the blob (as Go
+    does). There is no limit on their number, as in Go's ``ServeContent`` (lazy-pulling
+    clients ask for hundreds or thousands); what they add up to bounds the answer, and the
+    server's limit on a request's headers bounds the header.
     """
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes":
         return None
     specs = [part.strip() for part in spec.split(",")]
     specs = [part for part in specs if part]  # empty list elements are allowed and skipped
-    if not specs or len(specs) > MAX_RANGES:
+    if not specs:
         return None
     ranges = []
     for part in specs:
@@ -188,4 +185,4 @@ def plan(
     return ServePlan(200, headers, body, descriptor=descriptor)
 
 
-__all__ = ["CACHE_CONTROL", "MAX_RANGES", "multipart", "parse_ranges", "plan"]
+__all__ = ["CACHE_CONTROL", "multipart", "parse_ranges", "plan"]
