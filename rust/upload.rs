@@ -10,6 +10,7 @@
 //! knows a path, an algorithm and an optional state to resume from.
 
 mod copy;
+mod direct;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -19,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 pub use self::copy::COPY_CHUNK;
 use self::copy::{copy_hashed, CopyError, HashFrom};
+use self::direct::Direct;
+pub use self::direct::{DirectMode, DIRECT_ALIGN};
 use crate::error::{Error, Result};
 use crate::hash::any::{Algorithm, AnyHasher};
 
@@ -100,6 +103,8 @@ pub struct UploadFile {
     /// describes the data, and the digest is recomputed from the file.
     in_order: bool,
     writeback: Option<Writeback>,
+    /// The `O_DIRECT` side, when writes may go past the page cache (see `upload/direct.rs`).
+    direct: Option<Direct>,
 }
 
 impl UploadFile {
@@ -154,7 +159,27 @@ impl UploadFile {
             hasher,
             in_order: true,
             writeback,
+            direct: None,
         })
+    }
+
+    /// Lets the large aligned part of writes go past the page cache as `mode` says, where the
+    /// filesystem allows `O_DIRECT` (elsewhere, everything goes through the page cache as
+    /// before). Whether it does changes nothing of what is stored or of the commit.
+    pub fn with_direct(mut self, mode: DirectMode) -> Self {
+        self.direct = Direct::open(&self.file, &self.path, mode);
+        self
+    }
+
+    /// Whether writes may go past the page cache (the mode allows it and the filesystem took
+    /// `O_DIRECT`).
+    pub fn direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Bytes written past the page cache so far.
+    pub fn direct_written(&self) -> u64 {
+        self.direct.as_ref().map_or(0, Direct::written)
     }
 
     /// Bytes in the file.
@@ -215,12 +240,13 @@ impl UploadFile {
             hasher,
             writeback,
             in_order,
+            direct,
             ..
         } = self;
         let written = if *in_order && data.len() >= OVERLAP_THRESHOLD {
             let before = hasher.clone();
             let (written, ()) = crate::pool::pool(0).join(
-                || write_and_pace(file, writeback, data, pos, end),
+                || write_and_pace(file, direct, writeback, data, pos, end),
                 || hasher.update(data),
             );
             if written.is_err() {
@@ -228,7 +254,7 @@ impl UploadFile {
             }
             written
         } else {
-            let written = write_and_pace(file, writeback, data, pos, end);
+            let written = write_and_pace(file, direct, writeback, data, pos, end);
             if written.is_ok() && *in_order {
                 hasher.update(data);
             }
@@ -268,6 +294,7 @@ impl UploadFile {
             hasher,
             in_order,
             writeback,
+            ..
         } = self;
         // Bytes landing below the hashed length replace hashed data: the running hash is then
         // dropped (recomputed from the file at the end), as for `write`.
@@ -353,12 +380,33 @@ impl UploadFile {
 
 fn write_and_pace(
     file: &File,
+    direct: &mut Option<Direct>,
     writeback: &mut Option<Writeback>,
     data: &[u8],
     pos: u64,
     end: u64,
 ) -> io::Result<()> {
-    file.write_all_at(data, pos)?;
+    match direct.as_ref().and_then(|d| d.split(pos, data.len())) {
+        Some(split) => {
+            let (head, rest) = data.split_at(split.head);
+            let (middle, tail) = rest.split_at(split.middle);
+            let at = pos + split.head as u64;
+            file.write_all_at(head, pos)?;
+            if let Some(d) = direct.as_mut() {
+                if let Err(error) = d.write(middle, at) {
+                    if error.raw_os_error() != Some(libc::EINVAL) {
+                        return Err(error);
+                    }
+                    // Refused after all (a filesystem that takes the flag but not the write):
+                    // this write and the rest of the upload go through the page cache.
+                    *direct = None;
+                    file.write_all_at(middle, at)?;
+                }
+            }
+            file.write_all_at(tail, at + split.middle as u64)?;
+        }
+        None => file.write_all_at(data, pos)?,
+    }
     if let Some(writeback) = writeback {
         writeback.advance(file, end);
     }
@@ -912,6 +960,171 @@ mod tests {
                 WritebackMode::Paced => Some((2 * WRITEBACK_WINDOW, true)),
             };
             assert_eq!(started, expected, "{name}");
+            up.sync().unwrap();
+            assert_eq!(fs::read(path).unwrap(), bytes, "{name}");
+            assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes), "{name}");
+        }
+    }
+
+    /// Whether `dir`'s filesystem takes an aligned `O_DIRECT` write (asked of the kernel
+    /// directly, not through the code under test).
+    fn takes_o_direct(dir: &Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let probe = dir.join("probe");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe);
+        let mut block = vec![0u8; 2 * DIRECT_ALIGN];
+        let start = block.as_ptr().align_offset(DIRECT_ALIGN);
+        let ok = file.is_ok_and(|f| {
+            f.write_all_at(&block[start..start + DIRECT_ALIGN], 0)
+                .is_ok()
+        });
+        block.clear();
+        let _ = fs::remove_file(probe);
+        ok
+    }
+
+    /// Writes `bytes` in `pieces` (lengths, cycled) from buffers at every memory alignment.
+    fn write_in_pieces(up: &mut UploadFile, bytes: &[u8], pieces: &[usize]) {
+        let mut at = 0;
+        for (i, len) in pieces.iter().cycle().enumerate() {
+            if at == bytes.len() {
+                break;
+            }
+            let len = (*len).min(bytes.len() - at);
+            // A copy at offset i % 7 of a fresh buffer: aligned or not, by turns.
+            let shift = i % 7;
+            let mut buffer = vec![0u8; len + shift];
+            buffer[shift..].copy_from_slice(&bytes[at..at + len]);
+            up.write(&buffer[shift..]).unwrap();
+            at += len;
+        }
+    }
+
+    #[test]
+    fn direct_writes_store_the_same_bytes_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct_ok = takes_o_direct(dir.path());
+        let bytes = data((5 << 20) + 12_345);
+        let pieces = [1 << 20, 100, (1 << 20) + 4097, 3, 2 << 20, 8191];
+        for (name, mode) in [("on", DirectMode::On), ("off", DirectMode::Off)] {
+            let path = dir.path().join(name);
+            let path = path.to_str().unwrap();
+            let mut up =
+                UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Paced)
+                    .unwrap()
+                    .with_direct(mode);
+            assert_eq!(up.direct(), mode == DirectMode::On && direct_ok, "{name}");
+            write_in_pieces(&mut up, &bytes, &pieces);
+            up.sync().unwrap();
+            assert_eq!(up.direct_written() > 0, up.direct(), "{name}");
+            assert_eq!(fs::read(path).unwrap(), bytes, "{name}");
+            assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes), "{name}");
+        }
+    }
+
+    #[test]
+    fn direct_writes_below_the_end_replace_data_and_the_digest_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let path = path.to_str().unwrap();
+        let mut bytes = data(3 << 20);
+        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Off)
+            .unwrap()
+            .with_direct(DirectMode::On);
+        up.write(&bytes).unwrap();
+        // Rewrite an unaligned stretch in the middle (a client sending a chunk again).
+        let patch: Vec<u8> = (0..(1 << 20) + 77).map(|i| (i % 251) as u8).collect();
+        bytes[5000..5000 + patch.len()].copy_from_slice(&patch);
+        up.seek(5000).unwrap();
+        up.write(&patch).unwrap();
+        up.sync().unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes));
+    }
+
+    #[test]
+    fn direct_auto_leaves_small_uploads_and_small_writes_in_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct_ok = takes_o_direct(dir.path());
+        let small = data(8 << 20);
+        let path = dir.path().join("small");
+        let path = path.to_str().unwrap();
+        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Paced)
+            .unwrap()
+            .with_direct(DirectMode::Auto);
+        write_in_pieces(&mut up, &small, &[1 << 20]);
+        assert_eq!(up.direct_written(), 0);
+        assert_eq!(up.hexdigest().unwrap(), sha256_hex(&small));
+
+        let large = data(direct::AUTO_FROM as usize + (4 << 20) + 10);
+        let path = dir.path().join("large");
+        let path = path.to_str().unwrap();
+        let mut up = UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Paced)
+            .unwrap()
+            .with_direct(DirectMode::Auto);
+        // Small writes past the threshold stay in the page cache; large ones do not.
+        write_in_pieces(
+            &mut up,
+            &large[..direct::AUTO_FROM as usize + 4096],
+            &[1 << 20],
+        );
+        let tiny = direct::AUTO_MIN / 2;
+        let at = direct::AUTO_FROM as usize + 4096;
+        up.write(&large[at..at + tiny]).unwrap();
+        assert_eq!(up.direct_written(), 0);
+        up.write(&large[at + tiny..]).unwrap();
+        assert_eq!(up.direct_written() > 0, direct_ok);
+        up.sync().unwrap();
+        assert_eq!(fs::read(path).unwrap(), large);
+        assert_eq!(up.hexdigest().unwrap(), sha256_hex(&large));
+    }
+
+    #[test]
+    fn direct_falls_back_where_the_filesystem_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        if !takes_o_direct(dir.path()) {
+            // Refused at open (tmpfs before Linux 6.6, some FUSE and network filesystems).
+            let path = dir.path().join("refused");
+            let up = UploadFile::open(
+                path.to_str().unwrap(),
+                true,
+                Algorithm::Sha256,
+                None,
+                WritebackMode::Off,
+            )
+            .unwrap()
+            .with_direct(DirectMode::On);
+            assert!(!up.direct());
+            return;
+        }
+        let bytes = data(3 << 20);
+        for (name, errno, goes_on) in [("einval", libc::EINVAL, true), ("eio", libc::EIO, false)] {
+            let path = dir.path().join(name);
+            let path = path.to_str().unwrap();
+            let mut up =
+                UploadFile::open(path, true, Algorithm::Sha256, None, WritebackMode::Paced)
+                    .unwrap()
+                    .with_direct(DirectMode::On);
+            up.write(&bytes[..1 << 20]).unwrap();
+            assert!(up.direct_written() > 0);
+            up.direct.as_mut().unwrap().fail_with = Some(errno);
+            let result = up.write(&bytes[1 << 20..]);
+            if goes_on {
+                // Refused at a write: that write and the rest go through the page cache.
+                result.unwrap();
+                assert!(!up.direct());
+            } else {
+                // Any other error is the write's error: all or nothing, as without O_DIRECT.
+                assert!(result.is_err());
+                assert_eq!((up.size(), up.hashed()), (1 << 20, 1 << 20));
+                assert_eq!(fs::metadata(path).unwrap().len(), 1 << 20);
+                up.direct.as_mut().unwrap().fail_with = None;
+                up.write(&bytes[1 << 20..]).unwrap();
+            }
             up.sync().unwrap();
             assert_eq!(fs::read(path).unwrap(), bytes, "{name}");
             assert_eq!(up.hexdigest().unwrap(), sha256_hex(&bytes), "{name}");

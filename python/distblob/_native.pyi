@@ -1,6 +1,6 @@
 """Type stubs for the native extension ``distblob._native`` (built from ``rust/``)."""
 
-from typing import ClassVar, Final, Self, final
+from typing import ClassVar, Final, Literal, Self, final
 
 from _typeshed import ReadableBuffer
 
@@ -131,12 +131,17 @@ class UploadFile:
         state: bytes | None = None,
         writeback: bool = False,
         paced: bool = True,
+        direct: Literal["auto", "on", "off"] = "off",
     ) -> Self:
         """Open (``create``: create, which must not exist yet) and resume from ``state``.
 
         ``writeback`` starts writing the page cache to disk as each 8 MiB window completes;
         ``paced`` also makes each write wait for the window before (dirty pages stay bounded, the
-        writer goes at the disk's speed)."""
+        writer goes at the disk's speed). ``direct`` lets the 4 KiB-aligned middle of writes go
+        past the page cache (``O_DIRECT``): ``on`` for every write, ``auto`` for writes of at
+        least 256 KiB past the upload's first 32 MiB, where the filesystem takes ``O_DIRECT``;
+        elsewhere everything goes through the page cache. Raises ``ValueError`` for another
+        ``direct``."""
     @property
     def size(self) -> int:
         """Bytes in the file."""
@@ -148,6 +153,12 @@ class UploadFile:
         """Bytes the running hash covers."""
     @property
     def algorithm(self) -> str: ...
+    @property
+    def direct(self) -> bool:
+        """Whether writes may go past the page cache (asked for, and taken by the filesystem)."""
+    @property
+    def direct_written(self) -> int:
+        """Bytes written past the page cache so far."""
     @property
     def closed(self) -> bool: ...
     def seek(self, position: int) -> None:

@@ -11,7 +11,7 @@ use super::buffer::Borrowed;
 use super::hashers::lock;
 use crate::error::Error;
 use crate::hash::any::Algorithm;
-use crate::upload::{self, UploadFile as Core, WritebackMode};
+use crate::upload::{self, DirectMode, UploadFile as Core, WritebackMode};
 
 /// An upload's data file: each write goes to disk and into the running hash in one call.
 #[pyclass(frozen, module = "distblob._native", name = "UploadFile")]
@@ -44,7 +44,8 @@ fn algorithm(name: &str) -> PyResult<Algorithm> {
 #[pymethods]
 impl UploadFile {
     #[new]
-    #[pyo3(signature = (path, *, create, algorithm = "sha256", state = None, writeback = false, paced = true))]
+    #[pyo3(signature = (path, *, create, algorithm = "sha256", state = None, writeback = false, paced = true, direct = "off"))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: &str,
@@ -53,14 +54,20 @@ impl UploadFile {
         state: Option<&[u8]>,
         writeback: bool,
         paced: bool,
+        direct: &str,
     ) -> PyResult<Self> {
         let algorithm = self::algorithm(algorithm)?;
+        let direct = DirectMode::parse(direct).ok_or_else(|| {
+            PyValueError::new_err(format!("direct is 'auto', 'on' or 'off', not {direct:?}"))
+        })?;
         let mode = match (writeback, paced) {
             (false, _) => WritebackMode::Off,
             (true, false) => WritebackMode::Started,
             (true, true) => WritebackMode::Paced,
         };
-        let core = py.detach(|| Core::open(path, create, algorithm, state, mode))?;
+        let core = py.detach(|| {
+            Core::open(path, create, algorithm, state, mode).map(|core| core.with_direct(direct))
+        })?;
         Ok(UploadFile {
             inner: Mutex::new(Some(core)),
         })
@@ -84,6 +91,16 @@ impl UploadFile {
     #[getter]
     fn algorithm(&self, py: Python<'_>) -> PyResult<&'static str> {
         self.with(py, |core| Ok(core.algorithm().name()))
+    }
+
+    #[getter]
+    fn direct(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |core| Ok(core.direct()))
+    }
+
+    #[getter]
+    fn direct_written(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |core| Ok(core.direct_written()))
     }
 
     #[getter]

@@ -73,6 +73,11 @@ CATALOGUE: Final[tuple[tuple[str, int, str], ...]] = (
     ("storage.filesystem", IMPLEMENTED, ""),
     ("storage.filesystem.rootdirectory", IMPLEMENTED, ""),
     ("storage.filesystem.maxthreads", IMPLEMENTED, "bounds the storage verbs' worker threads"),
+    (
+        "storage.filesystem.directio",
+        IMPLEMENTED,
+        "distblob's own: auto (default), on or off; large uploads written past the page cache",
+    ),
     ("storage.inmemory", IMPLEMENTED, ""),
     ("storage.s3", IMPLEMENTED, ""),
     *((f"storage.s3.{name}", IMPLEMENTED, "") for name in _S3_DONE.split()),

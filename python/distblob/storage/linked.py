@@ -342,6 +342,9 @@ class LinkedBlobStore(Statter):
                 state=None,
                 durable=self.fsync and writeback != "off",
                 paced=writeback == "paced",
+                # An unpaced writer's readers read what it just wrote (the cache's clients):
+                # that stays in the page cache for them.
+                direct=self.driver.directio if writeback == "paced" else "off",
             )
         except BaseException:
             lock.release()
@@ -398,6 +401,7 @@ class LinkedBlobStore(Statter):
                     algorithm=algorithm,
                     state=state,
                     durable=self.fsync,
+                    direct=self.driver.directio,
                 )
             except PathNotFoundError:
                 raise BlobUploadUnknownError(upload_id) from None

@@ -185,7 +185,7 @@ class UploadSession:
         if body_tap is not None and body_tap.length > CHUNK:
             body = body_tap.take()
             if body is not None:
-                return await direct.receive_into(body_tap, body, writer.write)
+                return await direct.receive_into(body_tap, body, writer.write, writer.size)
         total = 0
         buffer = bytearray()
         async for piece in request.stream():

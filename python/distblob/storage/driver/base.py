@@ -29,7 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, ParamSpec, Self, TypeVar, final
+from typing import (
+    TYPE_CHECKING,
+    BinaryIO,
+    ClassVar,
+    Final,
+    Literal,
+    ParamSpec,
+    Self,
+    TypeVar,
+    final,
+)
 
 from distblob import _observe
 from distblob.errors import InvalidOffsetError, InvalidPathError, StorageDriverError
@@ -47,6 +57,9 @@ MAX_COMPONENT_LENGTH: Final = 255
 # components excluded in the same pass; the component length bound is NAME_MAX.
 _PATH: Final = re.compile(r"(?:/(?!\.{1,2}(?:/|\Z))[A-Za-z0-9._=-]{1,255})+")
 _COMPONENT: Final = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9._=-]{1,255}")
+
+#: ``storage.filesystem.directio``: which writes of an upload go past the page cache.
+DirectIO = Literal["auto", "on", "off"]
 
 
 def validate_path(path: str, *, allow_root: bool = False) -> str:
@@ -223,6 +236,10 @@ class StorageDriver(abc.ABC):
     #: doing, and what only saves work (a hash state, which is trusted only where the pending
     #: file binds it) is skipped when it cannot be written rather than failing the request.
     shared_by_replicas: ClassVar[bool] = False
+    #: Which writes of an upload's local file may go past the page cache (``O_DIRECT``; see
+    #: :class:`distblob._native.UploadFile`): ``auto``, ``on`` or ``off``. Only a driver with
+    #: local files has a choice (``storage.filesystem.directio``).
+    directio: DirectIO = "off"
 
     @final
     def get_content(self, path: str) -> bytes:
@@ -396,6 +413,7 @@ class StorageDriver(abc.ABC):
 
 __all__ = [
     "MAX_COMPONENT_LENGTH",
+    "DirectIO",
     "FileInfo",
     "FileWriter",
     "StorageDriver",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import mmap
 import os
 import shutil
 import stat as stat_module
@@ -25,7 +26,7 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from distblob.errors import (
     DriverParameterError,
@@ -36,6 +37,7 @@ from distblob.errors import (
 )
 from distblob.storage.driver.base import (
     MAX_COMPONENT_LENGTH,
+    DirectIO,
     FileInfo,
     FileWriter,
     StorageDriver,
@@ -78,6 +80,52 @@ def _max_threads(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DriverParameterError("maxthreads", f"expected a whole number, not {value!r}")
     return max(value, MIN_MAX_THREADS)
+
+
+def _directio(value: object) -> DirectIO:
+    """``directio``: ``auto`` (the default, also when absent), ``on`` or ``off``. YAML reads
+    unquoted ``on``/``off``/``yes``/``no``/``true``/``false`` as booleans, so those are taken
+    too."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("auto", "on", "off"):
+            return cast("DirectIO", word)
+        if word in ("true", "yes"):
+            return "on"
+        if word in ("false", "no"):
+            return "off"
+    raise DriverParameterError("directio", f"expected auto, on or off, not {value!r}")
+
+
+def directio_refused(directory: str) -> bool:
+    """Whether the filesystem of ``directory`` refuses ``O_DIRECT`` (tmpfs before Linux 6.6,
+    some FUSE and network filesystems): a file opened with it there cannot be created, or an
+    aligned write to it fails with ``EINVAL``. Leaves nothing behind."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return True
+    path = os.path.join(directory, f".directio-probe-{uuid.uuid4()}")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, 0o600)
+    except OSError as error:
+        return error.errno == errno.EINVAL
+    try:
+        block = mmap.mmap(-1, mmap.PAGESIZE)  # page-aligned, as O_DIRECT wants
+        try:
+            os.pwrite(fd, block, 0)
+        except OSError as error:
+            return error.errno == errno.EINVAL
+        finally:
+            block.close()
+        return False
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _sync_dirs(directories: builtins.list[str]) -> None:
@@ -181,10 +229,17 @@ class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
     def __init__(
-        self, root: str | os.PathLike[str], *, maxthreads: int = DEFAULT_MAX_THREADS
+        self,
+        root: str | os.PathLike[str],
+        *,
+        maxthreads: int = DEFAULT_MAX_THREADS,
+        directio: DirectIO = "auto",
     ) -> None:
         #: The directory holding the tree, as an absolute OS path.
         self.root: str = os.path.abspath(os.fspath(root))
+        #: ``directio`` (distblob's own parameter): whether the large part of an upload is
+        #: written past the page cache, see :attr:`StorageDriver.directio`.
+        self.directio = _directio(directio)
         #: How many of this driver's calls the server runs at once (``maxthreads``): the
         #: worker threads given to storage verbs (:mod:`distblob.storage.aio`).
         self.maxthreads = max(maxthreads, MIN_MAX_THREADS)
@@ -207,7 +262,8 @@ class FilesystemDriver(StorageDriver):
     def check_parameters(cls, parameters: Mapping[str, object]) -> dict[str, Any]:
         """The constructor's keyword arguments for distribution's ``storage.filesystem``
         parameters: ``rootdirectory``, :data:`DEFAULT_ROOT_DIRECTORY` when absent or
-        empty in YAML (``null``), and ``maxthreads`` (as distribution reads it). Creates nothing,
+        empty in YAML (``null``), ``maxthreads`` (as distribution reads it) and distblob's own
+        ``directio`` (``auto``, ``on`` or ``off``). Creates nothing,
         so the config can be checked before a command decides whether a missing root is an
         error.
 
@@ -216,9 +272,12 @@ class FilesystemDriver(StorageDriver):
         whole number.
         """
         for key in parameters:
-            if key not in ("rootdirectory", "maxthreads"):
+            if key not in ("rootdirectory", "maxthreads", "directio"):
                 raise DriverParameterError(str(key), "unknown key")
-        options: dict[str, Any] = {"maxthreads": _max_threads(parameters.get("maxthreads"))}
+        options: dict[str, Any] = {
+            "maxthreads": _max_threads(parameters.get("maxthreads")),
+            "directio": _directio(parameters.get("directio")),
+        }
         root = parameters.get("rootdirectory")
         if root is None:
             return {"root": DEFAULT_ROOT_DIRECTORY, **options}
@@ -611,4 +670,4 @@ class _FilesystemFileWriter(FileWriter):
         self._committed = True
 
 
-__all__ = ["DEFAULT_ROOT_DIRECTORY", "FilesystemDriver"]
+__all__ = ["DEFAULT_ROOT_DIRECTORY", "FilesystemDriver", "directio_refused"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from distblob.digest import Digest
 from distblob.hashing import Hasher
 from distblob.storage.driver import StorageDriver
+from distblob.storage.driver.base import DirectIO
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -106,13 +107,17 @@ class Engine(ABC):
         state: bytes | None,
         durable: bool,
         paced: bool = True,
+        direct: DirectIO = "off",
     ) -> UploadIO:
         """Open the upload data at driver path ``path`` (``create``: a new, empty one).
 
         ``state`` resumes the hash; ``HashStateError`` if the engine finds it unusable.
         ``PathNotFoundError`` when resuming an upload whose data is gone. ``durable`` uploads
         will be committed with a sync: an engine may start writing them to disk early, and with
-        ``paced`` hold the writer to the disk's speed.
+        ``paced`` hold the writer to the disk's speed. ``direct`` (the driver's ``directio``)
+        says which writes an engine writing local files may send past the page cache; it
+        changes nothing of what is stored (the python engine writes through the driver and
+        leaves it aside).
         """
 
     def hash_object(self, driver: StorageDriver, path: str, algorithm: str) -> str:

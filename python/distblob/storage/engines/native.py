@@ -12,6 +12,7 @@ from distblob.errors import PathNotFoundError
 from distblob.hashing import Hasher, new_hasher, unmarshal
 from distblob.storage import paths
 from distblob.storage.driver import StorageDriver
+from distblob.storage.driver.base import DirectIO
 from distblob.storage.engines.base import Engine, PutFile, StreamUpload, UploadIO, copy_into
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class NativeEngine(Engine):
         state: bytes | None,
         durable: bool,
         paced: bool = True,
+        direct: DirectIO = "off",
     ) -> UploadIO:
         local = driver.local_path(path)
         if local is None:
@@ -131,6 +133,7 @@ class NativeEngine(Engine):
                 state=state,
                 writeback=durable,
                 paced=paced,
+                direct=direct,
             )
         except FileNotFoundError:
             raise PathNotFoundError(path) from None

@@ -8,6 +8,7 @@ from typing import Any
 from distblob.errors import BlobDigestUnsupportedError
 from distblob.hashing import Hasher
 from distblob.storage.driver import StorageDriver
+from distblob.storage.driver.base import DirectIO
 from distblob.storage.engines.base import Engine, StreamUpload, UploadIO
 
 
@@ -75,6 +76,7 @@ class PythonEngine(Engine):
         state: bytes | None,
         durable: bool,
         paced: bool = True,
+        direct: DirectIO = "off",
     ) -> UploadIO:
         return StreamUpload(
             driver,
