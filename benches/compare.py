@@ -15,7 +15,7 @@ import platform
 import sys
 from typing import Any
 
-from benches import auth, hashing, proxy, s3, server, store
+from benches import auth, hashing, proxy, proxy_link, s3, server, store
 from benches.timing import Comparison, Result, print_table
 
 
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--proxy",
         action="store_true",
-        help="only the pull-through cache scenarios (distblob proxy against the Go proxy)",
+        help="only the pull-through cache scenarios (distblob proxy against the Go proxy, on "
+        "loopback and with the upstream behind a 100 MB/s and a 1 Gbit/s link)",
     )
     parser.add_argument(
         "--s3",
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         comparisons += more_comparisons
     if not args.hashing_only and (args.proxy or not only):
         more_results, more_comparisons = proxy.run(args.quick)
+        results += more_results
+        comparisons += more_comparisons
+        more_results, more_comparisons = proxy_link.run(args.quick)
         results += more_results
         comparisons += more_comparisons
     if not args.hashing_only and (args.s3 or not only):
