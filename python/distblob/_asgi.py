@@ -17,6 +17,9 @@ CLIENT_CLOSED: Final = 499
 #: ASGI's zero-copy send extension, and its message type: the server sends a file region
 #: itself (``distblob serve`` with ``sendfile``, :mod:`distblob.server.direct`).
 ZEROCOPY_SEND: Final = "http.response.zerocopysend"
+#: A key of distblob's own in a zerocopysend message: whether a cold region may be read past
+#: the page cache (``FileRegion.direct``); other servers ignore it.
+DIRECT_READS: Final = "distblob.direct"
 
 
 def zerocopy(scope: Scope) -> bool:
@@ -63,6 +66,7 @@ async def unless_disconnected(receive: Receive, work: Callable[[], Awaitable[T]]
 
 __all__ = [
     "CLIENT_CLOSED",
+    "DIRECT_READS",
     "ZEROCOPY_SEND",
     "unless_disconnected",
     "until_disconnect",

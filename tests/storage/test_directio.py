@@ -7,10 +7,7 @@ the upload's pages are left in the page cache, which is what these tests look at
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
-import mmap
 import os
 from pathlib import Path
 
@@ -22,46 +19,12 @@ from distblob.registry import Registry
 from distblob.storage import paths
 from distblob.storage.driver import FilesystemDriver
 from distblob.storage.driver.filesystem import directio_refused
+from support.pagecache import cached_fraction
 from support.server import DistblobServer
 
 pytestmark = pytest.mark.timeout(180)
 
 MIB = 1 << 20
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-
-
-def cached_fraction(path: Path) -> float:
-    """The share of ``path``'s pages in the page cache (``mincore`` on a map of it; mapping
-    reads nothing)."""
-    size = path.stat().st_size
-    pages = -(-size // mmap.PAGESIZE)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap")
-        try:
-            vector = (ctypes.c_ubyte * pages)()
-            if _libc.mincore(address, size, vector) != 0:
-                raise OSError(ctypes.get_errno(), "mincore")
-            return sum(byte & 1 for byte in vector) / pages
-        finally:
-            _libc.munmap(address, size)
-    finally:
-        os.close(fd)
 
 
 def blob_file(root: Path, digest: str) -> Path:

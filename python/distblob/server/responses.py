@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from distblob._asgi import ZEROCOPY_SEND, until_disconnect, zerocopy
+from distblob._asgi import DIRECT_READS, ZEROCOPY_SEND, until_disconnect, zerocopy
 from distblob.errors import PathNotFoundError, TransferError
 from distblob.interfaces import FileRegion, GrowingRegion, ServePlan
 from distblob.server.errors import APIError, error_response
@@ -143,7 +143,9 @@ class PlanResponse(Response):
                 continue
             assert isinstance(piece, FileRegion)
             end = piece.offset + piece.length
-            sent = await self._send_span(send, read, file, piece.offset, end, more)
+            sent = await self._send_span(
+                send, read, file, piece.offset, end, more, direct=piece.direct
+            )
             if sent < end:
                 # The object shrank: the body ends short, which the client sees.
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -159,11 +161,19 @@ class PlanResponse(Response):
 
     @staticmethod
     async def _send_span(
-        send: Send, read: Read, file: BinaryIO | None, offset: int, end: int, more: bool
+        send: Send,
+        read: Read,
+        file: BinaryIO | None,
+        offset: int,
+        end: int,
+        more: bool,
+        *,
+        direct: bool = False,
     ) -> int:
         """Send bytes ``[offset, end)``, the last message with ``more_body=more``; where the
         object ended (``end`` unless it was shorter). With ``file`` the server sends it
-        itself (``sendfile``: no copy into Python, no work on the event loop)."""
+        itself (``sendfile``: no copy into Python, no work on the event loop); ``direct``
+        lets it read a cold region past the page cache (:attr:`FileRegion.direct`)."""
         if file is not None and end > offset:
             message = {
                 "type": ZEROCOPY_SEND,
@@ -171,6 +181,7 @@ class PlanResponse(Response):
                 "offset": offset,
                 "count": end - offset,
                 "more_body": more,
+                DIRECT_READS: direct,
             }
             await send(message)
             return end

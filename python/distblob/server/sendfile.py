@@ -12,23 +12,37 @@ through Python or the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import errno
 import logging
+import mmap
 import os
+import random
 import select
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 import anyio
 
-from distblob._asgi import ZEROCOPY_SEND
+from distblob._asgi import DIRECT_READS, ZEROCOPY_SEND
 from distblob._threads import in_own_thread
 
 #: Bytes read per call when a region goes through the transport after all.
 BUFFER: Final = 1 << 20
 #: How long a stopped thread may take to finish its last write before the loop goes on.
 STOP_WAIT: Final = 10.0
+#: Regions at least this long are declared sequential to the kernel (``POSIX_FADV_SEQUENTIAL``).
+SEQUENTIAL_FROM: Final = 4 << 20
+#: With ``directio``, regions at least this long that are not in the page cache are read past it.
+DIRECT_READ_FROM: Final = 32 << 20
+#: Each ``O_DIRECT`` read; the reads kept in flight at once.
+DIRECT_READ_CHUNK: Final = 4 << 20
+DIRECT_READ_DEPTH: Final = 3
+#: ``O_DIRECT``'s alignment of offsets, lengths and memory (maps are page-aligned).
+DIRECT_ALIGN: Final = 4096
 
 log = logging.getLogger("distblob.serve")
 
@@ -78,13 +92,24 @@ class FileSender(SocketThread):
         super().__init__(fd, select.POLLOUT)
         self.sent = 0
 
-    def send(self, file_fd: int, offset: int, count: int) -> int:
+    def send(self, file_fd: int, offset: int, count: int, direct: bool = False) -> int:
         """Send ``count`` bytes of ``file_fd`` from ``offset`` (blocking); returns ``count``.
+
+        With ``direct`` (``storage.filesystem.directio`` not ``off``), a region of at least
+        :data:`DIRECT_READ_FROM` bytes that is not in the page cache is read past it
+        (:func:`_cold`, :meth:`_send_direct`), as it was written.
 
         Raises :class:`ConnectionError` when the client is gone, :class:`EOFError` when the file
         holds fewer bytes, :class:`BodyStopped` after :meth:`stop`.
         """
         try:
+            if direct and count >= DIRECT_READ_FROM and self._sent_direct(file_fd, offset, count):
+                return count
+            if count >= SEQUENTIAL_FROM:
+                # A long region is read front to back: the kernel then reads ahead twice as
+                # far. Only this open file's readahead is affected.
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(file_fd, offset, count, os.POSIX_FADV_SEQUENTIAL)
             while self.sent < count:
                 try:
                     n = os.sendfile(self._fd, file_fd, offset + self.sent, count - self.sent)
@@ -97,6 +122,98 @@ class FileSender(SocketThread):
             return count
         finally:
             self._finish()
+
+    def _sent_direct(self, file_fd: int, offset: int, count: int) -> bool:
+        """Whether the region was cold and has been sent read past the page cache."""
+        if not _cold(file_fd, offset, count):
+            return False
+        direct_fd = _open_direct(file_fd)
+        if direct_fd is None:
+            return False
+        try:
+            return self._send_direct(direct_fd, offset, count)
+        finally:
+            os.close(direct_fd)
+
+    def _send_direct(self, direct_fd: int, offset: int, count: int) -> bool:
+        """Send the region read with ``O_DIRECT``: :data:`DIRECT_READ_DEPTH` aligned reads of
+        :data:`DIRECT_READ_CHUNK` bytes in flight while the one before is sent. False, having
+        sent nothing, when the filesystem refuses the first read (the caller then uses
+        ``sendfile``); the socket is this thread's to finish, as for :meth:`send`."""
+        end = offset + count
+        position = offset - offset % DIRECT_ALIGN
+        buffers = [mmap.mmap(-1, DIRECT_READ_CHUNK) for _ in range(DIRECT_READ_DEPTH + 1)]
+        pending: collections.deque[tuple[int, mmap.mmap, Future[int]]] = collections.deque()
+        turn = 0
+        with ThreadPoolExecutor(DIRECT_READ_DEPTH, thread_name_prefix="distblob-read") as pool:
+
+            def submit() -> None:
+                nonlocal position, turn
+                if position < end:
+                    buffer = buffers[turn % len(buffers)]
+                    pending.append(
+                        (position, buffer, pool.submit(os.preadv, direct_fd, [buffer], position))
+                    )
+                    position += DIRECT_READ_CHUNK
+                    turn += 1
+
+            try:
+                for _ in range(DIRECT_READ_DEPTH):
+                    submit()
+                first = True
+                while pending:
+                    at, buffer, read = pending.popleft()
+                    try:
+                        n = read.result()
+                    except OSError as error:
+                        if first and error.errno == errno.EINVAL:
+                            return False
+                        raise
+                    first = False
+                    submit()
+                    low, high = max(offset, at) - at, min(end, at + n) - at
+                    if high < min(end - at, DIRECT_READ_CHUNK):
+                        raise EOFError(f"the file ended before byte {end} of the region")
+                    self._send_all(memoryview(buffer)[low:high])
+                    self.sent += high - low
+            finally:
+                for _, _, read in pending:
+                    read.cancel()
+        return True
+
+    def _send_all(self, view: memoryview) -> None:
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except (BlockingIOError, InterruptedError):
+                self._wait()
+                continue
+            view = view[n:]
+
+
+def _cold(fd: int, offset: int, count: int) -> bool:
+    """Whether most of a region is not in the page cache: three pages at random places are
+    read with ``RWF_NOWAIT``, which fails with ``EAGAIN`` rather than go to the disk (it reads
+    that one page in, so the places differ from call to call)."""
+    probe = bytearray(1)
+    missing = 0
+    for _ in range(3):
+        at = offset + random.randrange(count)
+        try:
+            os.preadv(fd, [probe], at, os.RWF_NOWAIT)
+        except BlockingIOError:
+            missing += 1
+        except OSError:
+            return False
+    return missing >= 2
+
+
+def _open_direct(fd: int) -> int | None:
+    """The same file opened again with ``O_DIRECT``, or None where that is refused."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return None
 
 
 class ZeroCopySend:
@@ -140,8 +257,9 @@ class ZeroCopySend:
             await self._through_transport(fd, offset, count, more)
             return
         sender = FileSender(os.dup(sock.fileno()))
+        direct = bool(message.get(DIRECT_READS, False))
         try:
-            await in_own_thread(sender.send, fd, offset, count, name="distblob-send")
+            await in_own_thread(sender.send, fd, offset, count, direct, name="distblob-send")
         except asyncio.CancelledError:
             sender.stop()
             raise

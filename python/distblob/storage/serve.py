@@ -134,13 +134,15 @@ def plan(
     if_none_match: str | None = None,
     redirect: str | None = None,
     requested: Digest | None = None,
+    direct: bool = False,
 ) -> ServePlan:
     """How to answer ``method`` for the blob ``descriptor`` stored at driver path ``path``.
 
     ``local_path`` and ``reader`` are how the regions are read (:class:`FileRegion`).
     ``requested`` is the digest the client named when it is another algorithm's digest of the
     same bytes (linked at commit once verified): ``Docker-Content-Digest`` and ``ETag`` then
-    carry it, as the client asked for the blob by it.
+    carry it, as the client asked for the blob by it. ``direct``: the regions may be read
+    past the page cache when cold (:attr:`FileRegion.direct`).
     """
     assert descriptor.digest is not None
     digest = str(requested or descriptor.digest)
@@ -168,7 +170,7 @@ def plan(
             wanted,
             size,
             headers["Content-Type"],
-            lambda offset, count: FileRegion(path, offset, count, local_path, reader),
+            lambda offset, count: FileRegion(path, offset, count, local_path, reader, direct),
         )
         headers["Content-Type"] = content_type
         headers["Content-Length"] = str(length)
@@ -178,10 +180,10 @@ def plan(
         length = last - first + 1
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(length)
-        body = None if head else FileRegion(path, first, length, local_path, reader)
+        body = None if head else FileRegion(path, first, length, local_path, reader, direct)
         return ServePlan(206, headers, body, descriptor=descriptor)
     headers["Content-Length"] = str(size)
-    body = None if head else FileRegion(path, 0, size, local_path, reader)
+    body = None if head else FileRegion(path, 0, size, local_path, reader, direct)
     return ServePlan(200, headers, body, descriptor=descriptor)
 
 
