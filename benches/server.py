@@ -47,6 +47,8 @@ LOOPBACK = "127.0.0.1"
 REPO = "bench/server"
 #: distblob with ``storage.filesystem.directio: off``: every write through the page cache.
 PAGED = "distblob serve, directio off"
+#: distblob with ``directio: on``: large cold blobs are read past the page cache too.
+DIRECT = "distblob serve, directio on"
 
 
 @dataclass
@@ -452,10 +454,19 @@ def _servers(root: str) -> list[tuple[str, bytes, Path, Callable[[Path], Any]]]:
             path, extra_config={"storage": {"filesystem": {"directio": "off"}}}
         ),
     )
+    # Large cold blobs also read past the page cache.
+    direct = (
+        DIRECT,
+        b"O",
+        Path(root, "direct"),
+        lambda path: DistblobServer(
+            path, extra_config={"storage": {"filesystem": {"directio": "on"}}}
+        ),
+    )
     if not REGISTRY_BIN.exists():
         print(f"({REGISTRY_BIN} not found: the Go registry is skipped)")
-        return [ours, paged]
-    return [ours, paged, ("go registry 2.8", b"G", Path(root, "go"), GoRegistry)]
+        return [ours, paged, direct]
+    return [ours, paged, direct, ("go registry 2.8", b"G", Path(root, "go"), GoRegistry)]
 
 
 def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
@@ -513,6 +524,17 @@ def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
                     1.0,
                 )
             )
+    direct = measured.get(DIRECT)
+    if direct is not None and go is not None:
+        comparisons.append(
+            Comparison(
+                "server first GET after the PUT, directio on: distblob / go",
+                direct["get"].name,
+                go["get"].name,
+                direct["get"].mb_per_s / go["get"].mb_per_s,
+                1.0,
+            )
+        )
     for key in ("put", "get", "small"):
         comparisons.append(
             Comparison(

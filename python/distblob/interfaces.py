@@ -53,8 +53,8 @@ class FileRegion:
     length: int
     local_path: str | None = None
     reader: Callable[[int], BinaryIO] | None = field(default=None, compare=False, repr=False)
-    #: Whether a large region not in the page cache may be read past it (``O_DIRECT``), as
-    #: the store writes large uploads (``storage.filesystem.directio`` not ``off``).
+    #: Whether a large region not in the page cache may be read past it (``O_DIRECT``):
+    #: ``storage.filesystem.directio: on``, for stores whose blobs are mostly read once.
     direct: bool = False
 
 

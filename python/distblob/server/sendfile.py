@@ -36,7 +36,8 @@ BUFFER: Final = 1 << 20
 STOP_WAIT: Final = 10.0
 #: Regions at least this long are declared sequential to the kernel (``POSIX_FADV_SEQUENTIAL``).
 SEQUENTIAL_FROM: Final = 4 << 20
-#: With ``directio``, regions at least this long that are not in the page cache are read past it.
+#: With ``directio: on``, regions at least this long that are not in the page cache are read
+#: past it.
 DIRECT_READ_FROM: Final = 32 << 20
 #: Each ``O_DIRECT`` read; the reads kept in flight at once.
 DIRECT_READ_CHUNK: Final = 4 << 20
@@ -95,7 +96,7 @@ class FileSender(SocketThread):
     def send(self, file_fd: int, offset: int, count: int, direct: bool = False) -> int:
         """Send ``count`` bytes of ``file_fd`` from ``offset`` (blocking); returns ``count``.
 
-        With ``direct`` (``storage.filesystem.directio`` not ``off``), a region of at least
+        With ``direct`` (``storage.filesystem.directio: on``), a region of at least
         :data:`DIRECT_READ_FROM` bytes that is not in the page cache is read past it
         (:func:`_cold`, :meth:`_send_direct`), as it was written.
 

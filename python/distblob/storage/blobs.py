@@ -174,7 +174,7 @@ class BlobStore(Statter):
             if_none_match=if_none_match,
             redirect=redirect,
             requested=requested,
-            direct=self.driver.directio != "off",
+            direct=self.driver.directio == "on",
         )
 
     def _redirect(self, path: str, method: str) -> str | None:
