@@ -9,9 +9,15 @@ cache; the client does no per-byte work), ``readinto`` a reused buffer for respo
 the servers', not the client's.
 
 Scenarios: one 1 GiB blob as one monolithic PUT (POST, then PUT with the body and the digest);
-the same in 16 MiB PATCHes then an empty PUT; a 1 GiB GET; and many 4 KiB blobs, each a POST and
-a monolithic PUT, on one keep-alive connection. Every round uploads different content (the first
-bytes carry the round number), so no round finds its blob already stored.
+a GET of it at once (the first GET: what the server wrote, as it left it) and a second one; the
+same blob in 16 MiB PATCHes then an empty PUT; and many 4 KiB blobs, each a POST and a
+monolithic PUT, on one keep-alive connection. Every round uploads different content (the first
+bytes carry the round number), so no round finds its blob already stored. The servers: distblob
+with the default ``storage.filesystem.directio: auto``, with ``off`` (every write through the
+page cache, as before directio) and with ``on``, and the Go registry; the server's CPU-seconds
+per GiB uploaded are read from ``/proc``. ``hardware: … read from the disk`` is the bare data
+path of a GET from the disk (``O_DIRECT`` reads), the bound of a first GET of a blob that is not
+in the page cache.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import mmap
 import os
 import socket
 import sys
@@ -443,6 +450,29 @@ def client_ceiling(work: Workload, sizes: Sizes) -> dict[str, Result]:
     }
 
 
+def disk_read_bound(work: Workload, rounds: int) -> Result:
+    """The bare data path of a GET from the disk: the big file read with ``O_DIRECT`` (4 MiB
+    reads, none of it from the page cache), best of ``rounds``. A blob that is not in the page
+    cache cannot be served faster than this."""
+    os.fsync(work.fd)
+    direct = os.open(f"/proc/self/fd/{work.fd}", os.O_RDONLY | os.O_DIRECT)
+    buffer = mmap.mmap(-1, 4 * MIB)
+    try:
+
+        def read_all() -> None:
+            offset = 0
+            while n := os.preadv(direct, [buffer], offset):
+                offset += n
+
+        seconds = min(_timed(read_all) for _ in range(rounds))
+    finally:
+        buffer.close()
+        os.close(direct)
+    return Result(
+        f"hardware: {work.size >> 20} MiB read from the disk (O_DIRECT)", work.size, seconds
+    )
+
+
 def _servers(root: str) -> list[tuple[str, bytes, Path, Callable[[Path], Any]]]:
     ours = ("distblob serve", b"D", Path(root, "distblob"), DistblobServer)
     # Today's writer before directio: everything through the page cache.
@@ -476,6 +506,8 @@ def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
     with scratch() as root, workload(root, sizes) as work, ExitStack() as running:
         ceiling = client_ceiling(work, sizes)
         results += ceiling.values()
+        disk = disk_read_bound(work, sizes.rounds)
+        results.append(disk)
         servers = [
             (name, running.enter_context(make(path)), tag, path)
             for name, tag, path, make in _servers(root)
@@ -524,6 +556,18 @@ def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
                     1.0,
                 )
             )
+    if go is not None:
+        # What a first GET from the disk can reach at best, against Go's GET of its own blob
+        # (from the page cache): the bound of the two first-GET goals.
+        comparisons.append(
+            Comparison(
+                "hardware disk read / go first GET (bound)",
+                disk.name,
+                go["get"].name,
+                disk.mb_per_s / go["get"].mb_per_s,
+                1.0,
+            )
+        )
     direct = measured.get(DIRECT)
     if direct is not None and go is not None:
         comparisons.append(

@@ -65,7 +65,10 @@ def print_table(results: list[Result], comparisons: list[Comparison]) -> None:
     width = max(len(r.name) for r in results)
     print(f"{'scenario':<{width}}  {'MB/s':>9}")
     for r in results:
-        extra = "".join(f"  {key}={value:.0f}" for key, value in r.extra.items())
+        extra = "".join(
+            f"  {key}={value:.0f}" if value >= 100 else f"  {key}={value:.2f}"
+            for key, value in r.extra.items()
+        )
         print(f"{r.name:<{width}}  {r.mb_per_s:>9.0f}{extra}")
     print()
     width = max(len(c.label) for c in comparisons)
