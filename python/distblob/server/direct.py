@@ -47,6 +47,7 @@ import mmap
 import os
 import select
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 import httptools
@@ -118,22 +119,38 @@ class DirectBody(SocketThread):
                 write(memoryview(self.prefix))
                 total += len(self.prefix)
             at = start + total
-            # An anonymous map is page-aligned; it is unmapped when the last view goes.
-            buffer = memoryview(mmap.mmap(-1, min(BUFFER, self.remaining + mmap.PAGESIZE)))
-            while self.read < self.remaining:
-                skew = at % mmap.PAGESIZE
-                want = min(len(buffer) - skew, self.remaining - self.read)
-                filled = self._fill(buffer[skew : skew + want])
-                if filled:
-                    try:
-                        write(buffer[skew : skew + filled])
-                    except BaseException:
-                        self._discard(buffer)
-                        raise
-                    total += filled
-                    at += filled
-                if filled < want:
-                    raise ClientDisconnect()
+            # Two page-aligned buffers (anonymous maps, unmapped when their last view goes):
+            # the socket is read into one while the store writes the other, so a write that
+            # waits for the device (O_DIRECT) overlaps the next read. One writer thread keeps
+            # the writes in order, and the block waits for it, so nothing writes to the
+            # upload once this returns or raises.
+            size = min(BUFFER, self.remaining + mmap.PAGESIZE)
+            buffers = [memoryview(mmap.mmap(-1, size)) for _ in range(2)]
+            pending: Future[object] | None = None
+            with ThreadPoolExecutor(1, thread_name_prefix="distblob-store") as store:
+                while self.read < self.remaining:
+                    buffer = buffers[0]
+                    buffers.reverse()
+                    skew = at % mmap.PAGESIZE
+                    want = min(len(buffer) - skew, self.remaining - self.read)
+                    filled = self._fill(buffer[skew : skew + want])
+                    if pending is not None:
+                        try:
+                            pending.result()
+                        except BaseException:
+                            self._discard(buffer)
+                            raise
+                    pending = None
+                    if filled:
+                        pending = store.submit(write, buffer[skew : skew + filled])
+                        total += filled
+                        at += filled
+                    if filled < want:
+                        if pending is not None:
+                            pending.result()
+                        raise ClientDisconnect()
+                if pending is not None:
+                    pending.result()
             return total
         finally:
             self._finish()
