@@ -196,7 +196,8 @@ def podman_store(home: Path, *, partial: bool = False) -> Iterator[Podman]:
 @dataclass
 class Exchange:
     """One connection through the relay: its first request line, the status of its first
-    response, and every byte the server sent on it (headers included)."""
+    response, and every byte the server sent on it (headers included). podman sends
+    ``Connection: close`` to a plain-HTTP registry, so a connection carries one request."""
 
     request: str = ""
     status: int = 0
@@ -216,6 +217,8 @@ class CountingRelay:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
+        with suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         self._listener.close()
         for thread in self._threads:
             thread.join(timeout=30)
