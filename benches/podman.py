@@ -174,10 +174,13 @@ class Podman:
         )
 
     def remove(self) -> None:
-        """Delete the store (untimed). The overlay driver may leave its home bind-mounted."""
-        overlay = self.home / "root" / "overlay"
-        if os.path.ismount(overlay):
-            subprocess.run(["umount", str(overlay)], check=False)
+        """Delete the store (untimed). A podman call that failed may leave the overlay
+        driver's home bind-mounted on itself (which ``os.path.ismount`` cannot tell)."""
+        with open("/proc/self/mounts") as mounts:
+            points = [line.split()[1] for line in mounts]
+        inside = [point for point in points if point.startswith(f"{self.home}/")]
+        for point in sorted(inside, key=len, reverse=True):
+            subprocess.run(["umount", point], check=False)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
