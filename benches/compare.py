@@ -3,7 +3,8 @@
 Figures are best-of-N throughputs from one run on one machine; the ratios are the claims (see
 docs/performance.md). ``--quick`` runs tiny sizes so CI can check the script still works (its
 figures mean nothing). ``--json FILE`` writes the results, which ``python -m benches.charts``
-draws.
+draws. ``--podman`` runs podman's scenarios (:mod:`benches.podman`), which take minutes and are
+part of no other run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import platform
 import sys
 from typing import Any
 
-from benches import auth, hashing, proxy, proxy_link, s3, server, store
+from benches import auth, hashing, podman, proxy, proxy_link, s3, server, store
 from benches.timing import Comparison, Result, print_table
 
 
@@ -62,13 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         help="only the access control and TLS scenarios (htpasswd against no auth and the Go "
         "registry; a 1 GiB PUT over TLS against plain HTTP)",
     )
+    parser.add_argument(
+        "--podman",
+        action="store_true",
+        help="only the podman scenarios (podman pull of a 200 MiB layer and a zstd:chunked "
+        "partial pull, distblob against the Go registry; minutes, so never part of the default "
+        "run or of --quick alone)",
+    )
     args = parser.parse_args(argv)
 
     total, rounds = (8, 1) if args.quick else (256, 5)
     print(f"machine: {machine()}")
     results: list[Result] = []
     comparisons: list[Comparison] = []
-    only = args.server or args.proxy or args.s3 or args.auth
+    only = args.server or args.proxy or args.s3 or args.auth or args.podman
     if not only:
         results, comparisons = hashing.run(total_mib=total, rounds=rounds)
     if not args.hashing_only and not only:
@@ -77,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         results += more_results
         comparisons += more_comparisons
-    # --server, --proxy, --s3 and --auth combine: each names a part to run (none named: all).
+    # --server, --proxy, --s3, --auth and --podman combine: each names a part to run (none
+    # named: all but podman's, which only --podman runs).
     if not args.hashing_only and (args.server or not only):
         more_results, more_comparisons = server.run(args.quick)
         results += more_results
@@ -97,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         more_results, more_comparisons = auth.run(args.quick)
         results += more_results
         comparisons += more_comparisons
+    if not args.hashing_only and args.podman:
+        more_results, more_comparisons = podman.run(args.quick)
+        results += more_results
+        comparisons += more_comparisons
+    if not results:
+        print("nothing was measured")
+        return 0
     print_table(results, comparisons)
     if args.json:
         with open(args.json, "w") as out:

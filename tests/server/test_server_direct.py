@@ -5,7 +5,9 @@ The protocol is tested under a real uvicorn server on loopback with a small app 
 what it receives (and sends a file with ``http.response.zerocopysend``), and the registry
 through ``distblob serve``: keep-alive and pipelined requests after a body read past the
 parser, ``Expect: 100-continue``, chunked bodies (no tap), a client that leaves mid-body, and a
-stop while a body stalls.
+stop while a body stalls. A file goes to a client on this host as copies and to any other with
+``sendfile``; every client here is on loopback, so the tests of the send make the server take
+the client for a remote one too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import uvicorn
 from starlette.requests import ClientDisconnect
 
 from distblob.server import direct
+from distblob.server import sendfile as sending
 from support.goregistry import LOOPBACK, sha256_digest
 from support.server import DistblobServer
 
@@ -302,9 +305,32 @@ def test_a_stop_interrupts_a_stalled_body(served: Served) -> None:
     assert not [t for t in threading.enumerate() if t.name == "distblob-body"]
 
 
+class SendfileCalls:
+    """Counts ``os.sendfile`` calls (passing them on) while a test runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = os.sendfile
+
+        def counted(*args: Any) -> int:
+            self.calls += 1
+            return real(*args)
+
+        monkeypatch.setattr(os, "sendfile", counted)
+
+
+@pytest.fixture(params=["local", "remote"])
+def client_is(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The server takes the loopback client for what the parameter says."""
+    if request.param == "remote":
+        monkeypatch.setattr(sending, "is_local", lambda sock: False)
+    return str(request.param)
+
+
 def test_a_file_sent_with_zerocopysend_arrives_whole_on_a_kept_connection(
-    served: Served, tmp_path: Path
+    served: Served, tmp_path: Path, client_is: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sendfile = SendfileCalls(monkeypatch)
     data = os.urandom(BIG)
     served.app.file_path = tmp_path / "file"
     served.app.file_path.write_bytes(data)
@@ -314,10 +340,12 @@ def test_a_file_sent_with_zerocopysend_arrives_whole_on_a_kept_connection(
             status, headers, body = read_response(stream)
             assert (status, headers["content-length"]) == (200, str(len(data) - 10))
             assert body == data[10:]
+    # A local client is sent copies, a remote one the file itself.
+    assert (sendfile.calls > 0) == (client_is == "remote")
 
 
 def test_a_client_leaving_during_a_zerocopy_send_leaves_nothing_running(
-    served: Served, tmp_path: Path
+    served: Served, tmp_path: Path, client_is: str
 ) -> None:
     served.app.file_path = tmp_path / "file"
     served.app.file_path.write_bytes(os.urandom(64 << 20))
@@ -332,6 +360,106 @@ def test_a_client_leaving_during_a_zerocopy_send_leaves_nothing_running(
     with served.connect() as sock, sock.makefile("rb") as stream:
         sock.sendall(post("/", b"after"))
         assert answer(stream)["length"] == 5
+
+
+@pytest.mark.parametrize(
+    ("family", "sockname", "peername", "local"),
+    [
+        (socket.AF_INET, ("127.0.0.1", 5000), ("127.0.0.1", 40000), True),
+        (socket.AF_INET, ("127.0.0.1", 5000), ("127.3.2.1", 40000), True),
+        (socket.AF_INET6, ("::1", 5000, 0, 0), ("::1", 40000, 0, 0), True),
+        (socket.AF_INET6, ("::", 5000, 0, 0), ("::ffff:127.0.0.1", 40000, 0, 0), True),
+        (socket.AF_UNIX, "/run/distblob.sock", "", True),
+        # The host's own address: the kernel routes that through loopback too.
+        (socket.AF_INET, ("192.0.2.7", 5000), ("192.0.2.7", 40000), True),
+        (socket.AF_INET6, ("2001:db8::7", 5000, 0, 0), ("2001:db8::7", 40000, 0, 0), True),
+        (socket.AF_INET, ("192.0.2.7", 5000), ("192.0.2.8", 40000), False),
+        (socket.AF_INET6, ("2001:db8::7", 5000, 0, 0), ("2001:db8::8", 40000, 0, 0), False),
+        (socket.AF_INET6, ("::", 5000, 0, 0), ("::ffff:192.0.2.8", 40000, 0, 0), False),
+        (socket.AF_INET6, ("fe80::1%eth0", 5000, 0, 2), ("fe80::2%eth0", 40000, 0, 2), False),
+        (socket.AF_INET, ("127.0.0.1", 5000), ("not an address", 40000), False),
+        (socket.AF_INET, ("127.0.0.1", 5000), (), False),
+    ],
+)
+def test_which_clients_are_on_this_host(
+    family: int, sockname: Any, peername: Any, local: bool
+) -> None:
+    assert sending.local_peer(family, sockname, peername) is local
+
+
+def test_a_loopback_connection_is_local() -> None:
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        with socket.create_connection(listener.getsockname()) as client:
+            assert sending.is_local(client)
+        assert not sending.is_local(listener)  # not connected: it cannot tell
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copies", "sendfile"])
+def test_a_file_sender_sends_the_region_through_small_buffers(
+    tmp_path: Path, copy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through socket buffers far smaller than the region, so that writes come back short
+    and would block."""
+    data = os.urandom(2 * sending.BUFFER + 3)
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        reader = socket.create_connection(listener.getsockname())
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        conn, _ = listener.accept()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    conn.setblocking(False)
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := reader.recv(1 << 16):
+            received.extend(chunk)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    sender = sending.FileSender(os.dup(conn.fileno()), copy=copy)
+    waits = 0
+    wait = sender._wait
+
+    def counted_wait() -> None:
+        nonlocal waits
+        waits += 1
+        wait()
+
+    monkeypatch.setattr(sender, "_wait", counted_wait)
+    with path.open("rb") as file:
+        assert sender.send(file.fileno(), 7, len(data) - 9) == len(data) - 9
+    conn.close()
+    thread.join(30)
+    reader.close()
+    assert sender.sent == len(data) - 9
+    assert bytes(received) == data[7:-2]
+    assert waits > 0  # the socket was full at times
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copies", "sendfile"])
+def test_a_file_sender_says_when_the_file_is_short(tmp_path: Path, copy: bool) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(b"x" * 1000)
+    left, right = socket.socketpair()
+    with left, right, path.open("rb") as file:
+        sender = sending.FileSender(os.dup(left.fileno()), copy=copy)
+        with pytest.raises(EOFError, match="ended 500 bytes early"):
+            sender.send(file.fileno(), 0, 1500)
+        assert sender.sent == 1000
+        assert right.recv(2000) == b"x" * 1000
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copies", "sendfile"])
+def test_a_file_sender_says_when_the_client_is_gone(tmp_path: Path, copy: bool) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(os.urandom(4 << 20))
+    left, right = socket.socketpair()
+    right.close()
+    with left, path.open("rb") as file:
+        sender = sending.FileSender(os.dup(left.fileno()), copy=copy)
+        with pytest.raises(ConnectionError):
+            sender.send(file.fileno(), 0, 4 << 20)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,24 @@ DirectBody` reads a request body with one, :class:`FileSender` sends a file regi
 ``sendfile``. :class:`ZeroCopySend` is the ``send`` of a request cycle that also takes ASGI's
 ``http.response.zerocopysend`` messages (which uvicorn lacks): a blob GET's region, or a cold
 blob's stretch as it lands, goes from the file to the socket in a thread of its own, never
-through Python or the event loop.
+through the event loop.
+
+A client on this host (loopback, the host's own address, a Unix socket) is sent copies
+instead: the thread reads the file into one reused 1 MiB buffer and writes that to the socket.
+``sendfile`` hands the page cache's pages to the socket, and a local connection passes them
+on to the client's socket as they are, so the client's ``recv`` does the only copy, straight
+from the page cache, and in segments less than half the usual size (``ss``: a median of 21 KB
+against 54 KB for copies and 55 KB for the Go registry). A client that hashes and
+decompresses what it reads (podman, skopeo, containerd) spends more CPU per byte that way,
+and that CPU bounds its pull: a podman pull of a 200 MiB layer cost podman 2.65 CPU-seconds
+from ``sendfile``, 2.32 from copies and 2.37 from the Go registry (medians of 12 alternating
+rounds). The copies cost the server about 0.1 CPU-second per 200 MiB. Across a network the
+client copies from its own NIC's buffers, so a remote client gets ``sendfile``.
+
+With ``storage.filesystem.directio: on``, a region of 32 MiB or more that is mostly not in the
+page cache is read past it instead (``O_DIRECT``, a few reads in flight) and written to the
+socket from aligned buffers, local client or not, so that reading a blob once does not fill the
+page cache either.
 """
 
 from __future__ import annotations
@@ -15,11 +32,13 @@ import asyncio
 import collections
 import contextlib
 import errno
+import ipaddress
 import logging
 import mmap
 import os
 import random
 import select
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +49,8 @@ import anyio
 from distblob._asgi import DIRECT_READS, ZEROCOPY_SEND
 from distblob._threads import in_own_thread
 
-#: Bytes read per call when a region goes through the transport after all.
+#: Bytes read per call when a region goes through the transport after all, and the buffer a
+#: :class:`FileSender` copies through for a local client.
 BUFFER: Final = 1 << 20
 #: How long a stopped thread may take to finish its last write before the loop goes on.
 STOP_WAIT: Final = 10.0
@@ -86,11 +106,38 @@ class SocketThread:
             log.warning("a %s did not finish within %.0f s", type(self).__name__, STOP_WAIT)
 
 
-class FileSender(SocketThread):
-    """Sends a file region to the socket with ``sendfile`` from a thread (:meth:`send`)."""
+def local_peer(family: int, sockname: Any, peername: Any) -> bool:
+    """Whether a connection's other end is on this host: a Unix socket, a loopback address
+    (IPv4, IPv6, or IPv4 mapped into IPv6), or the very address the server side has."""
+    if family == socket.AF_UNIX:
+        return True
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        host, own = str(peername[0]), str(sockname[0])
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except (IndexError, TypeError, ValueError):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or host == own
 
-    def __init__(self, fd: int) -> None:
+
+def is_local(sock: socket.socket) -> bool:
+    """:func:`local_peer` for a connected socket (False when it cannot tell)."""
+    try:
+        return local_peer(sock.family, sock.getsockname(), sock.getpeername())
+    except OSError:
+        return False
+
+
+class FileSender(SocketThread):
+    """Sends a file region to the socket from a thread (:meth:`send`): with ``sendfile``, or
+    with ``copy`` through a reused buffer (for a client on this host: see the module)."""
+
+    def __init__(self, fd: int, *, copy: bool = False) -> None:
         super().__init__(fd, select.POLLOUT)
+        self.copy = copy
         self.sent = 0
 
     def send(self, file_fd: int, offset: int, count: int, direct: bool = False) -> int:
@@ -111,15 +158,10 @@ class FileSender(SocketThread):
                 # far. Only this open file's readahead is affected.
                 with contextlib.suppress(OSError):
                     os.posix_fadvise(file_fd, offset, count, os.POSIX_FADV_SEQUENTIAL)
-            while self.sent < count:
-                try:
-                    n = os.sendfile(self._fd, file_fd, offset + self.sent, count - self.sent)
-                except (BlockingIOError, InterruptedError):
-                    self._wait()
-                    continue
-                if n == 0:
-                    raise EOFError(f"the file ended {count - self.sent} bytes early")
-                self.sent += n
+            if self.copy:
+                self._copies(file_fd, offset, count)
+            else:
+                self._sendfile(file_fd, offset, count)
             return count
         finally:
             self._finish()
@@ -191,6 +233,33 @@ class FileSender(SocketThread):
                 continue
             view = view[n:]
 
+    def _sendfile(self, file_fd: int, offset: int, count: int) -> None:
+        while self.sent < count:
+            try:
+                n = os.sendfile(self._fd, file_fd, offset + self.sent, count - self.sent)
+            except (BlockingIOError, InterruptedError):
+                self._wait()
+                continue
+            if n == 0:
+                raise EOFError(f"the file ended {count - self.sent} bytes early")
+            self.sent += n
+
+    def _copies(self, file_fd: int, offset: int, count: int) -> None:
+        buffer = memoryview(bytearray(min(BUFFER, count)))
+        while self.sent < count:
+            got = os.preadv(file_fd, [buffer[: count - self.sent]], offset + self.sent)
+            if got == 0:
+                raise EOFError(f"the file ended {count - self.sent} bytes early")
+            done = 0
+            while done < got:
+                try:
+                    n = os.write(self._fd, buffer[done:got])
+                except (BlockingIOError, InterruptedError):
+                    self._wait()
+                    continue
+                done += n
+                self.sent += n
+
 
 def _cold(fd: int, offset: int, count: int) -> bool:
     """Whether most of a region is not in the page cache: three pages at random places are
@@ -257,7 +326,7 @@ class ZeroCopySend:
         ):
             await self._through_transport(fd, offset, count, more)
             return
-        sender = FileSender(os.dup(sock.fileno()))
+        sender = FileSender(os.dup(sock.fileno()), copy=is_local(sock))
         direct = bool(message.get(DIRECT_READS, False))
         try:
             await in_own_thread(sender.send, fd, offset, count, direct, name="distblob-send")
@@ -284,4 +353,13 @@ class ZeroCopySend:
         await self._send({"type": "http.response.body", "body": b"", "more_body": more})
 
 
-__all__ = ["BUFFER", "STOP_WAIT", "BodyStopped", "FileSender", "SocketThread", "ZeroCopySend"]
+__all__ = [
+    "BUFFER",
+    "STOP_WAIT",
+    "BodyStopped",
+    "FileSender",
+    "SocketThread",
+    "ZeroCopySend",
+    "is_local",
+    "local_peer",
+]
