@@ -145,7 +145,7 @@ class FileSender(SocketThread):
 
         With ``direct`` (``storage.filesystem.directio: on``), a region of at least
         :data:`DIRECT_READ_FROM` bytes that is not in the page cache is read past it
-        (:func:`_cold`, :meth:`_send_direct`), as it was written.
+        (``_cold``, ``_send_direct``), as it was written.
 
         Raises :class:`ConnectionError` when the client is gone, :class:`EOFError` when the file
         holds fewer bytes, :class:`BodyStopped` after :meth:`stop`.
