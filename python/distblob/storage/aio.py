@@ -60,6 +60,17 @@ class _Threads:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Busy:
+    """Another writer holds the upload (the resume's ``BlobUploadBusyError``)."""
+
+    error: BlobUploadBusyError
+
+
+def _writer(writer: BlobWriter) -> BlobWriter:
+    return writer
+
+
 class ThreadedBlobs:
     """A repository's blobs (:class:`~distblob.storage.linked.LinkedBlobStore`), async."""
 
@@ -107,16 +118,41 @@ class ThreadedBlobs:
     async def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
         """Resume the upload; while another writer holds it, ask again (at growing intervals)
         until ``wait`` seconds (``LOCK_WAIT`` by default) have passed."""
+        return await self.resume_with(upload_id, _writer, wait=wait)
+
+    async def start(self, *, algorithm: str = "sha256") -> BlobWriter:
+        """Create the upload and close it, in one worker-thread call."""
+        return await self._run(self._start, algorithm)
+
+    def _start(self, algorithm: str) -> BlobWriter:
+        writer = self.store.create(algorithm=algorithm)
+        writer.close()
+        return writer
+
+    async def resume_with(
+        self, upload_id: str, work: Callable[[BlobWriter], T], *, wait: float | None = None
+    ) -> T:
+        """Resume the upload and run ``work`` with its writer, in one worker-thread call; while
+        another writer holds the upload, ask again (at growing intervals, on the event loop)
+        until ``wait`` seconds (``LOCK_WAIT`` by default) have passed. Only the resume is
+        retried: a ``BlobUploadBusyError`` that ``work`` raises is its answer."""
         deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
         pause = 0.005
         while True:
-            try:
-                return await self._run(self.store.resume, upload_id, wait=0)
-            except BlobUploadBusyError:
-                if time.monotonic() >= deadline:
-                    raise
+            outcome: T | _Busy = await self._run(self._resume_with, upload_id, work)
+            if not isinstance(outcome, _Busy):
+                return outcome
+            if time.monotonic() >= deadline:
+                raise outcome.error
             await anyio.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+    def _resume_with(self, upload_id: str, work: Callable[[BlobWriter], T]) -> T | _Busy:
+        try:
+            writer = self.store.resume(upload_id, wait=0)
+        except BlobUploadBusyError as error:
+            return _Busy(error)
+        return work(writer)
 
 
 class ThreadedManifests:
