@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Final
@@ -63,12 +64,25 @@ def go_time(created: float) -> str:
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
+#: What logrus's text formatter writes bare: ASCII letters, digits, ``-`` and ``.``.
+_BARE: Final = re.compile(r"[A-Za-z0-9.-]+")
+#: What ``json.dumps`` quotes without escaping anything: printable ASCII but ``"`` and ``\\``.
+_PLAIN: Final = re.compile(r"[ !#-\[\]-~]*")
+
+
 def _text_value(value: object) -> str:
     """A value as logrus's text formatter writes it: bare when it is only letters, digits,
     ``-`` and ``.``, else quoted (escaped, so a value cannot forge another field)."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text and all(c.isascii() and (c.isalnum() or c in "-.") for c in text):
+    if isinstance(value, str):
+        text = value
+    elif type(value) is int:
+        text = str(value)  # what json.dumps writes for an int, without its machinery
+    else:
+        text = json.dumps(value, default=str)
+    if _BARE.fullmatch(text):
         return text
+    if _PLAIN.fullmatch(text):
+        return f'"{text}"'  # what json.dumps writes for it: nothing to escape
     return json.dumps(text)
 
 
@@ -92,9 +106,10 @@ class _GoFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = _NAMES.get(record.levelno, record.levelname.lower())
         when = go_time(record.created)
-        message = record.getMessage()
         if getattr(record, ACCESS_FIELDS, None) is not None:
             message = "request"  # the line's fields say which
+        else:
+            message = record.getMessage()
         data = self._data(record)
         if self.kind == "text":
             head = [("time", when), ("level", level), ("msg", message)]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from distblob.config import ConfigError, parse_config
-from distblob.logs import configure, go_time
+from distblob.logs import _text_value, configure, go_time
 from distblob.registry import Registry
 from distblob.server import create_app
 from support.goregistry import GoRegistry
@@ -81,6 +81,41 @@ def test_json_lines(restore_logging: None, formatter: str) -> None:
     else:
         assert record["message"] == "listening" and record["@version"] == "1"
         assert RFC3339NANO.match(record["@timestamp"])
+
+
+def _logrus_text_value(value: object) -> str:
+    """logrus's rule for a text value, spelt out: bare when it is only ASCII letters, digits,
+    ``-`` and ``.``, else the JSON string of it (non-strings first as their JSON text)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text and all(c.isascii() and (c.isalnum() or c in "-.") for c in text):
+        return text
+    return json.dumps(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *(f"a{chr(code)}b" for code in range(0x180)),
+        *(chr(code) for code in (0x2028, 0xFFFD, 0x1F600)),
+        "",
+        "/v2/lib/app/blobs/uploads/97ba40e6-adae-4828-81be-b25702fbe67f",
+        "127.0.0.1:5555",
+        'say "hi"\\n',
+        0,
+        201,
+        -3,
+        10**30,
+        True,
+        False,
+        None,
+        4.5,
+        float("nan"),
+        {"a": 1},
+    ],
+)
+def test_text_values_as_logrus(value: object) -> None:
+    """Every value in a text line follows logrus's rule (the quick paths included)."""
+    assert _text_value(value) == _logrus_text_value(value)
 
 
 def test_go_time() -> None:
