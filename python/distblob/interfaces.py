@@ -276,11 +276,18 @@ class AsyncBlobStore(Protocol):
         ...
 
     async def resume_with(
-        self, upload_id: str, work: Callable[[BlobWriter], _T], *, wait: float | None = None
+        self,
+        upload_id: str,
+        work: Callable[[BlobWriter], _T],
+        *,
+        wait: float | None = None,
+        after: Callable[[_T], object] | None = None,
     ) -> _T:
         """Continue an upload as :meth:`resume` does (waiting without holding a worker thread)
         and run ``work`` (blocking; it ends the writer) with its writer in the same call:
-        what a request does with an upload, in one worker-thread call instead of several."""
+        what a request does with an upload, in one worker-thread call instead of several.
+        ``after`` (blocking) runs with ``work``'s result once it is returned, without the
+        caller waiting for it: what can wait until the client has its answer."""
         ...
 
 

@@ -99,7 +99,12 @@ class ProxyBlobs:
         _read_only()
 
     async def resume_with(
-        self, upload_id: str, work: Callable[[BlobWriter], T], *, wait: float | None = None
+        self,
+        upload_id: str,
+        work: Callable[[BlobWriter], T],
+        *,
+        wait: float | None = None,
+        after: Callable[[T], object] | None = None,
     ) -> T:
         _read_only()
 

@@ -325,11 +325,16 @@ class Uploads:
                 session = UploadSession(context, repo, writer)
                 return session.finish(token, content_range, body, expected), writer
 
-            committed, writer = await repo.blobs.resume_with(
-                request.path_params["upload_id"], finish
+            def remove(finished: tuple[Descriptor, BlobWriter]) -> None:
+                _remove_upload(repo.name, finished[1])
+
+            # The upload's directory is removed by the same worker thread once it has handed
+            # the result back, while the 201 goes out.
+            committed, _ = await repo.blobs.resume_with(
+                request.path_params["upload_id"], finish, after=remove
             )
             self._pushed(request, repo, committed)
-            return created(request, repo, expected, cleanup=writer)
+            return created(request, repo, expected)
         session = await UploadSession.resume(self.context, request, repo)
         await session.checked(token, content_range, declared_length(request))
         try:
