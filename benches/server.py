@@ -439,7 +439,7 @@ def run(quick: bool) -> tuple[list[Result], list[Comparison]]:
             ("put", "monolithic PUT", 5.0),
             ("patch", "chunked PATCHes", 5.0),
             ("get", "GET", 1.0),
-            ("small", "4 KiB blobs/s", 2.0),
+            ("small", "4 KiB blobs/s", 3.0),
         ):
             comparisons.append(
                 Comparison(
