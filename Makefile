@@ -65,6 +65,7 @@ test-python:
 bench-smoke:
 	$(PYTHON) -m benches.compare --quick
 	$(PYTHON) -m benches.ingest --quick
+	$(PYTHON) -m benches.small_blobs --quick
 
 .PHONY: bench  ## Every benchmark scenario side by side, into benches/results.json
 bench:

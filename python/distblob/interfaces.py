@@ -29,7 +29,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar, runtime_checkable
 
 from distblob.descriptor import Descriptor
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
     from distblob.digest import Digest
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +271,26 @@ class AsyncBlobStore(Protocol):
     async def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
         """Continue an upload, waiting up to ``wait`` seconds (a default when ``None``; ``0``
         not at all) while another writer holds it, without holding a worker thread."""
+        ...
+
+    async def start(self, *, algorithm: str = "sha256") -> BlobWriter:
+        """Start an upload and close it at once, in one blocking call (a new upload session):
+        the writer returned is closed and says the upload's id and start time."""
+        ...
+
+    async def resume_with(
+        self,
+        upload_id: str,
+        work: Callable[[BlobWriter], _T],
+        *,
+        wait: float | None = None,
+        after: Callable[[_T], object] | None = None,
+    ) -> _T:
+        """Continue an upload as :meth:`resume` does (waiting without holding a worker thread)
+        and run ``work`` (blocking; it ends the writer) with its writer in the same call:
+        what a request does with an upload, in one worker-thread call instead of several.
+        ``after`` (blocking) runs with ``work``'s result once it is returned, without the
+        caller waiting for it: what can wait until the client has its answer."""
         ...
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
+import re
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Final
@@ -47,28 +49,57 @@ _NAMES: Final = {
 _ACCESS_LOGGER: Final = "distblob.access"
 
 
+#: The last whole second :func:`go_time` wrote: (seconds, date and time, zone).
+_second: tuple[int, str, str] = (-1, "", "")
+
+
 def go_time(created: float) -> str:
     """``created`` (seconds since the epoch) in local time as Go's ``RFC3339Nano`` writes it:
-    the fraction without trailing zeros, ``Z`` for UTC."""
-    moment = datetime.datetime.fromtimestamp(created).astimezone()
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    fraction = f"{moment.microsecond:06d}".rstrip("0")
-    if fraction:
-        text += "." + fraction
-    offset = moment.utcoffset()
-    if not offset:
-        return text + "Z"
-    minutes = int(offset.total_seconds()) // 60
-    sign = "+" if minutes >= 0 else "-"
-    return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    the fraction without trailing zeros, ``Z`` for UTC.
+
+    The date, time and zone of a second are worked out once (lines come many a second): the
+    microseconds are rounded as ``datetime.fromtimestamp`` rounds them, and a zone's offset
+    changes only on a whole second."""
+    global _second
+    whole = math.floor(created)
+    micro = round((created - whole) * 1e6)  # half to even, as datetime rounds
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    second = _second
+    if second[0] != whole:
+        moment = datetime.datetime.fromtimestamp(whole).astimezone()
+        offset = moment.utcoffset()
+        if not offset:
+            zone = "Z"
+        else:
+            minutes = int(offset.total_seconds()) // 60
+            sign = "+" if minutes >= 0 else "-"
+            zone = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        second = _second = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S"), zone)
+    if micro:
+        return f"{second[1]}.{micro:06d}".rstrip("0") + second[2]
+    return second[1] + second[2]
+
+
+#: What logrus's text formatter writes bare: ASCII letters, digits, ``-`` and ``.``.
+_BARE: Final = re.compile(r"[A-Za-z0-9.-]+")
+#: What ``json.dumps`` quotes without escaping anything: printable ASCII but ``"`` and ``\\``.
+_PLAIN: Final = re.compile(r"[ !#-\[\]-~]*")
 
 
 def _text_value(value: object) -> str:
     """A value as logrus's text formatter writes it: bare when it is only letters, digits,
     ``-`` and ``.``, else quoted (escaped, so a value cannot forge another field)."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text and all(c.isascii() and (c.isalnum() or c in "-.") for c in text):
+    if isinstance(value, str):
+        text = value
+    elif type(value) is int:
+        text = str(value)  # what json.dumps writes for an int, without its machinery
+    else:
+        text = json.dumps(value, default=str)
+    if _BARE.fullmatch(text):
         return text
+    if _PLAIN.fullmatch(text):
+        return f'"{text}"'  # what json.dumps writes for it: nothing to escape
     return json.dumps(text)
 
 
@@ -92,9 +123,10 @@ class _GoFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = _NAMES.get(record.levelno, record.levelname.lower())
         when = go_time(record.created)
-        message = record.getMessage()
         if getattr(record, ACCESS_FIELDS, None) is not None:
             message = "request"  # the line's fields say which
+        else:
+            message = record.getMessage()
         data = self._data(record)
         if self.kind == "text":
             head = [("time", when), ("level", level), ("msg", message)]

@@ -4,10 +4,13 @@ own), and the keys' checks."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
+import random
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from distblob import logs
 from distblob.config import ConfigError, parse_config
-from distblob.logs import configure, go_time
+from distblob.logs import _text_value, configure, go_time
 from distblob.registry import Registry
 from distblob.server import create_app
 from support.goregistry import GoRegistry
@@ -83,9 +87,81 @@ def test_json_lines(restore_logging: None, formatter: str) -> None:
         assert RFC3339NANO.match(record["@timestamp"])
 
 
+def _logrus_text_value(value: object) -> str:
+    """logrus's rule for a text value, spelt out: bare when it is only ASCII letters, digits,
+    ``-`` and ``.``, else the JSON string of it (non-strings first as their JSON text)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text and all(c.isascii() and (c.isalnum() or c in "-.") for c in text):
+        return text
+    return json.dumps(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *(f"a{chr(code)}b" for code in range(0x180)),
+        *(chr(code) for code in (0x2028, 0xFFFD, 0x1F600)),
+        "",
+        "/v2/lib/app/blobs/uploads/97ba40e6-adae-4828-81be-b25702fbe67f",
+        "127.0.0.1:5555",
+        'say "hi"\\n',
+        0,
+        201,
+        -3,
+        10**30,
+        True,
+        False,
+        None,
+        4.5,
+        float("nan"),
+        {"a": 1},
+    ],
+)
+def test_text_values_as_logrus(value: object) -> None:
+    """Every value in a text line follows logrus's rule (the quick paths included)."""
+    assert _text_value(value) == _logrus_text_value(value)
+
+
 def test_go_time() -> None:
     assert RFC3339NANO.match(go_time(1_700_000_000.0))
     assert RFC3339NANO.match(go_time(1_700_000_000.25))
+
+
+def _go_time_reference(created: float) -> str:
+    """The local time of ``created`` as RFC3339Nano, worked out from a datetime each time."""
+    moment = datetime.datetime.fromtimestamp(created).astimezone()
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{moment.microsecond:06d}".rstrip("0")
+    if fraction:
+        text += "." + fraction
+    offset = moment.utcoffset()
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kolkata"])
+def test_go_time_as_datetime_writes_it(zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-second shortcut writes what a datetime of each moment gives: fractions rounded
+    half to even (up to the next second), and the zone across a daylight saving change."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    monkeypatch.setattr(logs, "_second", (-1, "", ""))  # a second of another zone
+    try:
+        rng = random.Random(zone)
+        moments = [1_700_000_000 + rng.random() * 1e6 for _ in range(2000)]
+        moments += [1_700_000_000 + f for f in (0.0, 0.5, 0.9999994, 0.9999995, 0.9999996)]
+        moments += [1_700_000_000.0000005, 1_700_000_000.0000015, 1_700_000_000.1]
+        # Around the 2024 changes in Europe and America (UTC seconds), one second apart.
+        for change in (1_711_846_800, 1_729_990_800, 1_710_052_200, 1_730_611_800):
+            moments += [change + step + 0.25 for step in range(-3, 4)]
+        for created in sorted(moments) + moments:
+            assert go_time(created) == _go_time_reference(created), created
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_access_log_whatever_the_level(restore_logging: None) -> None:

@@ -88,6 +88,8 @@ async def test_the_cache_refuses_every_write_verb_and_stores_nothing(
     writes: list[Any] = [
         lambda: repository.blobs.create(),
         lambda: repository.blobs.resume("an-upload"),
+        lambda: repository.blobs.start(),
+        lambda: repository.blobs.resume_with("an-upload", lambda writer: writer.close()),
         lambda: repository.blobs.put(b"layer", algorithm="sha256", expected=digest),
         lambda: repository.blobs.mount("other/app", str(digest)),
         lambda: repository.blobs.delete(str(digest)),
@@ -135,6 +137,54 @@ async def test_resume_waits_for_the_holder_on_the_event_loop(
     writer.close()
     assert waited >= 0.25
     assert ticks >= 10  # the loop ran other work all along
+
+
+@pytest.mark.anyio
+@on_asyncio
+async def test_start_and_resume_with_do_an_upload_in_one_call(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """``start`` leaves a new, closed upload that resumes empty; ``resume_with`` runs its work
+    with the resumed writer in the worker thread that resumed it, waits for a holder as
+    ``resume`` does, and does not retry a ``BlobUploadBusyError`` its work raises."""
+    served = ThreadedRegistry(Registry.filesystem(tmp_path))
+    blobs = served.repository("a/b").blobs
+    started = await blobs.start()
+    assert started.closed
+    empty = await blobs.resume(started.id, wait=0)
+    assert empty.size == 0
+    empty.close()
+
+    def append(writer: Any) -> tuple[int, str]:
+        try:
+            writer.write(b"chunk")
+            return writer.size, threading.current_thread().name
+        finally:
+            writer.close()
+
+    assert (await blobs.resume_with(started.id, append))[0] == len(b"chunk")
+    assert (await blobs.resume_with(started.id, append))[1] != threading.current_thread().name
+
+    holder = await blobs.resume(started.id)
+    with pytest.raises(BlobUploadBusyError):
+        await blobs.resume_with(started.id, append, wait=0)
+    threading.Timer(0.2, holder.close).start()
+    assert (await blobs.resume_with(started.id, append, wait=5))[0] == 3 * len(b"chunk")
+
+    calls = 0
+
+    def busy(writer: Any) -> None:
+        nonlocal calls
+        calls += 1
+        writer.close()
+        raise BlobUploadBusyError("the work's own answer")
+
+    with pytest.raises(BlobUploadBusyError, match="the work's own answer"):
+        await blobs.resume_with(started.id, busy, wait=5)
+    assert calls == 1
+    writer = await blobs.resume(started.id, wait=0)  # every writer above let the upload go
+    assert writer.size == 3 * len(b"chunk")
+    writer.close()
 
 
 @pytest.mark.anyio

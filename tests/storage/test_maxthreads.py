@@ -82,7 +82,7 @@ class CountingDriver(FilesystemDriver):
 def test_no_more_than_maxthreads_storage_verbs_run_at_once(tmp_path: Path) -> None:
     driver = CountingDriver(tmp_path, maxthreads=25)
     served = ThreadedRegistry(Registry(driver))
-    assert served.limiter is not None and served.limiter.total_tokens == 25
+    assert served.pool is not None and served.pool.limit == 25
     calls = 60  # more than maxthreads and than anyio's default limiter (40)
 
     async def main() -> None:
@@ -107,4 +107,4 @@ def test_no_more_than_maxthreads_storage_verbs_run_at_once(tmp_path: Path) -> No
 
 
 def test_other_drivers_keep_the_default_limiter() -> None:
-    assert ThreadedRegistry(Registry(InMemoryDriver())).limiter is None
+    assert ThreadedRegistry(Registry(InMemoryDriver())).pool is None

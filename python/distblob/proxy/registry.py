@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import anyio
 import httpx
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 #: Seconds an unlocked upload's data must have been still before the cache removes it at
 #: start (a writer that takes no lock, such as the Go registry, may be writing it).
 ABANDONED_AFTER: Final = 60.0
+
+
+T = TypeVar("T")
 
 
 def _read_only() -> NoReturn:
@@ -90,6 +93,19 @@ class ProxyBlobs:
         _read_only()
 
     async def resume(self, upload_id: str, *, wait: float | None = None) -> BlobWriter:
+        _read_only()
+
+    async def start(self, *, algorithm: str = "sha256") -> BlobWriter:
+        _read_only()
+
+    async def resume_with(
+        self,
+        upload_id: str,
+        work: Callable[[BlobWriter], T],
+        *,
+        wait: float | None = None,
+        after: Callable[[T], object] | None = None,
+    ) -> T:
         _read_only()
 
 

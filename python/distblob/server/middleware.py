@@ -20,6 +20,11 @@ from distblob.server.errors import API_VERSION_HEADER, APIError, error_response
 
 access_logger = logging.getLogger("distblob.access")
 
+#: The access log's message (its arguments are the fields, in this order).
+_ACCESS_MESSAGE: Final = (
+    "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s user=%s"
+)
+
 #: Where the server's gate leaves the name of the user a request authenticated as
 #: (:data:`distblob.server.handlers.base.USER_SCOPE_KEY`).
 USER_SCOPE_KEY: Final = "distblob.user"
@@ -115,18 +120,28 @@ class Envelope:
                     "client": f"{client[0]}:{client[1]}",
                     "user": user if isinstance(user, str) and user else "-",
                 }
-                access_logger.info(
-                    "method=%s path=%s status=%d bytes=%d duration_ms=%.1f client=%s:%s user=%s",
-                    method,
-                    json.dumps(path),
-                    status,
-                    sent,
-                    duration,
-                    client[0],
-                    client[1],
-                    _logfmt_value(user),
+                # Logger.info without its look for the caller (a walk up the stack), which no
+                # formatter of this log shows.
+                record = access_logger.makeRecord(
+                    access_logger.name,
+                    logging.INFO,
+                    "(unknown file)",
+                    0,
+                    _ACCESS_MESSAGE,
+                    (
+                        method,
+                        json.dumps(path),
+                        status,
+                        sent,
+                        duration,
+                        client[0],
+                        client[1],
+                        _logfmt_value(user),
+                    ),
+                    None,
                     extra={ACCESS_FIELDS: fields},  # for log.formatter (distblob.logs)
                 )
+                access_logger.handle(record)
 
 
 __all__ = ["Envelope", "access_logger"]

@@ -249,10 +249,9 @@ class Uploads:
         algorithm = params.get("digest-algorithm") or "sha256"  # empty: the default, as in Go
         digest_param = params.get("digest")
         if digest_param is None:
-            writer = await repo.blobs.create(algorithm=algorithm)
-            size = writer.size
-            await run(writer.close)
-            return empty(202, UploadSession(self.context, repo, writer).headers(request, size))
+            # Created and closed in one worker-thread call: a new upload holds nothing.
+            writer = await repo.blobs.start(algorithm=algorithm)
+            return empty(202, UploadSession(self.context, repo, writer).headers(request, 0))
         # Monolithic upload: the whole blob is the POST body.
         expected = parse_digest(digest_param)
         if small_body_length(request) is not None:
@@ -317,13 +316,25 @@ class Uploads:
         token = request.query_params.get("_state")
         content_range = request.headers.get("content-range")
         if small_body_length(request) is not None:
-            # A small (or empty) last chunk: read it, then check, write, commit and close in
-            # one worker-thread call.
+            # A small (or empty) last chunk: read it, then resume, check, write, commit and
+            # close in one worker-thread call.
             body = await request.body()  # at most CHUNK bytes
-            session = await UploadSession.resume(self.context, request, repo)
-            committed = await run(session.finish, token, content_range, body, expected)
+            context = self.context
+
+            def finish(writer: BlobWriter) -> tuple[Descriptor, BlobWriter]:
+                session = UploadSession(context, repo, writer)
+                return session.finish(token, content_range, body, expected), writer
+
+            def remove(finished: tuple[Descriptor, BlobWriter]) -> None:
+                _remove_upload(repo.name, finished[1])
+
+            # The upload's directory is removed by the same worker thread once it has handed
+            # the result back, while the 201 goes out.
+            committed, _ = await repo.blobs.resume_with(
+                request.path_params["upload_id"], finish, after=remove
+            )
             self._pushed(request, repo, committed)
-            return created(request, repo, expected, cleanup=session.writer)
+            return created(request, repo, expected)
         session = await UploadSession.resume(self.context, request, repo)
         await session.checked(token, content_range, declared_length(request))
         try:

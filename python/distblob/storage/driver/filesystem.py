@@ -196,6 +196,20 @@ def _sync_in_parallel(paths: builtins.list[str]) -> None:
         raise error
 
 
+def _write_new(path: str, data: ReadableBuffer, *, fsync: bool) -> None:
+    """Create the file ``path`` (``FileExistsError`` if there is one) holding ``data``, synced
+    with ``fsync``: os-level calls, which for a small file are an open, a write and a close."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _rmtree(path: str) -> None:
     """Remove a directory tree, ignoring entries another thread removed meanwhile."""
 
@@ -425,11 +439,23 @@ class FilesystemDriver(StorageDriver):
     # -- the driver ---------------------------------------------------------------------------
 
     def _get_content(self, path: str) -> bytes:
+        # os-level calls: a small file is an open, an fstat, two reads and a close, without the
+        # buffered file object's own calls (another fstat, an isatty ioctl, a seek).
         try:
-            with open(self._os_path(path), "rb") as file:
-                return file.read()
-        except (*_MISSING, IsADirectoryError):
+            fd = os.open(self._os_path(path), os.O_RDONLY | os.O_CLOEXEC)
+        except _MISSING:
             raise PathNotFoundError(path) from None
+        try:
+            info = os.fstat(fd)
+            if stat_module.S_ISDIR(info.st_mode):
+                raise PathNotFoundError(path)
+            chunks = []
+            want = max(info.st_size + 1, 1024)  # the size may have changed since the fstat
+            while chunk := os.read(fd, want):
+                chunks.append(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def _put_content(self, path: str, data: ReadableBuffer, *, fsync: bool) -> None:
         os_path = self._confined(path)
@@ -447,12 +473,8 @@ class FilesystemDriver(StorageDriver):
             deferred = in_block and not os.path.lexists(os_path)
             temporary = os.path.join(parent, f"{name}.{uuid.uuid4()}.tmp")
             try:
-                # "x" is O_CREAT | O_EXCL: never write through a file someone else created.
-                with open(temporary, "xb") as file:
-                    file.write(data)
-                    if fsync and not deferred:
-                        file.flush()
-                        os.fsync(file.fileno())
+                # O_EXCL: never write through a file someone else created.
+                _write_new(temporary, data, fsync=fsync and not deferred)
                 os.replace(temporary, os_path)
                 break
             except FileNotFoundError:
