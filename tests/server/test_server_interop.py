@@ -176,7 +176,17 @@ def _byteranges(resp: object) -> list[tuple[str, str, bytes]]:
 
 @pytest.mark.parametrize(
     "header",
-    ["bytes=0-9,100-199", "bytes=-5,10-,0-0", "bytes=5-5,999999-,7-8", "bytes=0-,0-"],
+    [
+        "bytes=0-9,100-199",
+        "bytes=-5,10-,0-0",
+        "bytes=5-5,999999-,7-8",
+        "bytes=0-,0-",
+        # Overlapping ranges are answered as asked (Go merges none) while they add up to no
+        # more than the blob; one byte more and the whole blob is sent.
+        "bytes=" + ",".join(f"{i}-{i + 1}" for i in range(150)),
+        "bytes=" + ",".join("0-0" for _ in range(301)),
+    ],
+    ids=["two", "suffix-open-one", "unsatisfiable-dropped", "too-large", "overlap", "sum-over"],
 )
 def test_several_ranges_as_go_serves_them(
     ours: DistblobServer, go: GoRegistry, header: str
