@@ -14,8 +14,7 @@ import pytest
 
 from distblob.server.sendfile import FileSender
 from distblob.storage import paths
-from distblob.storage.driver.filesystem import directio_refused
-from support.pagecache import cached_fraction, drop_from_page_cache
+from support.pagecache import cached_fraction, directio_refused, drop_from_page_cache
 from support.server import DistblobServer
 
 pytestmark = pytest.mark.timeout(180)

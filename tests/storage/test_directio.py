@@ -18,8 +18,7 @@ from distblob.config import ConfigError, parse_config
 from distblob.registry import Registry
 from distblob.storage import paths
 from distblob.storage.driver import FilesystemDriver
-from distblob.storage.driver.filesystem import directio_refused
-from support.pagecache import cached_fraction
+from support.pagecache import cached_fraction, directio_refused
 from support.server import DistblobServer
 
 pytestmark = pytest.mark.timeout(180)

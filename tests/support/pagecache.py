@@ -1,11 +1,15 @@
-"""Whether a file's pages are in the page cache, asked of the kernel (``mincore``)."""
+"""Whether a file's pages are in the page cache, asked of the kernel (``mincore``), and whether a
+filesystem takes ``O_DIRECT``."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import mmap
 import os
+import uuid
 from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -53,3 +57,30 @@ def drop_from_page_cache(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def directio_refused(directory: str) -> bool:
+    """Whether the filesystem of ``directory`` refuses ``O_DIRECT`` (tmpfs before Linux 6.6,
+    some FUSE and network filesystems): a file opened with it there cannot be created, or an
+    aligned write to it fails with ``EINVAL``. Leaves nothing behind."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return True
+    path = os.path.join(directory, f".directio-probe-{uuid.uuid4()}")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, 0o600)
+    except OSError as error:
+        return error.errno == errno.EINVAL
+    try:
+        block = mmap.mmap(-1, mmap.PAGESIZE)  # page-aligned, as O_DIRECT wants
+        try:
+            os.pwrite(fd, block, 0)
+        except OSError as error:
+            return error.errno == errno.EINVAL
+        finally:
+            block.close()
+        return False
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -218,13 +218,13 @@ class FileSender(SocketThread):
                     if high < min(end - at, DIRECT_READ_CHUNK):
                         raise EOFError(f"the file ended before byte {end} of the region")
                     self._send_all(memoryview(buffer)[low:high])
-                    self.sent += high - low
             finally:
                 for _, _, read in pending:
                     read.cancel()
         return True
 
     def _send_all(self, view: memoryview) -> None:
+        """Write all of ``view`` to the socket, counting each write in :attr:`sent`."""
         while view:
             try:
                 n = os.write(self._fd, view)
@@ -232,6 +232,7 @@ class FileSender(SocketThread):
                 self._wait()
                 continue
             view = view[n:]
+            self.sent += n
 
     def _sendfile(self, file_fd: int, offset: int, count: int) -> None:
         while self.sent < count:
@@ -250,15 +251,7 @@ class FileSender(SocketThread):
             got = os.preadv(file_fd, [buffer[: count - self.sent]], offset + self.sent)
             if got == 0:
                 raise EOFError(f"the file ended {count - self.sent} bytes early")
-            done = 0
-            while done < got:
-                try:
-                    n = os.write(self._fd, buffer[done:got])
-                except (BlockingIOError, InterruptedError):
-                    self._wait()
-                    continue
-                done += n
-                self.sent += n
+            self._send_all(buffer[:got])
 
 
 def _cold(fd: int, offset: int, count: int) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import mmap
 import os
 import shutil
 import stat as stat_module
@@ -99,33 +98,6 @@ def _directio(value: object) -> DirectIO:
         if word in ("false", "no"):
             return "off"
     raise DriverParameterError("directio", f"expected auto, on or off, not {value!r}")
-
-
-def directio_refused(directory: str) -> bool:
-    """Whether the filesystem of ``directory`` refuses ``O_DIRECT`` (tmpfs before Linux 6.6,
-    some FUSE and network filesystems): a file opened with it there cannot be created, or an
-    aligned write to it fails with ``EINVAL``. Leaves nothing behind."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return True
-    path = os.path.join(directory, f".directio-probe-{uuid.uuid4()}")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, 0o600)
-    except OSError as error:
-        return error.errno == errno.EINVAL
-    try:
-        block = mmap.mmap(-1, mmap.PAGESIZE)  # page-aligned, as O_DIRECT wants
-        try:
-            os.pwrite(fd, block, 0)
-        except OSError as error:
-            return error.errno == errno.EINVAL
-        finally:
-            block.close()
-        return False
-    finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def _sync_dirs(directories: builtins.list[str]) -> None:
@@ -692,4 +664,4 @@ class _FilesystemFileWriter(FileWriter):
         self._committed = True
 
 
-__all__ = ["DEFAULT_ROOT_DIRECTORY", "FilesystemDriver", "directio_refused"]
+__all__ = ["DEFAULT_ROOT_DIRECTORY", "FilesystemDriver"]
