@@ -40,6 +40,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from distblob.notifications.journal import MAX_EVENTS, _Drops
+from distblob.storage.leases import RELEASE_SCRIPT, RENEW_SCRIPT
 
 if TYPE_CHECKING:
     import redis
@@ -86,18 +87,6 @@ while true do
 end
 return redis.call('llen', KEYS[1])
 """
-_RENEW: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 def queue_prefix(storage: str, name: str) -> str:
@@ -137,8 +126,8 @@ class RedisQueue:
         self.lease_key = prefix + "lease"
         self._append_script = client.register_script(_APPEND)
         self._ack_script = client.register_script(_ACK)
-        self._renew_script = client.register_script(_RENEW)
-        self._release_script = client.register_script(_RELEASE)
+        self._renew_script = client.register_script(RENEW_SCRIPT)
+        self._release_script = client.register_script(RELEASE_SCRIPT)
         self.drops = _Drops(name, max_events)
         self._lock = threading.Lock()
         #: Events appended while Redis could not be reached, oldest first, with their tokens.

@@ -46,13 +46,15 @@ DEFAULT_TIMEOUT: Final = 1.0
 #: again.
 RETRY_AFTER: Final = 1.0
 
-_RENEW: Final = """
+#: Lua: extend a lease's expiry if this holder still owns it (1), else nothing (0).
+RENEW_SCRIPT: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0
 """
-_RELEASE: Final = """
+#: Lua: remove a lease if this holder still owns it (1), else nothing (0).
+RELEASE_SCRIPT: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('del', KEYS[1])
 end
@@ -94,8 +96,8 @@ class RedisUploadLeases:
         self._renewer: threading.Thread | None = None
         self._warned = False
         self._retry_at = 0.0  # after a failure, Redis is not asked again before this
-        self._renew = client.register_script(_RENEW)
-        self._release_script = client.register_script(_RELEASE)
+        self._renew = client.register_script(RENEW_SCRIPT)
+        self._release_script = client.register_script(RELEASE_SCRIPT)
 
     @classmethod
     def connect(
@@ -202,4 +204,11 @@ class RedisUploadLeases:
         self._client.close()
 
 
-__all__ = ["LEASE_TTL", "Lease", "LeaseUnavailableError", "RedisUploadLeases"]
+__all__ = [
+    "LEASE_TTL",
+    "RELEASE_SCRIPT",
+    "RENEW_SCRIPT",
+    "Lease",
+    "LeaseUnavailableError",
+    "RedisUploadLeases",
+]
