@@ -775,9 +775,25 @@ fn new_link(link_template: &str, algorithm: Algorithm, hex: &str, durable: bool)
         return Ok(Link::Created(link));
     }
     if fs::read(&link).map_err(|e| Error::io(&link, e))? == content.as_bytes() {
+        // Linked again now: the link's time says so, as a rewritten link's would. An online
+        // garbage collection keeps blobs whose links are younger than its grace period.
+        touch(&link).map_err(|e| Error::io(&link, e))?;
         return Ok(Link::Kept);
     }
     Ok(Link::Other(link, content))
+}
+
+/// Sets a file's modification time to now.
+fn touch(path: &str) -> io::Result<()> {
+    let path = std::ffi::CString::new(path)
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: the path is NUL-terminated and outlives the call; a null `times` means "now".
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), std::ptr::null(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Replaces a link [`new_link`] found naming something else; nothing for the other outcomes.
@@ -1247,6 +1263,28 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(leftovers, 1);
+    }
+
+    #[test]
+    fn put_blob_of_a_linked_blob_renews_the_link_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let blob = format!("{root}/blobs/sha256/{{hex2}}/{{hex}}/data");
+        let link = format!("{root}/repo/_layers/sha256/{{hex}}/link");
+        let hex = put_blob(b"abc", Algorithm::Sha256, &blob, &link, false, None)
+            .unwrap()
+            .hex;
+        let path = format!("{root}/repo/_layers/sha256/{hex}/link");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        put_blob(b"abc", Algorithm::Sha256, &blob, &link, false, None).unwrap();
+        let renewed = fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(renewed > old + std::time::Duration::from_secs(86_400 * 365));
     }
 
     #[test]

@@ -11,6 +11,7 @@ from distblob.errors import NameInvalidError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.blobs import BlobStore, parse_digest
 from distblob.storage.cache import BlobDescriptorCache, InMemoryBlobDescriptorCache
+from distblob.storage.collection import Fence
 from distblob.storage.driver import FilesystemDriver, InMemoryDriver, StorageDriver
 from distblob.storage.engines import Engine, get_engine
 from distblob.storage.leases import RedisUploadLeases
@@ -82,6 +83,8 @@ class Registry:
         self.tag_concurrency = tag_concurrency or os.cpu_count() or 1
         self.redirect_base = redirect_base
         self.blobs = BlobStore(self)
+        #: The server's side of online garbage collection (:mod:`distblob.storage.collection`).
+        self.fence = Fence(driver)
 
     @classmethod
     def filesystem(cls, root: str | os.PathLike[str], **options: object) -> Registry:

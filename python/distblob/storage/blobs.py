@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import posixpath
 import time
 import urllib.parse
@@ -257,6 +258,13 @@ class BlobStore(Statter):
         if self.exists(digest):
             return False
         target = paths.blob_data_path(digest)
+        local = self.driver.local_path(source)
+        if local is not None:
+            # Stored now, whenever its bytes were written: the blob's time says so (an online
+            # garbage collection keeps blobs younger than its grace period). A copy on an
+            # object store is new anyway.
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(local)
         self.driver.move(source, target, fsync=self._registry.fsync)
         if size is not None and self.driver.local_path(target) is None:
             self._check_copied(target, digest, size)

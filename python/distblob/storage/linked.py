@@ -29,6 +29,7 @@ behind the registry's back), and a blob whose data is gone answers ``BlobUnknown
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import uuid
@@ -62,9 +63,10 @@ from distblob.storage.cache import (
     lookup,
     remember,
 )
+from distblob.storage.collection import Need, State
 from distblob.storage.engines import PutFile, UploadIO
 from distblob.storage.uploadlock import UploadLock, lock_upload
-from distblob.storage.writer import BlobWriter, format_started_at, parse_started_at
+from distblob.storage.writer import REPAIRS, BlobWriter, format_started_at, parse_started_at
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -275,6 +277,7 @@ class LinkedBlobStore(Statter):
         if expected is not None and expected.algorithm != algorithm:
             raise ValueError(f"expected {expected} is not a {algorithm} digest")
         view = memoryview(data).cast("B")
+        began = self.registry.fence.begin()
         digest = self.engine.put_blob(
             self.driver, self.name, view, algorithm, durable=self.fsync, expected=expected
         )
@@ -287,6 +290,7 @@ class LinkedBlobStore(Statter):
                 self.link(digest)
         if expected is not None and digest != expected:
             raise BlobInvalidDigestError(str(expected), "content does not match digest")
+        self._secure_put(began, digest, view)
         descriptor = Descriptor(
             media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
         )
@@ -294,6 +298,24 @@ class LinkedBlobStore(Statter):
         if (observer := _observe.observer) is not None:
             observer.blob_written(view.nbytes)
         return descriptor
+
+    def _needs(self, digest: Digest, target: Digest | None = None) -> list[Need]:
+        """What linking ``digest`` relies on: the blob's data and the repository's link."""
+        data = paths.blob_data_path(target or digest)
+        return [Need(target or digest, (data, paths.layer_link_path(self.name, digest)))]
+
+    def _secure_put(self, began: State, digest: Digest, view: memoryview) -> None:
+        """Make sure a blob just put is still there: an online garbage collection may have
+        swept it if it was stored already (:mod:`distblob.storage.collection`); it is written
+        again from ``view``."""
+        fence = self.registry.fence
+        for _ in range(REPAIRS):
+            if not fence.secure(began, lambda: self._needs(digest)):
+                return
+            began = fence.begin()
+            self.blobs.write(digest, view)
+            self.link(digest)
+        raise BlobUploadInvalidError(f"{digest}: swept by garbage collection again")
 
     def file_putter(self, algorithm: str = CANONICAL) -> PutFile | None:
         """How to store whole open files as blobs of ``algorithm`` linked here, one engine call
@@ -462,6 +484,8 @@ class LinkedBlobStore(Statter):
 
         ``BlobUnknownError`` if ``source`` does not have it; ``NameInvalidError`` for a bad name.
         """
+        fence = self.registry.fence
+        began = fence.begin()
         descriptor = self.registry.repository(source).blobs.stat(digest)
         assert descriptor.digest is not None
         # The source's entry may predate a delete made behind the registry's back: link only
@@ -471,6 +495,15 @@ class LinkedBlobStore(Statter):
         requested = parse_digest(digest)
         if requested != descriptor.digest:
             self.link(requested, target=descriptor.digest)
+        target = descriptor.digest
+        needs = [*self._needs(target), *self._needs(requested, target)]
+        if fence.secure(began, lambda: needs):
+            # Swept by an online garbage collection meanwhile: the blob is not here to mount,
+            # and the client uploads it instead.
+            for linked in {target, requested}:
+                with contextlib.suppress(BlobUnknownError):
+                    self.unlink(linked)
+            raise BlobUnknownError(requested)
         # Media types are per repository: the mounted blob has none here yet.
         remember(self.cache, requested, stored)
         return descriptor

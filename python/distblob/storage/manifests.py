@@ -29,6 +29,7 @@ right, and cheap for the repository sizes this is meant for; an index can come l
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from distblob.errors import (
     BlobUnknownError,
     DigestInvalidError,
     DigestUnsupportedError,
+    DistblobError,
     ManifestBlobUnknownError,
     ManifestInvalidError,
     ManifestUnknownError,
@@ -49,6 +51,8 @@ from distblob.errors import (
 )
 from distblob.storage import paths
 from distblob.storage.blobs import parse_digest
+from distblob.storage.collection import Need
+from distblob.storage.writer import REPAIRS
 
 if TYPE_CHECKING:
     from distblob.registry import Repository
@@ -196,17 +200,71 @@ class ManifestStore:
         manifest = _parse(body)
         kind = _media_type(manifest, media_type)
         references = _validate(manifest, kind)
+        fence = self.registry.fence
+        began = fence.begin()
         if check_blobs:
             self._check_references(kind, references)
 
-        self.registry.blobs.write(digest, body)
-        with self.driver.deferred_sync():  # the link's file and new directories, together
-            self._write_link(paths.manifest_revision_link_path(self.name, digest), digest)
+        self._store(digest, body)
+        for _ in range(REPAIRS):
+            # An online garbage collection that ran meanwhile may have swept what the manifest
+            # names (distblob.storage.collection): the manifest itself is stored again, a
+            # missing reference refuses the push (the client uploads the blob again).
+            missing = fence.secure(began, lambda: self._needs(kind, digest, references))
+            lost = [need.digest for need in missing if need.digest != digest]
+            if lost:
+                with contextlib.suppress(PathNotFoundError):
+                    self.driver.delete(
+                        paths.manifest_revision_link_path(self.name, digest).rsplit("/", 1)[0]
+                    )
+                self.registry.descriptors.clear(self.name, str(digest))
+                raise ManifestBlobUnknownError(str(lost[0]))
+            if not missing:
+                break
+            began = fence.begin()
+            self._store(digest, body)
+        else:
+            raise ManifestInvalidError(f"{digest}: swept by garbage collection as it was stored")
         descriptor = Descriptor(media_type=kind, size=len(body), digest=digest)
         self.registry.descriptors.set(self.name, digest, descriptor)
         if tag is not None:
             self._tag(tag, digest)
         return descriptor
+
+    def _store(self, digest: Digest, body: bytes) -> None:
+        """The manifest's blob (unless stored) and its revision link."""
+        self.registry.blobs.write(digest, body)
+        with self.driver.deferred_sync():  # the link's file and new directories, together
+            self._write_link(paths.manifest_revision_link_path(self.name, digest), digest)
+
+    def _needs(self, kind: str, digest: Digest, references: list[dict[str, Any]]) -> list[Need]:
+        """What a manifest put relies on: its own blob and revision link, and what it names
+        that :meth:`_check_references` checked (the children of an index, the blobs of an
+        image: their data and this repository's link)."""
+        needs = [Need(digest, self._revision_paths(digest))]
+        for reference in references:
+            try:
+                named = Digest(reference["digest"])
+            except DistblobError:
+                continue
+            validation = self.registry.validation
+            if kind in _INDEX_TYPES:
+                if validation.child_required(reference):
+                    needs.append(Need(named, self._revision_paths(named)))
+            elif not (validation.layer_urls_valid(kind, reference) or reference.get("urls")):
+                try:
+                    target = self.repository.blobs.stat(named).digest or named
+                except BlobUnknownError:
+                    target = named
+                link = paths.layer_link_path(self.name, named)
+                needs.append(Need(named, (paths.blob_data_path(target), link)))
+        return needs
+
+    def _revision_paths(self, digest: Digest) -> tuple[str, str]:
+        return (
+            paths.blob_data_path(digest),
+            paths.manifest_revision_link_path(self.name, digest),
+        )
 
     def _check_references(self, kind: str, references: list[dict[str, Any]]) -> None:
         """distribution's checks (:mod:`distblob.storage.validation`): the index children the
@@ -278,8 +336,15 @@ class ManifestStore:
         """Point ``tag`` at the manifest ``digest``, which the repository must hold."""
         paths.validate_tag(tag)
         dgst = parse_digest(digest)
+        fence = self.registry.fence
+        began = fence.begin()
         self._revision(dgst, dgst)
         self._tag(tag, dgst)
+        if fence.secure(began, lambda: [Need(dgst, self._revision_paths(dgst))]):
+            # Swept by an online garbage collection meanwhile: no tag to nothing.
+            with contextlib.suppress(ManifestUnknownError):
+                self.untag(tag)
+            raise ManifestUnknownError(str(dgst))
 
     def _tag(self, tag: str, digest: Digest) -> None:
         # distribution's tagStore.Tag: the index entry first, then the current link; synced

@@ -37,7 +37,11 @@ from distblob.errors import (
     WriteConflictError,
 )
 from distblob.storage import paths
+from distblob.storage.collection import Need
 from distblob.storage.engines import UploadIO
+
+#: How many times a commit stores a blob again that a garbage collection swept meanwhile.
+REPAIRS = 3
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -389,17 +393,36 @@ class BlobWriter:
         # The renames and the links are made durable together, once all are done: a crash
         # before that can leave a link whose blob is not in place yet (an unknown blob, as
         # distribution reads it), never a reported commit that is lost.
+        fence = store.registry.fence
+        began = fence.begin()
         try:
             with store.driver.deferred_sync():
                 moved = store.blobs.move_into_place(self._data_path(), canonical, size)
-                store.link(canonical)
-                if expected != canonical:
-                    store.link(expected, target=canonical)
+                self._link(canonical, expected)
                 if not moved and not store.blobs.exists(canonical):
-                    # The blob was there when checked but deleted (garbage collection) before
-                    # the link was written: the upload's verified data is still here, so put it
-                    # in place rather than leave a link to nothing and remove the only copy.
-                    store.blobs.move_into_place(self._data_path(), canonical)
+                    # The blob was there when checked but deleted before the link was written
+                    # (a blob delete, garbage collection): the upload's verified data is still
+                    # here, so put it in place rather than leave a link to nothing.
+                    moved = store.blobs.move_into_place(self._data_path(), canonical)
+            for _ in range(REPAIRS):
+                # An online garbage collection may have swept a blob that was stored already
+                # (distblob.storage.collection): the upload's verified data is still here
+                # unless it was moved, so put it in place again rather than answer for a blob
+                # that is gone.
+                if not fence.secure(began, lambda: self._needs(canonical, expected)):
+                    break
+                began = fence.begin()
+                with store.driver.deferred_sync():
+                    if not store.blobs.exists(canonical):
+                        if moved:
+                            raise BlobUploadInvalidError(
+                                f"{canonical}: removed by a garbage collection as it was "
+                                "stored; upload it again"
+                            )
+                        moved = store.blobs.move_into_place(self._data_path(), canonical)
+                    self._link(canonical, expected)
+            else:
+                raise BlobUploadInvalidError(f"{canonical}: swept by garbage collection again")
         except PathNotFoundError:
             # The data went from under the writer (a program that takes no lock, such as the
             # Go registry, committed or purged the upload meanwhile): the upload is gone.
@@ -423,6 +446,17 @@ class BlobWriter:
         descriptor = Descriptor(media_type=media_type, size=size, digest=canonical)
         store.set_descriptor(canonical, descriptor)
         return descriptor
+
+    def _link(self, canonical: Digest, expected: Digest) -> None:
+        self._store.link(canonical)
+        if expected != canonical:
+            self._store.link(expected, target=canonical)
+
+    def _needs(self, canonical: Digest, expected: Digest) -> list[Need]:
+        """What a commit relies on: the blob's data and the links it wrote."""
+        name = self._store.name
+        links = {paths.layer_link_path(name, d) for d in (canonical, expected)}
+        return [Need(canonical, (paths.blob_data_path(canonical), *sorted(links)))]
 
     def _put_whole(
         self, whole: memoryview, provisional: Descriptor, *, cleanup: bool
