@@ -1,21 +1,39 @@
-"""``distblob gc --root DIR | --config FILE``: mark and sweep, as distribution's garbage-collect.
+"""``distblob gc --root DIR | --config FILE``: mark and sweep, offline or while serving.
 
-The collection itself is :mod:`distblob.storage.garbagecollect` (what is marked, what is swept,
-and how this differs from distribution's); this command parses the options, prints the plan
-(one ``delete ...`` line per deletion on stdout, ``would delete ...`` with ``--dry-run``) and
-then sweeps, with a summary on stderr. ``--delete-untagged`` and ``--manifests-only`` are the
-collection's ``delete_untagged`` and ``manifests_only``. Exit status 1 when a manifest cannot be
-read (then nothing is deleted), 2 when the store cannot be opened.
+The marking is :mod:`distblob.storage.garbagecollect` (what is marked, what is swept, and how
+this differs from distribution's). By default the collection is distribution's: run it while
+nothing pushes; it prints one ``delete ...`` line per deletion on stdout (``would delete ...``
+with ``--dry-run``), then sweeps. ``--online`` runs the protocol of
+:mod:`distblob.storage.online` instead, safe while any number of replicas serve the storage:
+whatever is younger than ``--grace`` is kept, and what servers use meanwhile is spared.
+
+Progress and the summary go to stderr; ``--json`` prints the summary as one JSON document on
+stdout instead of the per-deletion lines (with ``--dry-run``, the candidates too).
+``--delete-untagged`` and ``--manifests-only`` are the collection's ``delete_untagged`` and
+``manifests_only``. Exit status 1 when a manifest cannot be read (then nothing is deleted), 2
+when the store cannot be opened, 3 when another collection runs or this one lost its claim.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from distblob.commands.store import add_store_arguments, open_registry
+from distblob.config.values import ConfigError, parse_duration
 from distblob.registry import Registry
-from distblob.storage.garbagecollect import GCError, plan, sweep
+from distblob.storage.garbagecollect import GCError, Plan
+from distblob.storage.online import (
+    DEFAULT_BATCH,
+    DEFAULT_GRACE,
+    DEFAULT_WORKERS,
+    CollectionBusyError,
+    CollectionLostError,
+    Options,
+    Summary,
+    collect,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "gc",
         help="delete blobs no manifest or repository link references",
-        description="Mark and sweep unreferenced blobs, like distribution's garbage-collect.",
+        description="Mark and sweep unreferenced blobs, like distribution's garbage-collect; "
+        "with --online, safely while registries serve the storage.",
     )
     add_store_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list what would go, delete none")
@@ -37,7 +56,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="mark from manifests only and remove layer links to unmarked blobs (distribution)",
     )
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="collect while registries serve the storage (grace period, claim, checked batches)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_duration,
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help="with --online: keep whatever was written this long before the start "
+        "(default 1h; 90s, 15m, 2h or seconds)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"threads reading manifests and deleting (default {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"with --online: digests deleted per checked batch (default {DEFAULT_BATCH})",
+    )
     parser.set_defaults(run=run)
+
+
+def _duration(text: str) -> float:
+    text = text.strip()
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 15m or 1h, or seconds, not {text!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,37 +108,72 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace, registry: Registry) -> int:
+    options = Options(
+        online=args.online,
+        grace=args.grace,
+        delete_untagged=args.delete_untagged,
+        manifests_only=args.manifests_only,
+        dry_run=args.dry_run,
+        workers=max(1, args.workers),
+        batch=max(1, args.batch),
+    )
+
+    def progress(line: str) -> None:
+        print(f"distblob gc: {line}", file=sys.stderr, flush=True)
+
+    def report_plan(result: Plan) -> None:
+        if args.json or (args.online and not args.dry_run):
+            return  # online, what goes is decided batch by batch: the summary counts it
+        verb = "would delete" if args.dry_run else "delete"
+        for name, digest in result.manifests:
+            print(f"{verb} manifest {name}@{digest}")
+        for digest in result.blobs:
+            print(f"{verb} blob {digest}")
+        for name, digest in result.layer_links:
+            print(f"{verb} layer link {name}@{digest}")
+        sys.stdout.flush()
+
     try:
-        result = plan(
-            registry, delete_untagged=args.delete_untagged, manifests_only=args.manifests_only
-        )
+        result, summary = collect(registry, options, progress=progress, before_sweep=report_plan)
     except GCError as exc:
         print(f"distblob gc: {exc}; nothing deleted", file=sys.stderr)
         return 1
-    verb = "would delete" if args.dry_run else "delete"
-    for name, digest in result.manifests:
-        print(f"{verb} manifest {name}@{digest}")
-    for digest in result.blobs:
-        print(f"{verb} blob {digest}")
-    for name, digest in result.layer_links:
-        print(f"{verb} layer link {name}@{digest}")
-    sys.stdout.flush()
-    if not args.dry_run:
-        unapplied = sweep(registry, result)
-        if unapplied:
-            print(
-                f"distblob gc: the blob descriptor cache was unreachable: {unapplied} entries "
-                "of deleted blobs and links are still in it; their clears are kept in storage "
-                "and applied by the next registry to start or to see Redis come back",
-                file=sys.stderr,
-            )
+    except (CollectionBusyError, CollectionLostError) as exc:
+        print(f"distblob gc: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        doc = summary.to_json()
+        if args.dry_run:
+            doc["candidates"] = {
+                "blobs": [str(d) for d in result.blobs],
+                "manifests": [f"{name}@{d}" for name, d in result.manifests],
+                "layer_links": [f"{name}@{d}" for name, d in result.layer_links],
+            }
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+    _report(summary)
+    return 0
+
+
+def _report(summary: Summary) -> None:
+    if summary.unapplied_cache_clears:
+        print(
+            f"distblob gc: the blob descriptor cache was unreachable: "
+            f"{summary.unapplied_cache_clears} entries of deleted blobs and links are still in "
+            "it; their clears are kept in storage and applied by the next registry to start or "
+            "to see Redis come back",
+            file=sys.stderr,
+        )
+    phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in summary.seconds.items())
     print(
-        f"distblob gc: {len(result.marked)} blobs marked, {len(result.blobs)} blobs, "
-        f"{len(result.manifests)} manifests and {len(result.layer_links)} layer links "
-        + ("eligible for deletion" if args.dry_run else "deleted"),
+        f"distblob gc: {summary.marked} blobs marked, {summary.blobs} blobs "
+        f"({summary.bytes} bytes), {summary.manifests} manifests and {summary.layer_links} "
+        "layer links "
+        + ("eligible for deletion" if summary.dry_run else "deleted")
+        + (f", {summary.spared} spared as in use" if summary.online and not summary.dry_run else "")
+        + f" ({phases})",
         file=sys.stderr,
     )
-    return 0
 
 
 __all__ = ["register", "run"]

@@ -31,15 +31,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from distblob.digest import Digest
+from distblob.digest import CANONICAL, Digest
 from distblob.errors import BlobUnknownError, DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import forget
-from distblob.storage.driver import StorageDriver
+from distblob.storage.driver import FileInfo, StorageDriver
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -58,6 +60,9 @@ class RepositoryLinks:
     tags: dict[str, Digest | None] = field(default_factory=dict)  # tag -> current
     tag_index: dict[str, set[Digest]] = field(default_factory=dict)
     layers: dict[Digest, Digest | None] = field(default_factory=dict)  # path digest -> target
+    #: When each revision link and each layer link was written (the storage's time).
+    revision_times: dict[Digest, float] = field(default_factory=dict)
+    layer_times: dict[Digest, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +78,22 @@ class Plan:
     manifests: list[tuple[str, Digest]] = field(default_factory=list)
     #: The layer links to remove (``manifests_only`` only), as ``(repository, digest)``.
     layer_links: list[tuple[str, Digest]] = field(default_factory=list)
+    #: The size of each blob to delete.
+    sizes: dict[Digest, int] = field(default_factory=dict)
+    #: Unmarked blobs, revisions and links kept because they are younger than the grace period.
+    young: int = 0
+    #: Manifests read while marking, and the blobs stored when the sweep was planned.
+    manifests_read: int = 0
+    stored: int = 0
+    #: Seconds spent listing repositories, reading manifests and listing blobs.
+    times: dict[str, float] = field(default_factory=dict)
+    #: The repositories as read (the online sweep removes tag index entries from them).
+    repositories: dict[str, RepositoryLinks] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        """The bytes the blobs to delete hold."""
+        return sum(self.sizes.values())
 
 
 def read_repositories(driver: StorageDriver) -> dict[str, RepositoryLinks]:
@@ -95,9 +116,18 @@ def read_repositories(driver: StorageDriver) -> dict[str, RepositoryLinks]:
         try:
             if rest[0] == "_layers" and len(rest) == 4:
                 path_digest = Digest.from_parts(rest[1], rest[2])
-                repo.layers[path_digest] = paths.parse_link(driver.get_content(entry.path))
+                if path_digest.algorithm == CANONICAL:
+                    # A link under a canonical digest names that digest: distribution and
+                    # distblob write no other (an alias names its canonical blob from another
+                    # algorithm's path). Not reading it saves a read per layer.
+                    repo.layers[path_digest] = path_digest
+                else:
+                    repo.layers[path_digest] = paths.parse_link(driver.get_content(entry.path))
+                repo.layer_times[path_digest] = entry.mod_time
             elif rest[:2] == ["_manifests", "revisions"] and len(rest) == 5:
-                repo.revisions.add(Digest.from_parts(rest[2], rest[3]))
+                digest = Digest.from_parts(rest[2], rest[3])
+                repo.revisions.add(digest)
+                repo.revision_times[digest] = entry.mod_time
             elif rest[:2] == ["_manifests", "tags"] and rest[3:] == ["current", "link"]:
                 repo.tags[rest[2]] = paths.parse_link(driver.get_content(entry.path))
             elif rest[:2] == ["_manifests", "tags"] and len(rest) == 7 and rest[3] == "index":
@@ -126,63 +156,142 @@ def references(manifest: Any) -> Iterator[Digest]:
                 continue
 
 
+def stored_blobs(driver: StorageDriver) -> dict[Digest, FileInfo]:
+    """Every stored blob's data file (size and time), from one walk of ``blobs/``."""
+    try:
+        entries = driver.walk(paths.blobs_root())
+        found: dict[Digest, FileInfo] = {}
+        for info in entries:
+            if info.is_dir or not info.path.endswith("/data"):
+                continue
+            parts = info.path.split("/")
+            with contextlib.suppress(DistblobError):
+                found[Digest.from_parts(parts[-4], parts[-2])] = info
+        return found
+    except PathNotFoundError:
+        return {}
+
+
+def read_manifests(
+    driver: StorageDriver, digests: Iterable[Digest], workers: int
+) -> dict[Digest, list[Digest] | str]:
+    """What each manifest references, read ``workers`` at a time; an error's text for one
+    that cannot be read."""
+
+    def read(digest: Digest) -> list[Digest] | str:
+        try:
+            return list(references(json.loads(driver.get_content(paths.blob_data_path(digest)))))
+        except (PathNotFoundError, ValueError) as exc:
+            return f"cannot read the manifest: {exc}"
+
+    ordered = sorted(set(digests))
+    if workers <= 1 or len(ordered) < 64:
+        return {digest: read(digest) for digest in ordered}
+    with ThreadPoolExecutor(workers, thread_name_prefix="gc-mark") as pool:
+        return dict(zip(ordered, pool.map(read, ordered, chunksize=64), strict=True))
+
+
 def plan(
-    registry: Registry, *, delete_untagged: bool = False, manifests_only: bool = False
+    registry: Registry,
+    *,
+    delete_untagged: bool = False,
+    manifests_only: bool = False,
+    cutoff: float | None = None,
+    workers: int = 1,
 ) -> Plan:
     """Mark, and list what the sweep deletes; raises :class:`GCError` if a manifest is unusable.
 
-    Reads only: a dry run is this call alone.
+    Reads only: a dry run is this call alone. With ``cutoff`` (a time of the storage's clock),
+    whatever was written after it is young, and kept whether marked or not: revision links
+    (which then mark like tagged ones), layer links (which then mark their blobs, even with
+    ``manifests_only``) and blobs. ``workers`` threads read manifests and list at once.
     """
     driver = registry.driver
-    repos = read_repositories(driver)
-    result = Plan()
+
+    def young(when: float) -> bool:
+        return cutoff is not None and when > cutoff
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(2, thread_name_prefix="gc-list") as pool:
+        # The two walks overlap: most of their time is waiting on storage.
+        blobs_future = pool.submit(stored_blobs, driver)
+        repos = read_repositories(driver)
+        listed = time.monotonic()
+        stored = blobs_future.result()
+    result = Plan(repositories=repos, stored=len(stored))
+    result.times["list"] = time.monotonic() - started
     marked = result.marked
+
+    roots: dict[str, list[Digest]] = {}
     untagged: list[tuple[str, Digest]] = []
-    # Manifests whose references were marked, per repository. Kept apart from ``marked``: a
-    # child marked by another repository's walk (where it is no revision, so it was not walked
-    # there) must still be walked here. distribution's garbage-collect skips it, which with
-    # --delete-untagged deletes the layers of a tagged multi-arch image.
-    walked: set[tuple[str, Digest]] = set()
-
-    def mark_manifest(repo: RepositoryLinks, digest: Digest) -> None:
-        pending = [digest]
-        while pending:
-            current = pending.pop()
-            if (repo.name, current) in walked:
-                continue
-            walked.add((repo.name, current))
-            try:
-                raw = driver.get_content(paths.blob_data_path(current))
-                manifest = json.loads(raw)
-            except (PathNotFoundError, ValueError) as exc:
-                raise GCError(f"{repo.name}@{current}: cannot read the manifest: {exc}") from None
-            for child in references(manifest):
-                marked.add(child)
-                if child in repo.revisions:
-                    pending.append(child)
-
     for name in sorted(repos):
         repo = repos[name]
         tagged = {d for d in repo.tags.values() if d is not None}
         for digest in sorted(repo.revisions):
             if delete_untagged and digest not in tagged:
-                untagged.append((name, digest))
+                if not young(repo.revision_times.get(digest, 0.0)):
+                    untagged.append((name, digest))
+                    continue
+                result.young += 1
+            roots.setdefault(name, []).append(digest)
+        for path_digest, target in repo.layers.items():
+            if manifests_only and not young(repo.layer_times.get(path_digest, 0.0)):
                 continue
-            marked.add(digest)
-            mark_manifest(repo, digest)
-        if not manifests_only:
-            for path_digest, target in repo.layers.items():
-                marked.add(path_digest)
-                if target is not None:
-                    marked.add(target)
+            if manifests_only:
+                result.young += 1
+            marked.add(path_digest)
+            if target is not None:
+                marked.add(target)
+
+    # Every revision of every repository is read once (a digest names the same bytes
+    # wherever it is a revision), in parallel; marking then walks what they reference.
+    wanted = {d for repo in repos.values() for d in repo.revisions}
+    read = read_manifests(driver, wanted, workers)
+    result.manifests_read = len(read)
+    result.times["read"] = time.monotonic() - listed
+    # Manifests whose references were marked, per repository. Kept apart from ``marked``: a
+    # child marked by another repository's walk (where it is no revision, so it was not walked
+    # there) must still be walked here. distribution's garbage-collect skips it, which with
+    # --delete-untagged deletes the layers of a tagged multi-arch image.
+    walked: set[tuple[str, Digest]] = set()
+    for name, digests in roots.items():
+        repo = repos[name]
+        pending = list(digests)
+        marked.update(digests)
+        while pending:
+            current = pending.pop()
+            if (name, current) in walked:
+                continue
+            walked.add((name, current))
+            children = read.get(current)
+            if children is None:  # a child revision that appeared after the listing
+                children = read_manifests(driver, [current], 1)[current]
+            if isinstance(children, str):
+                raise GCError(f"{name}@{current}: {children}")
+            for child in children:
+                marked.add(child)
+                if child in repo.revisions:
+                    pending.append(child)
 
     result.manifests = [(name, d) for name, d in untagged if d not in marked]
-    result.blobs = sorted(d for d in registry.blobs.enumerate() if d not in marked)
+    kept = set(marked)
+    for digest, info in stored.items():
+        if digest in marked:
+            continue
+        if young(info.mod_time):
+            result.young += 1
+            kept.add(digest)
+            continue
+        result.blobs.append(digest)
+        result.sizes[digest] = info.size
+    result.blobs.sort()
     if manifests_only:
         for name in sorted(repos):
-            for path_digest, target in sorted(repos[name].layers.items()):
-                if path_digest not in marked and (target is None or target not in marked):
-                    result.layer_links.append((name, path_digest))
+            repo = repos[name]
+            for path_digest, target in sorted(repo.layers.items()):
+                if path_digest in kept or (target is not None and target in kept):
+                    continue
+                result.layer_links.append((name, path_digest))
     return result
 
 
@@ -222,4 +331,14 @@ def _delete_link(driver: StorageDriver, link: str) -> None:
         driver.delete(link.rsplit("/", 1)[0])
 
 
-__all__ = ["GCError", "Plan", "RepositoryLinks", "plan", "read_repositories", "references", "sweep"]
+__all__ = [
+    "GCError",
+    "Plan",
+    "RepositoryLinks",
+    "plan",
+    "read_manifests",
+    "read_repositories",
+    "references",
+    "stored_blobs",
+    "sweep",
+]

@@ -1,0 +1,477 @@
+"""Garbage collection while replicas serve the storage: a grace period, a claim, checked batches.
+
+The marking is :func:`distblob.storage.garbagecollect.plan`'s; what makes it safe to run
+while any number of servers push to the same storage is how it starts and how it deletes:
+
+1. **Claim.** The collection raises the generation in ``/distblob/gc/state`` and marks it
+   active (:mod:`distblob.storage.collection`); a collection already active whose beat moves
+   is left alone (:class:`CollectionBusyError`), one whose beat stands still for a lease is
+   taken over. The state is renewed every quarter of the lease; a collection that could not
+   renew for half a lease stops before its next delete (:class:`CollectionLostError`), before
+   servers stop waiting for it.
+2. **Grace.** The start time is read from storage (the state object's own modification time),
+   so the clock of the host that runs the collection does not matter. Whatever was written
+   less than ``grace`` seconds before it (revision links, layer links, blob data) is young:
+   kept, and what young links and revisions reference is marked. This covers pushes under way
+   when the collection starts: their layers are linked before their manifest is put.
+3. **Mark** from tagged revisions (every revision without ``delete_untagged``), young ones and,
+   unless ``manifests_only``, from every layer link.
+4. **Sweep in batches.** For each batch the collection writes the batch's digests to
+   ``sweeping``, then lists ``touched``: a digest a server relied on since the collection
+   started is spared. Each remaining digest is looked at again just before its delete (its
+   links and data must still be older than the grace period), then its untagged revisions,
+   its layer links and its data are removed, in that order, so no link outlives the data it
+   names.
+
+What happens to writes during the collection: a server that links a blob or puts a manifest
+re-reads the state after its writes; while a collection is active it records what it relies on
+in ``touched`` and waits while it is in the batch being swept, then checks it is still there,
+and repairs (stores again the data it holds) or refuses (a mount falls back to an upload, a
+manifest naming a swept blob is answered ``MANIFEST_BLOB_UNKNOWN``): nothing answered 201 names
+what a collection deleted.
+
+Assumptions, written down in ``docs/guide/garbage-collection.md``: the storage shows every
+acknowledged write to later reads and listings; the clocks that stamp storage objects (the
+storage's own for S3, the writing hosts' for a filesystem) differ by much less than ``grace``;
+no push takes longer than ``grace`` from its first blob to its manifest (a longer one is
+refused at its manifest, not broken); a collection process is not paused for longer than half a
+lease between its check and its deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from distblob.digest import Digest
+from distblob.errors import BlobUnknownError, DistblobError, PathNotFoundError
+from distblob.storage import paths
+from distblob.storage.cache import forget
+from distblob.storage.collection import (
+    DEFAULT_LEASE,
+    GC_ROOT,
+    STATE_PATH,
+    State,
+    generation_root,
+    list_touched,
+    read_state,
+    sweeping_path,
+)
+from distblob.storage.garbagecollect import Plan, plan, sweep
+
+if TYPE_CHECKING:
+    from distblob.registry import Registry
+    from distblob.storage.driver import StorageDriver
+
+logger = logging.getLogger("distblob.gc")
+
+#: Default grace period (seconds): what was written less than this before a collection started
+#: is kept. It must exceed the longest push, from its first blob to its manifest.
+DEFAULT_GRACE: Final = 3600.0
+#: Digests deleted per batch: a server relying on one of them waits at most for one batch.
+DEFAULT_BATCH: Final = 256
+#: Threads reading manifests and deleting.
+DEFAULT_WORKERS: Final = 8
+#: How long a new claim is left to settle before it is read back (seconds): two collections
+#: that wrote their claims at once both see the one that won.
+SETTLE: Final = 0.5
+
+Progress = Callable[[str], None]
+
+
+class CollectionBusyError(DistblobError):
+    """Another collection is running (its beat moves)."""
+
+
+class CollectionLostError(DistblobError):
+    """This collection could not renew its claim in time; it stopped before deleting more."""
+
+
+@dataclass
+class Options:
+    """How a collection runs (``distblob gc`` options, ``storage.maintenance.gc``)."""
+
+    online: bool = True
+    grace: float = DEFAULT_GRACE
+    delete_untagged: bool = False
+    manifests_only: bool = False
+    dry_run: bool = False
+    workers: int = DEFAULT_WORKERS
+    batch: int = DEFAULT_BATCH
+    lease: float = DEFAULT_LEASE
+    settle: float = SETTLE
+
+
+@dataclass
+class Summary:
+    """What a collection did (what it would do, for a dry run), as ``--json`` prints it."""
+
+    online: bool
+    dry_run: bool
+    generation: int | None = None
+    started: float | None = None  # the storage's time, with ``online``
+    cutoff: float | None = None
+    stored: int = 0
+    manifests_read: int = 0
+    marked: int = 0
+    young: int = 0
+    spared: int = 0
+    blobs: int = 0
+    bytes: int = 0
+    manifests: int = 0
+    layer_links: int = 0
+    unapplied_cache_clears: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
+        return doc
+
+
+class Claim:
+    """A collection's hold on ``/distblob/gc/state``, renewed by a background thread."""
+
+    def __init__(self, driver: StorageDriver, *, lease: float, settle: float) -> None:
+        self.driver = driver
+        self.lease = lease
+        self.settle = settle
+        self.token = secrets.token_hex(8)
+        self.state = State()
+        self.started = 0.0  # the storage's time of the claim
+        self._renewed = 0.0  # monotonic
+        self._lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> State:
+        current = read_state(self.driver)
+        if current.active and current.generation >= 0:
+            self._wait_out(current)
+        claimed = State(
+            generation=max(current.generation, 0) + 1,
+            active=True,
+            owner=self.token,
+            lease=self.lease,
+        )
+        self.driver.put_content(STATE_PATH, claimed.dumps())
+        time.sleep(self.settle)
+        now = read_state(self.driver)
+        if now.owner != self.token or now.generation != claimed.generation:
+            raise CollectionBusyError(f"collection {now.generation} claimed the storage first")
+        self.state = claimed
+        self.started = self.driver.stat(STATE_PATH).mod_time
+        self._renewed = time.monotonic()
+        self._thread = threading.Thread(target=self._renew_loop, name="gc-claim", daemon=True)
+        self._thread.start()
+        self._clear_old(claimed.generation)
+        return claimed
+
+    def _wait_out(self, current: State) -> None:
+        """Return once ``current`` has not renewed for a lease; raise if it renews."""
+        deadline = time.monotonic() + current.lease
+        while time.monotonic() < deadline:
+            time.sleep(min(1.0, current.lease / 10))
+            now = read_state(self.driver)
+            if not now.active:
+                return
+            if now != current:
+                raise CollectionBusyError(f"collection {now.generation} is running")
+        logger.warning(
+            "collection %d renewed nothing for %.0f s: taking over",
+            current.generation,
+            current.lease,
+        )
+
+    def _clear_old(self, generation: int) -> None:
+        """Remove what earlier collections left (a crashed one's batch, late touches)."""
+        try:
+            names = self.driver.list(GC_ROOT)
+        except PathNotFoundError:
+            return
+        for name in names:
+            tail = name.rsplit("/", 1)[-1]
+            if tail.isdigit() and int(tail) < generation:
+                with contextlib.suppress(PathNotFoundError):
+                    self.driver.delete(name)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease / 4):
+            try:
+                now = read_state(self.driver)
+                if now.owner != self.token or now.generation != self.state.generation:
+                    self._lost = True
+                    return
+                self.state = self.state.beaten()
+                self.driver.put_content(STATE_PATH, self.state.dumps())
+                self._renewed = time.monotonic()
+            except (OSError, DistblobError) as exc:
+                logger.warning("collection %d: renewing failed: %s", self.state.generation, exc)
+
+    def check(self) -> None:
+        """Raise :class:`CollectionLostError` unless the claim is safely held."""
+        if self._lost or time.monotonic() - self._renewed > self.lease / 2:
+            raise CollectionLostError(
+                f"collection {self.state.generation} could not renew its claim; stopped"
+            )
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(PathNotFoundError):
+            self.driver.delete(sweeping_path(self.state.generation))
+        if not self._lost and read_state(self.driver).owner == self.token:
+            done = State(generation=self.state.generation, beat=self.state.beat + 1)
+            self.driver.put_content(STATE_PATH, done.dumps())
+        with contextlib.suppress(PathNotFoundError):
+            self.driver.delete(generation_root(self.state.generation))
+
+
+def collect(
+    registry: Registry,
+    options: Options,
+    *,
+    progress: Progress | None = None,
+    before_sweep: Callable[[Plan], None] | None = None,
+) -> tuple[Plan, Summary]:
+    """Run one collection; the plan (what was, or would be, deleted) and its summary.
+
+    ``progress`` gets a line per phase; ``before_sweep`` the plan, once marking is done.
+
+    Raises :class:`~distblob.storage.garbagecollect.GCError` (a manifest cannot be read:
+    nothing deleted), :class:`CollectionBusyError`, :class:`CollectionLostError`.
+    """
+    say = progress or (lambda _line: None)
+    summary = Summary(online=options.online, dry_run=options.dry_run)
+    driver = registry.driver
+    started = time.monotonic()
+    claim: Claim | None = None
+    cutoff: float | None = None
+    if options.online:
+        if options.dry_run:
+            # Reads only: the storage's time from a listing of something written recently is
+            # not at hand, so this host's clock stands in for it.
+            summary.started = time.time()
+        else:
+            claim = Claim(driver, lease=options.lease, settle=options.settle)
+            summary.generation = claim.acquire().generation
+            summary.started = claim.started
+            say(f"collection {summary.generation} claimed the storage")
+        cutoff = summary.started - options.grace
+        summary.cutoff = cutoff
+    summary.seconds["claim"] = time.monotonic() - started
+    try:
+        result = plan(
+            registry,
+            delete_untagged=options.delete_untagged,
+            manifests_only=options.manifests_only,
+            cutoff=cutoff,
+            workers=options.workers,
+        )
+        summary.seconds.update(result.times)
+        _fill(summary, result)
+        say(
+            f"marked {summary.marked} digests from {summary.manifests_read} manifests; "
+            f"{summary.stored} blobs stored; {summary.blobs} blobs ({summary.bytes} bytes), "
+            f"{summary.manifests} manifests and {summary.layer_links} layer links to delete"
+            + (f"; {summary.young} kept as younger than the grace period" if cutoff else "")
+        )
+        if before_sweep is not None:
+            before_sweep(result)
+        if options.dry_run:
+            return result, summary
+        swept = time.monotonic()
+        if claim is None:
+            summary.unapplied_cache_clears = sweep(registry, result)
+        else:
+            _sweep_online(registry, result, summary, claim, options, say)
+        summary.seconds["sweep"] = time.monotonic() - swept
+        return result, summary
+    finally:
+        if claim is not None:
+            claim.release()
+        summary.seconds["total"] = time.monotonic() - started
+
+
+def _fill(summary: Summary, result: Plan) -> None:
+    summary.stored = result.stored
+    summary.manifests_read = result.manifests_read
+    summary.marked = len(result.marked)
+    summary.young = result.young
+    summary.blobs = len(result.blobs)
+    summary.bytes = result.bytes
+    summary.manifests = len(result.manifests)
+    summary.layer_links = len(result.layer_links)
+
+
+@dataclass
+class _Doomed:
+    """What the sweep removes for one digest."""
+
+    revisions: list[str] = field(default_factory=list)  # repositories
+    layer_links: list[str] = field(default_factory=list)  # repositories
+    blob: bool = False
+
+
+def _doomed(result: Plan) -> dict[Digest, _Doomed]:
+    doomed: dict[Digest, _Doomed] = {}
+    for name, digest in result.manifests:
+        doomed.setdefault(digest, _Doomed()).revisions.append(name)
+    for name, digest in result.layer_links:
+        doomed.setdefault(digest, _Doomed()).layer_links.append(name)
+    for digest in result.blobs:
+        doomed.setdefault(digest, _Doomed()).blob = True
+    return doomed
+
+
+def _batches(items: Sequence[Digest], size: int) -> Iterator[Sequence[Digest]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sweep_online(
+    registry: Registry,
+    result: Plan,
+    summary: Summary,
+    claim: Claim,
+    options: Options,
+    say: Progress,
+) -> None:
+    """Delete the plan batch by batch, sparing what servers touched or wrote anew."""
+    driver = registry.driver
+    generation = claim.state.generation
+    cutoff = summary.cutoff
+    assert cutoff is not None
+    doomed = _doomed(result)
+    order = sorted(doomed)
+    done = _Done()
+    with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="gc-sweep") as pool:
+        batches = list(_batches(order, max(1, options.batch)))
+        for number, batch in enumerate(batches):
+            claim.check()
+            driver.put_content(
+                sweeping_path(generation),
+                json.dumps({"batch": number, "digests": [str(d) for d in batch]}).encode(),
+            )
+            touched = list_touched(driver, generation)
+            claim.check()
+            todo = [d for d in batch if d not in touched]
+            done.spared += len(batch) - len(todo)
+            # Stale looks first, for the whole batch; then revisions and links; then data.
+            removable = [
+                d
+                for d, ok in zip(
+                    todo,
+                    pool.map(lambda d: _still_old(registry, d, doomed[d], cutoff), todo),
+                    strict=True,
+                )
+                if ok
+            ]
+            done.spared += len(todo) - len(removable)
+            claim.check()
+            list(pool.map(lambda d: _remove_links(registry, result, d, doomed[d], done), removable))
+            list(pool.map(lambda d: _remove_data(registry, result, d, doomed[d], done), removable))
+            if len(batches) > 1 and (number + 1) % 10 == 0:
+                say(f"batch {number + 1}/{len(batches)}: {done.blobs} blobs deleted")
+    summary.spared = done.spared
+    summary.blobs = done.blobs
+    summary.bytes = done.bytes
+    summary.manifests = done.manifests
+    summary.layer_links = done.layer_links
+    summary.unapplied_cache_clears = int(getattr(registry.descriptor_cache, "pending", 0))
+    say(
+        f"deleted {done.blobs} blobs ({done.bytes} bytes), {done.manifests} manifests, "
+        f"{done.layer_links} layer links; spared {done.spared} digests servers used meanwhile"
+    )
+
+
+@dataclass
+class _Done:
+    spared: int = 0
+    blobs: int = 0
+    bytes: int = 0
+    manifests: int = 0
+    layer_links: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+
+def _mod_time(driver: StorageDriver, path: str) -> float | None:
+    try:
+        return driver.stat(path).mod_time
+    except PathNotFoundError:
+        return None
+
+
+def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: float) -> bool:
+    """Whether every path the sweep removes for ``digest`` is still older than the cutoff:
+    a link or blob written again since the listing spares the digest."""
+    driver = registry.driver
+    looks = [paths.manifest_revision_link_path(name, digest) for name in doomed.revisions]
+    looks += [paths.layer_link_path(name, digest) for name in doomed.layer_links]
+    if doomed.blob:
+        looks.append(paths.blob_data_path(digest))
+    for path in looks:
+        when = _mod_time(driver, path)
+        if when is not None and when > cutoff:
+            return False
+    return True
+
+
+def _remove_links(
+    registry: Registry, result: Plan, digest: Digest, doomed: _Doomed, done: _Done
+) -> None:
+    driver = registry.driver
+    for name in doomed.revisions:
+        repo = result.repositories.get(name)
+        for tag, index in repo.tag_index.items() if repo else ():
+            if digest in index:
+                with contextlib.suppress(PathNotFoundError):
+                    link = paths.manifest_tag_index_entry_link_path(name, tag, digest)
+                    driver.delete(link.rsplit("/", 1)[0])
+        with contextlib.suppress(PathNotFoundError):
+            link = paths.manifest_revision_link_path(name, digest)
+            driver.delete(link.rsplit("/", 1)[0])
+            done.add(manifests=1)
+        registry.descriptors.clear(name, str(digest))
+        forget(registry.descriptor_cache.repository_scoped(name), digest)
+    for name in doomed.layer_links:
+        with contextlib.suppress(BlobUnknownError):
+            registry.repository(name).blobs.unlink(digest)
+            done.add(layer_links=1)
+
+
+def _remove_data(
+    registry: Registry, result: Plan, digest: Digest, doomed: _Doomed, done: _Done
+) -> None:
+    if not doomed.blob:
+        return
+    with contextlib.suppress(BlobUnknownError):
+        registry.blobs.remove(digest)
+        done.add(blobs=1, bytes=result.sizes.get(digest, 0))
+
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_GRACE",
+    "DEFAULT_WORKERS",
+    "Claim",
+    "CollectionBusyError",
+    "CollectionLostError",
+    "Options",
+    "Summary",
+    "collect",
+]
