@@ -1,0 +1,490 @@
+"""Online garbage collection (:mod:`distblob.storage.online`, :mod:`distblob.storage.collection`):
+the grace period, the claim, and every ordering of a server relying on a blob against the
+collection deleting it, forced step by step rather than left to timing.
+
+The orderings: a server's ``touched`` write lands before the collection lists them (the blob is
+spared), or after (the server then finds its digest in ``sweeping``, waits for the batch, finds
+the blob gone and repairs or refuses). Whatever the ordering, what the server answered for is
+there afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from distblob import Descriptor, Digest, Registry, Repository
+from distblob.errors import BlobUnknownError, ManifestBlobUnknownError, PathNotFoundError
+from distblob.storage import collection, online, paths
+from distblob.storage.collection import STATE_PATH, Fence, Need, State, read_state
+from distblob.storage.online import (
+    Claim,
+    CollectionBusyError,
+    CollectionLostError,
+    Options,
+    collect,
+)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OLD = time.time() - 7 * 86400  # a week ago: older than any grace period used here
+
+
+def age(root: Path, *parts: str) -> None:
+    """Make every file under ``root/parts`` a week old."""
+    top = root.joinpath(*parts)
+    for directory, _, files in os.walk(top):
+        for name in files:
+            os.utime(os.path.join(directory, name), (OLD, OLD))
+
+
+def manifest(config: Descriptor, *layers: Descriptor) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": json.loads(config.to_json()),
+            "layers": [json.loads(layer.to_json()) for layer in layers],
+        }
+    ).encode()
+
+
+def push_image(repo: Repository, tag: str, seed: str) -> tuple[Digest, set[Digest]]:
+    config = repo.blobs.put(json.dumps({"seed": seed}).encode(), "application/json")
+    layer = repo.blobs.put(f"layer {seed}".encode() * 50)
+    digest = repo.manifests.put(tag, manifest(config, layer)).digest
+    assert digest is not None and config.digest is not None and layer.digest is not None
+    return digest, {config.digest, layer.digest}
+
+
+def options(**changes: object) -> Options:
+    base = Options(online=True, grace=3600, settle=0.0, lease=5.0, batch=4)
+    for key, value in changes.items():
+        setattr(base, key, value)
+    return base
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def registry(root: Path) -> Registry:
+    return Registry.filesystem(root, delete_enabled=True)
+
+
+# -- grace period -----------------------------------------------------------------------------
+
+
+def test_only_old_garbage_goes(registry: Registry, root: Path) -> None:
+    repo = registry.repository("gc/app")
+    tagged, tagged_blobs = push_image(repo, "v1", "kept")
+    stale = Digest.from_bytes(b"old garbage")
+    registry.blobs.write(stale, b"old garbage")
+    age(root)
+    fresh = Digest.from_bytes(b"new garbage")
+    registry.blobs.write(fresh, b"new garbage")  # written now: within the grace period
+
+    _, summary = collect(registry, options())
+
+    assert summary.blobs == 1 and summary.young == 1
+    assert not registry.blobs.exists(stale)
+    assert registry.blobs.exists(fresh)
+    assert registry.blobs.exists(tagged)
+    assert all(registry.blobs.exists(d) for d in tagged_blobs)
+
+
+def test_a_young_untagged_revision_marks_its_blobs(registry: Registry, root: Path) -> None:
+    """A manifest put by digest moments ago (a multi-arch child, before its index) is young:
+    with ``delete_untagged`` it stays, and so do its layers."""
+    repo = registry.repository("gc/app")
+    config = repo.blobs.put(b'{"os":"linux"}', "application/json")
+    layer = repo.blobs.put(b"child layer" * 40)
+    age(root)  # the blobs are old; the manifest comes now
+    body = manifest(config, layer)
+    child = repo.manifests.put(str(Digest.from_bytes(body)), body).digest
+
+    _, summary = collect(registry, options(delete_untagged=True, manifests_only=True))
+
+    assert summary.blobs == 0 and summary.manifests == 0
+    assert repo.manifests.exists(str(child))
+    assert repo.blobs.exists(str(layer.digest))
+
+
+def test_old_untagged_revisions_and_their_blobs_go(registry: Registry, root: Path) -> None:
+    repo = registry.repository("gc/app")
+    old, old_blobs = push_image(repo, "v1", "old")
+    _, new_blobs = push_image(repo, "v1", "new")  # v1 moves on: ``old`` is untagged
+    age(root)
+
+    _, summary = collect(registry, options(delete_untagged=True, manifests_only=True))
+
+    assert summary.manifests == 1 and summary.blobs == 3 and summary.layer_links == 2
+    assert not repo.manifests.exists(str(old))
+    assert not any(registry.blobs.exists(d) for d in old_blobs | {old})
+    assert all(repo.blobs.exists(str(d)) for d in new_blobs)
+    assert read_state(registry.driver) == State(generation=1, beat=read_state(registry.driver).beat)
+
+
+def test_a_relinked_blob_is_young_again(registry: Registry, root: Path) -> None:
+    """Pushing a blob that is stored already renews its link's time (the native put and the
+    upload commit both): a push under way keeps it through a collection that starts now."""
+    repo = registry.repository("gc/app")
+    put = repo.blobs.put(b"reused layer" * 30)
+    writer = repo.blobs.create()
+    writer.write(b"uploaded layer" * 30)
+    committed = writer.commit(Descriptor("", -1, Digest.from_bytes(b"uploaded layer" * 30)))
+    age(root)
+    repo.blobs.put(b"reused layer" * 30)
+    again = repo.blobs.create()
+    again.write(b"uploaded layer" * 30)
+    again.commit(Descriptor("", -1, committed.digest))
+
+    _, summary = collect(registry, options(manifests_only=True))
+
+    assert summary.blobs == 0 and summary.layer_links == 0
+    assert repo.blobs.exists(str(put.digest)) and repo.blobs.exists(str(committed.digest))
+
+
+def test_dry_run_writes_nothing(registry: Registry, root: Path) -> None:
+    registry.blobs.write(Digest.from_bytes(b"garbage"), b"garbage")
+    age(root)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+
+    result, summary = collect(registry, options(dry_run=True))
+
+    assert (
+        summary.dry_run and summary.blobs == 1 and result.blobs == [Digest.from_bytes(b"garbage")]
+    )
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+# -- the claim --------------------------------------------------------------------------------
+
+
+def test_a_running_collection_keeps_others_out(registry: Registry) -> None:
+    first = Claim(registry.driver, lease=0.4, settle=0.0)
+    first.acquire()
+    try:
+        with pytest.raises(CollectionBusyError):
+            Claim(registry.driver, lease=0.4, settle=0.0).acquire()
+    finally:
+        first.release()
+    second = Claim(registry.driver, lease=0.4, settle=0.0)
+    assert second.acquire().generation == 2
+    second.release()
+    assert read_state(registry.driver).active is False
+
+
+def test_a_dead_collection_is_taken_over_and_its_leftovers_cleared(registry: Registry) -> None:
+    driver = registry.driver
+    driver.put_content(STATE_PATH, State(4, active=True, owner="dead", lease=0.3).dumps())
+    driver.put_content(collection.sweeping_path(4), b'{"digests": []}')
+    started = time.monotonic()
+    claim = Claim(driver, lease=1.0, settle=0.0)
+    assert claim.acquire().generation == 5
+    assert time.monotonic() - started >= 0.3  # it watched the dead one for its lease
+    assert driver.list(collection.GC_ROOT) == [STATE_PATH]
+    claim.release()
+
+
+def test_a_collection_that_cannot_renew_stops_before_deleting(
+    registry: Registry, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stray = Digest.from_bytes(b"garbage")
+    registry.blobs.write(stray, b"garbage")
+    age(root)
+    # Renewals never happen (the storage is unreachable for them), and the check says so.
+    monkeypatch.setattr(Claim, "_renew_loop", lambda self: None)
+    real_check = Claim.check
+
+    def late_check(self: Claim) -> None:
+        self._renewed -= self.lease  # as if half a lease went by without a renewal
+        real_check(self)
+
+    monkeypatch.setattr(Claim, "check", late_check)
+    with pytest.raises(CollectionLostError):
+        collect(registry, options())
+    assert registry.blobs.exists(stray)
+
+
+# -- the fence --------------------------------------------------------------------------------
+
+
+class CountingReads:
+    """Counts reads of the collection state through a registry's driver."""
+
+    def __init__(self, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        driver = registry.driver
+        real = driver.get_content
+
+        def get_content(path: str) -> bytes:
+            if path == STATE_PATH:
+                self.count += 1
+            return real(path)
+
+        monkeypatch.setattr(driver, "get_content", get_content)
+
+
+def test_without_a_collection_a_push_reads_the_state_once(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = registry.repository("gc/app")
+    registry.fence.begin()
+    reads = CountingReads(registry, monkeypatch)
+    repo.blobs.put(b"one blob")
+    assert reads.count == 1
+    with pytest.raises(PathNotFoundError):
+        registry.driver.list(collection.GC_ROOT)  # nothing written: no collection ever ran
+
+
+def test_a_collection_between_begin_and_secure_sends_the_server_to_check(
+    registry: Registry,
+) -> None:
+    fence = Fence(registry.driver)
+    began = fence.begin()
+    digest = Digest.from_bytes(b"x")
+    need = [Need(digest, (paths.blob_data_path(digest),))]
+    claim = Claim(registry.driver, lease=5.0, settle=0.0)
+    claim.acquire()
+    claim.release()  # a whole collection ran in between: the blob is not there
+    assert fence.secure(began, lambda: need) == need
+
+
+class PausedSweep:
+    """Holds a collection right after it listed ``touched`` for its first batch, until
+    released: the window in which a server's touch is missed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.listed = threading.Event()
+        self.go = threading.Event()
+        real = collection.list_touched
+
+        def list_touched(driver: object, generation: int) -> set[Digest]:
+            touched = real(driver, generation)  # type: ignore[arg-type]
+            if not self.listed.is_set():
+                self.listed.set()
+                assert self.go.wait(10)
+            return touched
+
+        monkeypatch.setattr(online, "list_touched", list_touched)
+
+
+def run_collection(registry: Registry, opts: Options) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(collect(registry, opts)[1])
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def in_sweep(
+    registry: Registry,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server_op: Callable[[], object],
+    *,
+    touch_first: bool,
+    opts: Options | None = None,
+) -> tuple[object, online.Summary]:
+    """Run ``server_op`` against a collection whose first batch holds the garbage, with the
+    server's touch landing after the collection listed touches (``touch_first=False``: the
+    server waits for the batch) or before (the collection spares it)."""
+    opts = opts or options(manifests_only=True)
+    if touch_first:
+        # The collection sees the touch: hold it before its listing instead.
+        listed = threading.Event()
+        go = threading.Event()
+        real = collection.list_touched
+
+        def list_touched(driver: object, generation: int) -> set[Digest]:
+            if not listed.is_set():
+                listed.set()
+                assert go.wait(10)
+            return real(driver, generation)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(online, "list_touched", list_touched)
+        real_read = collection.read_sweeping
+
+        def read_sweeping(driver: object, generation: int) -> set[str]:
+            go.set()  # every touch of the server is in: now the collection lists them
+            return real_read(driver, generation)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(collection, "read_sweeping", read_sweeping)
+        thread, outcome = run_collection(registry, opts)
+        assert listed.wait(10)
+        try:
+            result: object = server_op()
+        except Exception as exc:
+            result = exc
+        assert go.is_set()  # the server did touch (and so waited for the batch)
+    else:
+        paused = PausedSweep(monkeypatch)
+        thread, outcome = run_collection(registry, opts)
+        assert paused.listed.wait(10)
+        # The server's op waits on the batch: let the collection go on while it waits.
+        result = _call(server_op, paused.go, delay=0.3)
+    thread.join(10)
+    assert not thread.is_alive()
+    summary = outcome[0]
+    assert isinstance(summary, online.Summary), outcome
+    # Spared when the collection saw the touch; deleted (and then repaired or refused) else.
+    if touch_first:
+        assert summary.spared >= 1
+    else:
+        assert summary.blobs >= 1 and summary.spared == 0
+    return result, summary
+
+
+def _call(op: Callable[[], object], release: threading.Event, *, delay: float) -> object:
+    timer = threading.Timer(delay, release.set)
+    timer.start()
+    try:
+        return op()
+    except Exception as exc:
+        return exc
+    finally:
+        timer.join()
+
+
+@pytest.fixture
+def garbage(registry: Registry, root: Path) -> tuple[Repository, bytes, Digest]:
+    """An old blob linked in ``gc/old`` that no manifest names: swept with ``manifests_only``."""
+    data = b"a layer pushed long ago" * 100
+    repo = registry.repository("gc/old")
+    digest = repo.blobs.put(data).digest
+    assert digest is not None
+    age(root)
+    return repo, data, digest
+
+
+@pytest.mark.parametrize("touch_first", [True, False], ids=["spared", "repaired"])
+def test_a_put_of_a_blob_being_swept_is_there_afterwards(
+    registry: Registry,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    garbage: tuple[Repository, bytes, Digest],
+    touch_first: bool,
+) -> None:
+    _, data, digest = garbage
+    repo = registry.repository("gc/new")
+    result, _ = in_sweep(
+        registry, root, monkeypatch, lambda: repo.blobs.put(data), touch_first=touch_first
+    )
+    assert isinstance(result, Descriptor) and result.digest == digest
+    assert repo.blobs.get(str(digest)) == data
+
+
+@pytest.mark.parametrize("touch_first", [True, False], ids=["spared", "repaired"])
+def test_an_upload_committed_onto_a_blob_being_swept_is_there_afterwards(
+    registry: Registry,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    garbage: tuple[Repository, bytes, Digest],
+    touch_first: bool,
+) -> None:
+    _, data, digest = garbage
+    repo = registry.repository("gc/new")
+    writer = repo.blobs.create()
+    writer.write(data[:100])
+    writer.write(data[100:])  # two writes: committed through the upload's file, not put whole
+    result, _ = in_sweep(
+        registry,
+        root,
+        monkeypatch,
+        lambda: writer.commit(Descriptor("", len(data), digest)),
+        touch_first=touch_first,
+    )
+    assert isinstance(result, Descriptor) and result.digest == digest
+    assert repo.blobs.get(str(digest)) == data
+
+
+@pytest.mark.parametrize("touch_first", [True, False], ids=["spared", "refused"])
+def test_a_mount_of_a_blob_being_swept_mounts_it_or_refuses(
+    registry: Registry,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    garbage: tuple[Repository, bytes, Digest],
+    touch_first: bool,
+) -> None:
+    source, data, digest = garbage
+    repo = registry.repository("gc/new")
+    result, _ = in_sweep(
+        registry,
+        root,
+        monkeypatch,
+        lambda: repo.blobs.mount(source.name, str(digest)),
+        touch_first=touch_first,
+    )
+    if touch_first:
+        assert isinstance(result, Descriptor)
+        assert repo.blobs.get(str(digest)) == data
+    else:
+        # Swept: the client is told to upload it (a mount's fallback), and no link is left.
+        assert isinstance(result, BlobUnknownError)
+        assert not repo.blobs.exists(str(digest))
+        assert not (root / paths.layer_link_path(repo.name, digest).lstrip("/")).exists()
+
+
+@pytest.mark.parametrize("touch_first", [True, False], ids=["spared", "refused"])
+def test_a_manifest_naming_a_blob_being_swept_is_complete_or_refused(
+    registry: Registry,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    touch_first: bool,
+) -> None:
+    """The client checked its layer exists (HEAD) before the collection, and puts the manifest
+    while the layer's batch is swept: either the manifest is stored with its layer there, or it
+    is refused (``MANIFEST_BLOB_UNKNOWN``) and leaves no revision behind. Never a 201 for an
+    image that lacks a blob."""
+    repo = registry.repository("gc/app")
+    config = repo.blobs.put(b'{"os":"linux"}', "application/json")
+    layer = repo.blobs.put(b"an old layer" * 60)
+    age(root)
+    body = manifest(config, layer)
+    result, _ = in_sweep(
+        registry, root, monkeypatch, lambda: repo.manifests.put("v1", body), touch_first=touch_first
+    )
+    if touch_first:
+        assert isinstance(result, Descriptor)
+        for digest in (config.digest, layer.digest):
+            assert registry.blobs.exists(str(digest)) and repo.blobs.exists(str(digest))
+        assert repo.manifests.exists(str(result.digest))
+        assert repo.manifests.resolve("v1") == result.digest
+    else:
+        assert isinstance(result, ManifestBlobUnknownError)
+        assert not repo.manifests.exists(str(Digest.from_bytes(body)))
+
+
+def test_a_dead_collection_is_not_waited_for(registry: Registry, root: Path) -> None:
+    """A collection that died in its batch leaves ``sweeping`` behind: a server relying on a
+    digest in it waits one lease without a beat, then goes on."""
+    repo = registry.repository("gc/app")
+    put = repo.blobs.put(b"a layer")
+    assert put.digest is not None
+    driver = registry.driver
+    driver.put_content(STATE_PATH, State(3, active=True, owner="dead", lease=0.4).dumps())
+    driver.put_content(
+        collection.sweeping_path(3), json.dumps({"digests": [str(put.digest)]}).encode()
+    )
+    started = time.monotonic()
+    again = repo.blobs.put(b"a layer")
+    waited = time.monotonic() - started
+    assert again.digest == put.digest
+    assert 0.4 <= waited < 5
+    started = time.monotonic()
+    repo.blobs.put(b"a layer")  # judged dead already: no second wait
+    assert time.monotonic() - started < 0.4
