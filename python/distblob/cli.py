@@ -167,6 +167,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         registry,
         secret=secret,
         upload_purging=config.upload_purging,
+        garbage_collect=config.garbage_collect,
         proxy=config.proxy,
         access_controller=access_controller,
         access_policy=config.access,

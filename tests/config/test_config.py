@@ -26,6 +26,7 @@ from distblob.config import (
     Config,
     ConfigError,
     Delete,
+    GarbageCollect,
     Htpasswd,
     Log,
     Maintenance,
@@ -470,3 +471,44 @@ def test_serve_flags_override_the_tree(
     assert cli.main(["serve", "--config", str(path), *flags]) == 0
     assert (ran[0]["host"], ran[0]["port"]) == ("127.0.0.1", 6001)
     assert (tmp_path / "flag").is_dir() and not (tmp_path / "configured").exists()
+
+
+def test_garbage_collection_is_off_unless_enabled_and_reads_its_keys() -> None:
+    assert parse_config(None).garbage_collect == GarbageCollect(enabled=False)
+    doc = {
+        "storage": {
+            "filesystem": {"rootdirectory": "/data"},
+            "maintenance": {
+                "garbagecollect": {
+                    "enabled": True,
+                    "interval": "6h",
+                    "grace": "30m",
+                    "deleteuntagged": True,
+                    "manifestsonly": True,
+                }
+            },
+        }
+    }
+    assert parse_config(doc).garbage_collect == GarbageCollect(
+        enabled=True,
+        interval=6 * 3600,
+        grace=1800,
+        deleteuntagged=True,
+        manifestsonly=True,
+        dryrun=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"interval": "10s"}, "storage.maintenance.garbagecollect.interval"),
+        ({"grace": "soon"}, "storage.maintenance.garbagecollect.grace"),
+        ({"deleteuntaged": True}, "storage.maintenance.garbagecollect"),
+    ],
+)
+def test_garbage_collection_refuses_bad_keys(section: dict[str, Any], key: str) -> None:
+    doc = {"storage": {"inmemory": None, "maintenance": {"garbagecollect": section}}}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc)
+    assert key in str(raised.value)

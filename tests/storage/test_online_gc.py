@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
 from distblob import Descriptor, Digest, Registry, Repository
@@ -28,6 +29,7 @@ from distblob.storage.online import (
     CollectionBusyError,
     CollectionLostError,
     Options,
+    ScheduledCollection,
     collect,
 )
 
@@ -488,3 +490,40 @@ def test_a_dead_collection_is_not_waited_for(registry: Registry, root: Path) -> 
     started = time.monotonic()
     repo.blobs.put(b"a layer")  # judged dead already: no second wait
     assert time.monotonic() - started < 0.4
+
+
+# -- the schedule inside distblob serve -------------------------------------------------------
+
+
+def test_the_schedule_collects_every_interval(
+    registry: Registry, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stray = Digest.from_bytes(b"garbage")
+    registry.blobs.write(stray, b"garbage")
+    age(root)
+    scheduled = ScheduledCollection(registry, options(), interval=3600)
+    monkeypatch.setattr(scheduled, "delay", lambda: 0.05)
+    ran: list[online.Summary | None] = []
+    real = scheduled.run_once
+    monkeypatch.setattr(scheduled, "run_once", lambda: ran.append(real()))
+
+    async def main() -> None:
+        with anyio.move_on_after(2):
+            await scheduled.run()
+
+    anyio.run(main)
+    assert len(ran) >= 2  # it goes on after the first
+    first = ran[0]
+    assert first is not None and first.blobs == 1
+    assert not registry.blobs.exists(stray)
+    assert read_state(registry.driver).generation == len(ran)
+
+
+def test_the_schedule_skips_a_round_another_replica_collects(registry: Registry) -> None:
+    other = Claim(registry.driver, lease=0.4, settle=0.0)
+    other.acquire()
+    try:
+        assert ScheduledCollection(registry, options(lease=0.4), interval=60).run_once() is None
+    finally:
+        other.release()
+    assert read_state(registry.driver).generation == 1

@@ -25,6 +25,7 @@ from distblob.config.tree import (
     TLS,
     Cache,
     Delete,
+    GarbageCollect,
     Log,
     Maintenance,
     ProxyConfig,
@@ -94,7 +95,9 @@ def parse_storage(doc: object) -> Storage:
         )
     delete = checked_section(storage.get("delete"), "storage.delete", {"enabled"})
     maintenance = checked_section(
-        storage.get("maintenance"), "storage.maintenance", {"uploadpurging", "readonly"}
+        storage.get("maintenance"),
+        "storage.maintenance",
+        {"uploadpurging", "readonly", "garbagecollect"},
     )
     readonly = checked_section(
         maintenance.get("readonly"), "storage.maintenance.readonly", {"enabled"}
@@ -124,7 +127,26 @@ def parse_storage(doc: object) -> Storage:
             readonly=ReadOnly(
                 enabled=get_bool(readonly, "enabled", "storage.maintenance.readonly", False)
             ),
+            garbagecollect=_garbage_collect(maintenance.get("garbagecollect")),
         ),
+    )
+
+
+def _garbage_collect(doc: object) -> GarbageCollect:
+    """``storage.maintenance.garbagecollect`` (distblob's own)."""
+    key = "storage.maintenance.garbagecollect"
+    flags = ("deleteuntagged", "manifestsonly", "dryrun")
+    section = checked_section(doc, key, {"enabled", "interval", "grace", *flags})
+    interval = get_duration(section, "interval", key, 24 * 3600.0)
+    if interval < 60:
+        raise ConfigError(f"{key}.interval", "expected at least 1m between collections")
+    return GarbageCollect(
+        enabled=get_bool(section, "enabled", key, False),
+        interval=interval,
+        grace=get_duration(section, "grace", key, 3600.0),
+        deleteuntagged=get_bool(section, "deleteuntagged", key, False),
+        manifestsonly=get_bool(section, "manifestsonly", key, False),
+        dryrun=get_bool(section, "dryrun", key, False),
     )
 
 

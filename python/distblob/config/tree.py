@@ -96,11 +96,26 @@ class UploadPurging:
 
 
 @dataclass(frozen=True, slots=True)
+class GarbageCollect:
+    """``storage.maintenance.garbagecollect`` (distblob's own): an online collection every
+    ``interval`` seconds (:mod:`distblob.storage.online`), keeping what is younger than
+    ``grace`` seconds; off by default."""
+
+    enabled: bool = False
+    interval: float = 24 * 3600.0
+    grace: float = 3600.0
+    deleteuntagged: bool = False
+    manifestsonly: bool = False
+    dryrun: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Maintenance:
     """``storage.maintenance``."""
 
     uploadpurging: UploadPurging = field(default_factory=UploadPurging)
     readonly: ReadOnly = field(default_factory=ReadOnly)
+    garbagecollect: GarbageCollect = field(default_factory=GarbageCollect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +339,11 @@ class Config:
     def upload_purging(self) -> UploadPurging:
         """``storage.maintenance.uploadpurging``."""
         return self.storage.maintenance.uploadpurging
+
+    @property
+    def garbage_collect(self) -> GarbageCollect:
+        """``storage.maintenance.garbagecollect``."""
+        return self.storage.maintenance.garbagecollect
 
     @property
     def addr(self) -> str:

@@ -19,8 +19,8 @@ is 404 without it, as the Go registry's router answers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from starlette.applications import Starlette
@@ -33,7 +33,7 @@ from starlette.types import ASGIApp
 from distblob.auth import AccessController
 from distblob.auth.policy import Policy
 from distblob.auth.throttle import LoginThrottle
-from distblob.config import HTTP, ProxyConfig, UploadPurging
+from distblob.config import HTTP, GarbageCollect, ProxyConfig, UploadPurging
 from distblob.interfaces import AsyncRegistry
 from distblob.proxy import ProxyRegistry
 from distblob.proxy.blobs import CACHE_WRITE_TIMEOUT
@@ -54,6 +54,7 @@ from distblob.server.handlers.manifests import MAX_MANIFEST_SIZE
 from distblob.server.middleware import Envelope
 from distblob.server.responses import CHUNK, PlanResponse
 from distblob.storage.aio import ThreadedRegistry
+from distblob.storage.online import Options, ScheduledCollection
 from distblob.storage.purge import UploadPurger
 
 if TYPE_CHECKING:
@@ -100,20 +101,23 @@ def _routing_miss(request: Request, exc: Exception, status: int) -> Response:
 
 
 def _lifespan(
-    served: AsyncRegistry, purger: UploadPurger | None, notifier: Notifier | None = None
+    served: AsyncRegistry,
+    schedules: Sequence[Callable[[], Coroutine[Any, Any, None]]],
+    notifier: Notifier | None = None,
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
-    """The served registry's background work (a cache's schedule), upload purging, and the
-    delivery of events."""
+    """The served registry's background work (a cache's schedule), the maintenance schedules
+    (upload purging, garbage collection), and the delivery of events."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sending = notifier.running() if notifier is not None else contextlib.nullcontext()
         async with served.running(), sending:
-            if purger is None:
+            if not schedules:
                 yield
                 return
             async with anyio.create_task_group() as group:
-                group.start_soon(purger.run)
+                for schedule in schedules:
+                    group.start_soon(schedule)
                 yield
                 group.cancel_scope.cancel()
 
@@ -127,6 +131,7 @@ def create_app(
     max_manifest_size: int = MAX_MANIFEST_SIZE,
     access_log: bool = True,
     upload_purging: UploadPurging | None = None,
+    garbage_collect: GarbageCollect | None = None,
     proxy: ProxyConfig | ProxyRegistry | None = None,
     access_controller: AccessController | None = None,
     access_policy: Policy | None = None,
@@ -142,7 +147,9 @@ def create_app(
     one root must share it, and sharing it with a Go registry on that root lets uploads move
     between the two. ``upload_purging`` (off by default here; on by default in ``distblob
     serve``, as in distribution) removes old uploads once at startup and then every
-    ``interval``, from the ASGI lifespan.
+    ``interval``, from the ASGI lifespan. ``garbage_collect`` (off unless enabled) runs an
+    online collection every ``interval`` (:class:`~distblob.storage.online.ScheduledCollection`;
+    never for a pull-through cache, which expires its content by its own schedule).
 
     ``proxy`` (``proxy:`` in the config, or a ready :class:`~distblob.proxy.ProxyRegistry`)
     serves a pull-through cache of that upstream instead: pulls are served from ``registry``
@@ -197,7 +204,7 @@ def create_app(
         for resource in resources
     ]
     targets = {resource.path: resource.target for resource in resources}
-    purger = None
+    schedules: list[Callable[[], Coroutine[Any, Any, None]]] = []
     if upload_purging is not None and upload_purging.enabled:
         purger = UploadPurger(
             registry,
@@ -205,10 +212,19 @@ def create_app(
             interval=upload_purging.interval,
             dry_run=upload_purging.dryrun,
         )
+        schedules.append(purger.run)
+    if garbage_collect is not None and garbage_collect.enabled and proxy is None:
+        options = Options(
+            grace=garbage_collect.grace,
+            delete_untagged=garbage_collect.deleteuntagged,
+            manifests_only=garbage_collect.manifestsonly,
+            dry_run=garbage_collect.dryrun,
+        )
+        schedules.append(ScheduledCollection(registry, options, garbage_collect.interval).run)
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error(context, targets)},
-        lifespan=_lifespan(served, purger, context.notifier),
+        lifespan=_lifespan(served, schedules, context.notifier),
     )
     app.router.redirect_slashes = False
     http = http or HTTP()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import secrets
 import threading
 import time
@@ -50,6 +51,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.to_thread
 
 from distblob.digest import Digest
 from distblob.errors import BlobUnknownError, DistblobError, PathNotFoundError
@@ -65,7 +69,7 @@ from distblob.storage.collection import (
     read_state,
     sweeping_path,
 )
-from distblob.storage.garbagecollect import Plan, plan, sweep
+from distblob.storage.garbagecollect import GCError, Plan, plan, sweep
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -464,6 +468,55 @@ def _remove_data(
         done.add(blobs=1, bytes=result.sizes.get(digest, 0))
 
 
+class ScheduledCollection:
+    """``storage.maintenance.garbagecollect``: an online collection every ``interval`` seconds
+    inside ``distblob serve``. The first comes one interval after the start (a fleet restarted
+    at once does not collect at once), each a random tenth of the interval early or late; a
+    collection another replica is running is not waited for, this round is skipped."""
+
+    def __init__(self, registry: Registry, options: Options, interval: float) -> None:
+        self.registry = registry
+        self.options = options
+        self.interval = interval
+        self.log = logging.getLogger("distblob.gc")
+
+    def run_once(self) -> Summary | None:
+        """One collection; its summary, or ``None`` when it did not run to the end."""
+        try:
+            _, summary = collect(self.registry, self.options, progress=self.log.debug)
+        except CollectionBusyError as exc:
+            self.log.info("scheduled garbage collection skipped: %s", exc)
+            return None
+        except (GCError, CollectionLostError) as exc:
+            self.log.error("scheduled garbage collection stopped: %s", exc)
+            return None
+        self.log.info(
+            "garbage collection%s: %d blobs (%d bytes), %d manifests, %d layer links %s; "
+            "%d spared in use; %.1f s",
+            " (dry run)" if self.options.dry_run else f" {summary.generation}",
+            summary.blobs,
+            summary.bytes,
+            summary.manifests,
+            summary.layer_links,
+            "eligible" if self.options.dry_run else "deleted",
+            summary.spared,
+            summary.seconds.get("total", 0.0),
+        )
+        return summary
+
+    def delay(self) -> float:
+        return self.interval * random.uniform(0.9, 1.1)
+
+    async def run(self) -> None:
+        """Collect when due, forever (until cancelled), in a worker thread."""
+        while True:
+            await anyio.sleep(self.delay())
+            try:
+                await anyio.to_thread.run_sync(self.run_once)
+            except Exception:
+                self.log.exception("scheduled garbage collection failed")
+
+
 __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_GRACE",
@@ -472,6 +525,7 @@ __all__ = [
     "CollectionBusyError",
     "CollectionLostError",
     "Options",
+    "ScheduledCollection",
     "Summary",
     "collect",
 ]
