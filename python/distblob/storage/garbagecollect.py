@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distblob.digest import CANONICAL, Digest
-from distblob.errors import BlobUnknownError, DistblobError, PathNotFoundError
+from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import forget
 from distblob.storage.driver import FileInfo, StorageDriver
@@ -295,50 +295,84 @@ def plan(
     return result
 
 
+@dataclass
+class Removed:
+    """What :func:`remove` deleted (as the plan listed it)."""
+
+    blobs: int = 0
+    bytes: int = 0
+    manifests: int = 0
+    layer_links: int = 0
+
+    def add(self, other: Removed) -> None:
+        self.blobs += other.blobs
+        self.bytes += other.bytes
+        self.manifests += other.manifests
+        self.layer_links += other.layer_links
+
+
+def remove(registry: Registry, result: Plan, digests: Iterable[Digest]) -> Removed:
+    """Delete what ``result`` lists for ``digests``: untagged revisions (with their tag index
+    entries), then layer links, then blob data, each kind in one bulk delete
+    (:meth:`~distblob.storage.driver.StorageDriver.delete_files`), clearing every deletion
+    from the descriptor caches after it.
+
+    Links go before the data they name: a registry whose in-memory cache trusts an entry while
+    the link is there (distblob.storage.linked) never sees a link to data that is gone; a
+    shared (Redis) cache must not go on answering for what is deleted.
+    """
+    wanted = set(digests)
+    driver, cache = registry.driver, registry.descriptor_cache
+    done = Removed()
+    files: list[str] = []
+    revisions = [(name, d) for name, d in result.manifests if d in wanted]
+    for name, digest in revisions:
+        repo = result.repositories.get(name)
+        for tag, index in repo.tag_index.items() if repo is not None else ():
+            if digest in index:
+                files.append(paths.manifest_tag_index_entry_link_path(name, tag, digest))
+        files.append(paths.manifest_revision_link_path(name, digest))
+    driver.delete_files(files)
+    for name, digest in revisions:
+        registry.descriptors.clear(name, str(digest))
+    done.manifests = len(revisions)
+    links = [(name, d) for name, d in result.layer_links if d in wanted]
+    driver.delete_files([paths.layer_link_path(name, d) for name, d in links])
+    for name, digest in links:
+        forget(cache.repository_scoped(name), digest)
+    done.layer_links = len(links)
+    blobs = [d for d in result.blobs if d in wanted]
+    driver.delete_files([paths.blob_data_path(d) for d in blobs])
+    for digest in blobs:
+        forget(cache, digest)
+    done.blobs = len(blobs)
+    done.bytes = sum(result.sizes.get(d, 0) for d in blobs)
+    return done
+
+
 def sweep(registry: Registry, result: Plan) -> int:
-    """Delete what :func:`plan` listed, clearing each deletion from the descriptor cache.
+    """Delete everything :func:`plan` listed (:func:`remove`), offline.
 
     Returns how many clears the cache still holds unapplied (a Redis cache that was
     unreachable keeps them in storage, for the next registry to start or to see Redis come back
     to apply); 0 when every entry of what was deleted is gone.
     """
-    driver, cache = registry.driver, registry.descriptor_cache
-    # Tag index entries as they are now: the plan names revisions, not their index entries.
-    repos = read_repositories(driver)
-    for name, digest in result.manifests:
-        for tag, index in repos[name].tag_index.items():
-            if digest in index:
-                _delete_link(driver, paths.manifest_tag_index_entry_link_path(name, tag, digest))
-        _delete_link(driver, paths.manifest_revision_link_path(name, digest))
-        forget(cache.repository_scoped(name), digest)
-    # Layer links before the data they name: a registry whose in-memory cache trusts an entry
-    # while the link is there (distblob.storage.linked) never sees a link to data that is gone.
-    # The storage primitives below clear the cache after each removal, gone already or not; a
-    # shared (Redis) cache must not go on answering for what is deleted.
-    for name, digest in result.layer_links:
-        with contextlib.suppress(BlobUnknownError):
-            registry.repository(name).blobs.unlink(digest)
-    for digest in result.blobs:
-        with contextlib.suppress(BlobUnknownError):
-            registry.blobs.remove(digest)
-    pending: int = getattr(cache, "pending", 0)
+    everything = {d for _, d in result.manifests} | {d for _, d in result.layer_links}
+    remove(registry, result, everything | set(result.blobs))
+    pending: int = getattr(registry.descriptor_cache, "pending", 0)
     return pending
-
-
-def _delete_link(driver: StorageDriver, link: str) -> None:
-    """Remove a link's directory; gone already is fine."""
-    with contextlib.suppress(PathNotFoundError):
-        driver.delete(link.rsplit("/", 1)[0])
 
 
 __all__ = [
     "GCError",
     "Plan",
+    "Removed",
     "RepositoryLinks",
     "plan",
     "read_manifests",
     "read_repositories",
     "references",
+    "remove",
     "stored_blobs",
     "sweep",
 ]

@@ -56,9 +56,8 @@ import anyio
 import anyio.to_thread
 
 from distblob.digest import Digest
-from distblob.errors import BlobUnknownError, DistblobError, PathNotFoundError
+from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
-from distblob.storage.cache import forget
 from distblob.storage.collection import (
     DEFAULT_LEASE,
     GC_ROOT,
@@ -69,7 +68,7 @@ from distblob.storage.collection import (
     read_state,
     sweeping_path,
 )
-from distblob.storage.garbagecollect import GCError, Plan, plan, sweep
+from distblob.storage.garbagecollect import GCError, Plan, Removed, plan, remove, sweep
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -356,10 +355,9 @@ def _sweep_online(
     cutoff = summary.cutoff
     assert cutoff is not None
     doomed = _doomed(result)
-    order = sorted(doomed)
-    done = _Done()
+    batches = list(_batches(sorted(doomed), max(1, options.batch)))
+    removed, spared = Removed(), 0
     with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="gc-sweep") as pool:
-        batches = list(_batches(order, max(1, options.batch)))
         for number, batch in enumerate(batches):
             claim.check()
             driver.put_content(
@@ -367,50 +365,25 @@ def _sweep_online(
                 json.dumps({"batch": number, "digests": [str(d) for d in batch]}).encode(),
             )
             touched = list_touched(driver, generation)
-            claim.check()
             todo = [d for d in batch if d not in touched]
-            done.spared += len(batch) - len(todo)
-            # Stale looks first, for the whole batch; then revisions and links; then data.
-            removable = [
-                d
-                for d, ok in zip(
-                    todo,
-                    pool.map(lambda d: _still_old(registry, d, doomed[d], cutoff), todo),
-                    strict=True,
-                )
-                if ok
-            ]
-            done.spared += len(todo) - len(removable)
+            # Looked at again: anything written since the listing spares its digest.
+            old = pool.map(lambda d: _still_old(registry, d, doomed[d], cutoff), todo)
+            removable = [d for d, ok in zip(todo, old, strict=True) if ok]
+            spared += len(batch) - len(removable)
             claim.check()
-            list(pool.map(lambda d: _remove_links(registry, result, d, doomed[d], done), removable))
-            list(pool.map(lambda d: _remove_data(registry, result, d, doomed[d], done), removable))
-            if len(batches) > 1 and (number + 1) % 10 == 0:
-                say(f"batch {number + 1}/{len(batches)}: {done.blobs} blobs deleted")
-    summary.spared = done.spared
-    summary.blobs = done.blobs
-    summary.bytes = done.bytes
-    summary.manifests = done.manifests
-    summary.layer_links = done.layer_links
+            removed.add(remove(registry, result, removable))
+            if (number + 1) % 20 == 0:
+                say(f"batch {number + 1}/{len(batches)}: {removed.blobs} blobs deleted")
+    summary.spared = spared
+    summary.blobs = removed.blobs
+    summary.bytes = removed.bytes
+    summary.manifests = removed.manifests
+    summary.layer_links = removed.layer_links
     summary.unapplied_cache_clears = int(getattr(registry.descriptor_cache, "pending", 0))
     say(
-        f"deleted {done.blobs} blobs ({done.bytes} bytes), {done.manifests} manifests, "
-        f"{done.layer_links} layer links; spared {done.spared} digests servers used meanwhile"
+        f"deleted {removed.blobs} blobs ({removed.bytes} bytes), {removed.manifests} manifests, "
+        f"{removed.layer_links} layer links; spared {spared} digests in use meanwhile"
     )
-
-
-@dataclass
-class _Done:
-    spared: int = 0
-    blobs: int = 0
-    bytes: int = 0
-    manifests: int = 0
-    layer_links: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, **counts: int) -> None:
-        with self.lock:
-            for key, value in counts.items():
-                setattr(self, key, getattr(self, key) + value)
 
 
 def _mod_time(driver: StorageDriver, path: str) -> float | None:
@@ -433,39 +406,6 @@ def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: floa
         if when is not None and when > cutoff:
             return False
     return True
-
-
-def _remove_links(
-    registry: Registry, result: Plan, digest: Digest, doomed: _Doomed, done: _Done
-) -> None:
-    driver = registry.driver
-    for name in doomed.revisions:
-        repo = result.repositories.get(name)
-        for tag, index in repo.tag_index.items() if repo else ():
-            if digest in index:
-                with contextlib.suppress(PathNotFoundError):
-                    link = paths.manifest_tag_index_entry_link_path(name, tag, digest)
-                    driver.delete(link.rsplit("/", 1)[0])
-        with contextlib.suppress(PathNotFoundError):
-            link = paths.manifest_revision_link_path(name, digest)
-            driver.delete(link.rsplit("/", 1)[0])
-            done.add(manifests=1)
-        registry.descriptors.clear(name, str(digest))
-        forget(registry.descriptor_cache.repository_scoped(name), digest)
-    for name in doomed.layer_links:
-        with contextlib.suppress(BlobUnknownError):
-            registry.repository(name).blobs.unlink(digest)
-            done.add(layer_links=1)
-
-
-def _remove_data(
-    registry: Registry, result: Plan, digest: Digest, doomed: _Doomed, done: _Done
-) -> None:
-    if not doomed.blob:
-        return
-    with contextlib.suppress(BlobUnknownError):
-        registry.blobs.remove(digest)
-        done.add(blobs=1, bytes=result.sizes.get(digest, 0))
 
 
 class ScheduledCollection:

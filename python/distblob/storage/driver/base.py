@@ -26,7 +26,7 @@ import builtins
 import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import (
@@ -42,7 +42,12 @@ from typing import (
 )
 
 from distblob import _observe
-from distblob.errors import InvalidOffsetError, InvalidPathError, StorageDriverError
+from distblob.errors import (
+    InvalidOffsetError,
+    InvalidPathError,
+    PathNotFoundError,
+    StorageDriverError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -310,6 +315,29 @@ class StorageDriver(abc.ABC):
     def delete(self, path: str) -> None:
         """Remove the file or the whole directory tree at ``path``; ``PathNotFoundError``."""
         _timed(self.name, "Delete", self._delete, validate_path(path))
+
+    @final
+    def delete_files(self, paths: Sequence[str]) -> None:
+        """Remove many files at once, each with its directory if that is left empty (on a
+        filesystem; an object store has no empty directories). Missing files are skipped.
+
+        Garbage collection's bulk delete: an object store removes up to 1,000 keys per request
+        (``DeleteObjects``) instead of listing and deleting each file's directory.
+        """
+        checked = [validate_path(path) for path in paths]
+        if checked:
+            _timed(self.name, "DeleteFiles", self._delete_files, checked)
+
+    def _delete_files(self, paths: builtins.list[str]) -> None:
+        for path in paths:
+            try:
+                self._delete(path)
+            except PathNotFoundError:
+                continue
+            parent = path.rsplit("/", 1)[0]
+            with contextlib.suppress(PathNotFoundError):
+                if parent and not self._list(parent):
+                    self._delete(parent)
 
     @final
     def walk(self, path: str) -> Iterator[FileInfo]:

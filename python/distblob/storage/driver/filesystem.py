@@ -558,6 +558,16 @@ class FilesystemDriver(StorageDriver):
         except _MISSING:
             raise PathNotFoundError(path) from None
 
+    def _delete_files(self, paths: builtins.list[str]) -> None:
+        for path in paths:
+            os_path = self._confined(path)
+            try:
+                os.unlink(os_path)
+            except _MISSING:
+                continue
+            with contextlib.suppress(OSError):  # not empty (written meanwhile), or gone
+                os.rmdir(os.path.dirname(os_path))
+
     def _walk(self, path: str) -> Iterator[FileInfo]:
         os_path = self._os_path(path)
         try:

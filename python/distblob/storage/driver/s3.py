@@ -615,6 +615,9 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path)
         self._delete_keys(path, keys)
 
+    def _delete_files(self, paths: builtins.list[str]) -> None:
+        self._delete_keys(paths[0], [self._key(path) for path in paths])
+
     def _delete_keys(self, path: str, keys: builtins.list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
