@@ -470,6 +470,28 @@ def test_delete(driver: StorageDriver) -> None:
         driver.delete("/a/file/below")
 
 
+def test_delete_files_removes_each_file_and_its_emptied_directory(driver: StorageDriver) -> None:
+    """Garbage collection's bulk delete: many files at once (more than one S3 DeleteObjects
+    request takes), each file's directory with it when nothing else is in it; missing files
+    and an empty list are fine; nothing else is touched."""
+    many = [f"/blobs/{n:04d}/data" for n in range(1_005)]
+    for path in many:
+        driver.put_content(path, b"x")
+    driver.put_content("/blobs/0001/other", b"kept")
+    driver.put_content("/keep/data", b"kept")
+    driver.delete_files([*many, "/blobs/9999/data", "/nothing/here"])
+    driver.delete_files([])
+    assert all_paths(driver) == [
+        "/blobs",
+        "/blobs/0001",
+        "/blobs/0001/other",
+        "/keep",
+        "/keep/data",
+    ]
+    with pytest.raises(InvalidPathError):
+        driver.delete_files(["/ok", "../escape"])
+
+
 # -- walk --------------------------------------------------------------------------------------
 
 
