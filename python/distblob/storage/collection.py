@@ -45,6 +45,7 @@ collection takes its generation over after watching for one lease.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -139,12 +140,18 @@ def read_state(driver: StorageDriver) -> State:
     take the careful path rather than trust it.
     """
     try:
-        return State.loads(driver.get_content(STATE_PATH))
+        return _parse_state(driver.get_content(STATE_PATH))
     except PathNotFoundError:
         return State()
     except CollectionStateError as exc:
         logger.warning("%s", exc)
         return State(generation=-1, active=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_state(raw: bytes) -> State:
+    # Servers read the same few bytes on every push between collections: parse them once.
+    return State.loads(raw)
 
 
 def read_sweeping(driver: StorageDriver, generation: int) -> set[str]:
