@@ -527,3 +527,32 @@ def test_the_schedule_skips_a_round_another_replica_collects(registry: Registry)
     finally:
         other.release()
     assert read_state(registry.driver).generation == 1
+
+
+@pytest.mark.parametrize("touch_first", [True, False], ids=["spared", "repaired"])
+def test_an_ingested_file_of_a_blob_being_swept_is_there_afterwards(
+    registry: Registry,
+    root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    garbage: tuple[Repository, bytes, Digest],
+    touch_first: bool,
+) -> None:
+    """``distblob ingest``'s one-call file put (the native engine's) goes through the fence
+    too: a file whose blob was swept as it was linked is stored again from the file."""
+    _, data, digest = garbage
+    repo = registry.repository("gc/ingested")
+    put_file = repo.blobs.file_putter()
+    assert put_file is not None
+    source = tmp_path / "layer.tar"
+    source.write_bytes(data)
+    with source.open("rb") as file:
+        result, _ = in_sweep(
+            registry,
+            root,
+            monkeypatch,
+            lambda: put_file(file.fileno(), len(data)),
+            touch_first=touch_first,
+        )
+    assert result == (digest, len(data))
+    assert repo.blobs.get(str(digest)) == data

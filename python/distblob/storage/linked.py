@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -327,7 +329,27 @@ class LinkedBlobStore(Statter):
         a blob already stored is only linked.
         """
         _check_algorithm(algorithm)
-        return self.engine.file_putter(self.driver, self.name, algorithm, durable=self.fsync)
+        inner = self.engine.file_putter(self.driver, self.name, algorithm, durable=self.fsync)
+        if inner is None:
+            return None
+        fence = self.registry.fence
+
+        def put_file(fd: int, expected_size: int | None) -> tuple[Digest, int] | None:
+            # As :meth:`put`: a blob an online garbage collection swept as it was linked is
+            # stored again, from the file (read again from where it started).
+            start = os.lseek(fd, 0, os.SEEK_CUR)
+            for _ in range(REPAIRS):
+                began = fence.begin()
+                stored = inner(fd, expected_size)
+                if stored is None:
+                    return None
+                digest = stored[0]
+                if not fence.secure(began, functools.partial(self._needs, digest)):
+                    return stored
+                os.lseek(fd, start, os.SEEK_SET)
+            raise BlobUploadInvalidError(f"{digest}: swept by garbage collection again")
+
+        return put_file
 
     def create(self, *, algorithm: str = CANONICAL, writeback: Writeback = "paced") -> BlobWriter:
         """Start an upload hashed with ``algorithm`` (its canonical digest's algorithm).
