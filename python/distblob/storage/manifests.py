@@ -30,6 +30,7 @@ right, and cheap for the repository sizes this is meant for; an index can come l
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -210,7 +211,10 @@ class ManifestStore:
             # An online garbage collection that ran meanwhile may have swept what the manifest
             # names (distblob.storage.collection): the manifest itself is stored again, a
             # missing reference refuses the push (the client uploads the blob again).
-            missing = fence.secure(began, lambda: self._needs(kind, digest, references))
+            # Without the blob check (a pull-through cache stores a manifest before its
+            # blobs) only the manifest itself is relied on.
+            named = references if check_blobs else []
+            missing = fence.secure(began, functools.partial(self._needs, kind, digest, named))
             lost = [need.digest for need in missing if need.digest != digest]
             if lost:
                 with contextlib.suppress(PathNotFoundError):
