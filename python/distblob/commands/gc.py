@@ -5,7 +5,8 @@ this differs from distribution's). By default the collection is distribution's: 
 nothing pushes; it prints one ``delete ...`` line per deletion on stdout (``would delete ...``
 with ``--dry-run``), then sweeps. ``--online`` runs the protocol of
 :mod:`distblob.storage.online` instead, safe while any number of replicas serve the storage:
-whatever is younger than ``--grace`` is kept, and what servers use meanwhile is spared.
+whatever is younger than ``--grace`` is kept, and what servers use meanwhile is spared; the
+collection's threads run only when a CPU is otherwise idle (``SCHED_IDLE``).
 
 Progress and the summary go to stderr; ``--json`` prints the summary as one JSON document on
 stdout instead of the per-deletion lines (with ``--dry-run``, the candidates too).
@@ -33,6 +34,7 @@ from distblob.storage.online import (
     Options,
     Summary,
     collect,
+    yield_cpu,
 )
 
 
@@ -117,6 +119,9 @@ def _collect(args: argparse.Namespace, registry: Registry) -> int:
         workers=max(1, args.workers),
         batch=max(1, args.batch),
     )
+
+    if args.online and not args.dry_run:
+        yield_cpu()  # beside servers: they come first for the CPU
 
     def progress(line: str) -> None:
         print(f"distblob gc: {line}", file=sys.stderr, flush=True)

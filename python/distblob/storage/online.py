@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import secrets
 import threading
@@ -96,6 +97,10 @@ class CollectionBusyError(DistblobError):
 
 class CollectionLostError(DistblobError):
     """This collection could not renew its claim in time; it stopped before deleting more."""
+
+
+class CollectionStoppedError(DistblobError):
+    """This collection was asked to stop (its server is stopping) and did, between batches."""
 
 
 @dataclass
@@ -245,10 +250,13 @@ def collect(
     *,
     progress: Progress | None = None,
     before_sweep: Callable[[Plan], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[Plan, Summary]:
     """Run one collection; the plan (what was, or would be, deleted) and its summary.
 
-    ``progress`` gets a line per phase; ``before_sweep`` the plan, once marking is done.
+    ``progress`` gets a line per phase; ``before_sweep`` the plan, once marking is done. Once
+    ``stop`` is set, the sweep ends before its next batch (:class:`CollectionStoppedError`)
+    and the claim is released.
 
     Raises :class:`~distblob.storage.garbagecollect.GCError` (a manifest cannot be read:
     nothing deleted), :class:`CollectionBusyError`, :class:`CollectionLostError`.
@@ -296,7 +304,7 @@ def collect(
         if claim is None:
             summary.unapplied_cache_clears = sweep(registry, result)
         else:
-            _sweep_online(registry, result, summary, claim, options, say)
+            _sweep_online(registry, result, summary, claim, options, say, stop)
         summary.seconds["sweep"] = time.monotonic() - swept
         return result, summary
     finally:
@@ -348,6 +356,7 @@ def _sweep_online(
     claim: Claim,
     options: Options,
     say: Progress,
+    stop: threading.Event | None,
 ) -> None:
     """Delete the plan batch by batch, sparing what servers touched or wrote anew."""
     driver = registry.driver
@@ -359,6 +368,10 @@ def _sweep_online(
     removed, spared = Removed(), 0
     with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="gc-sweep") as pool:
         for number, batch in enumerate(batches):
+            if stop is not None and stop.is_set():
+                raise CollectionStoppedError(
+                    f"collection {generation} stopped after {removed.blobs} blobs"
+                )
             claim.check()
             driver.put_content(
                 sweeping_path(generation),
@@ -408,6 +421,17 @@ def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: floa
     return True
 
 
+def yield_cpu() -> None:
+    """Run the calling thread, and the threads it starts, only when a CPU is otherwise idle
+    (Linux ``SCHED_IDLE``; elsewhere the lowest ``nice``): an online collection must not take
+    the CPU from the pushes it runs beside."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    with contextlib.suppress(OSError):
+        os.nice(19)
+
+
 class ScheduledCollection:
     """``storage.maintenance.garbagecollect``: an online collection every ``interval`` seconds
     inside ``distblob serve``. The first comes one interval after the start (a fleet restarted
@@ -419,16 +443,22 @@ class ScheduledCollection:
         self.options = options
         self.interval = interval
         self.log = logging.getLogger("distblob.gc")
+        self.stopping = threading.Event()
 
     def run_once(self) -> Summary | None:
         """One collection; its summary, or ``None`` when it did not run to the end."""
         try:
-            _, summary = collect(self.registry, self.options, progress=self.log.debug)
+            _, summary = collect(
+                self.registry, self.options, progress=self.log.debug, stop=self.stopping
+            )
         except CollectionBusyError as exc:
             self.log.info("scheduled garbage collection skipped: %s", exc)
             return None
         except (GCError, CollectionLostError) as exc:
             self.log.error("scheduled garbage collection stopped: %s", exc)
+            return None
+        except CollectionStoppedError as exc:
+            self.log.info("%s: the server is stopping", exc)
             return None
         self.log.info(
             "garbage collection%s: %d blobs (%d bytes), %d manifests, %d layer links %s; "
@@ -447,14 +477,29 @@ class ScheduledCollection:
     def delay(self) -> float:
         return self.interval * random.uniform(0.9, 1.1)
 
+    def _run_idle(self) -> None:
+        yield_cpu()  # this thread is the collection's own: the server's threads keep theirs
+        try:
+            self.run_once()
+        except Exception:
+            self.log.exception("scheduled garbage collection failed")
+
     async def run(self) -> None:
-        """Collect when due, forever (until cancelled), in a worker thread."""
+        """Collect when due, forever (until cancelled), in a thread of its own that runs only
+        when a CPU is otherwise idle (:func:`yield_cpu`)."""
         while True:
             await anyio.sleep(self.delay())
+            thread = threading.Thread(target=self._run_idle, name="gc-scheduled", daemon=True)
+            thread.start()
             try:
-                await anyio.to_thread.run_sync(self.run_once)
-            except Exception:
-                self.log.exception("scheduled garbage collection failed")
+                while thread.is_alive():
+                    await anyio.sleep(0.2)
+            finally:
+                # Stopping: the collection ends after its batch and releases its claim, so
+                # the servers do not wait a lease for it.
+                self.stopping.set()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(thread.join, 10.0)
 
 
 __all__ = [
@@ -464,8 +509,10 @@ __all__ = [
     "Claim",
     "CollectionBusyError",
     "CollectionLostError",
+    "CollectionStoppedError",
     "Options",
     "ScheduledCollection",
     "Summary",
     "collect",
+    "yield_cpu",
 ]
