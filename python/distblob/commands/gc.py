@@ -6,7 +6,7 @@ nothing pushes; it prints one ``delete ...`` line per deletion on stdout (``woul
 with ``--dry-run``), then sweeps. ``--online`` runs the protocol of
 :mod:`distblob.storage.online` instead, safe while any number of replicas serve the storage:
 whatever is younger than ``--grace`` is kept, and what servers use meanwhile is spared; the
-collection's threads run only when a CPU is otherwise idle (``SCHED_IDLE``).
+collection's threads run at a lower CPU priority (nice 10).
 
 Progress and the summary go to stderr; ``--json`` prints the summary as one JSON document on
 stdout instead of the per-deletion lines (with ``--dry-run``, the candidates too).
