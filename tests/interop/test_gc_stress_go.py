@@ -77,9 +77,12 @@ def test_short_stress_against_the_go_collector(
 ) -> None:
     config = StressConfig(duration=15.0, clients=3, large_size=8 * MIB, seed=11)
     collect = command_collector(registry.gc_command(delete_untagged=True))
-    # A short pause between collections lets some images through: back to back, the Go
-    # collector sweeps most uploads before their manifest arrives.
-    result = run_stress([registry.url], config, collect, collect_pause=0.5)
+    with GoRegistry(registry.root, delete_enabled=True) as replica:
+        # Two replicas on one root, the clients spread over them. A short pause between
+        # collections lets images through: back to back, the Go collector sweeps most uploads
+        # before their manifest arrives.
+        urls = [registry.url, replica.url]
+        result = run_stress(urls, config, collect, collect_pause=0.5)
     found = verify(registry.url, result)
 
     assert result.counts["images tried"] > 0
@@ -98,7 +101,8 @@ def test_short_stress_against_the_go_collector(
 
     record_property("broken_images", found.broken_images)
     with capsys.disabled():
-        print(f"\nGo collector, 15 s:\n{result.summary()}\n{found.summary()}\n{gone.summary()}")
+        report = (result.summary(), found.summary(), gone.summary())
+        print("\nGo collector, 15 s, 2 replicas:", *report, sep="\n")
 
 
 def test_a_run_without_collection_is_the_same_every_time(tmp_path: Path) -> None:

@@ -168,9 +168,11 @@ class Blob:
 
 @dataclass(frozen=True)
 class ManifestRecord:
-    """A manifest answered 201: where, its digest, the blobs it names (config first), when."""
+    """A manifest answered 201: where, under which tag first, its digest, the blobs it names
+    (config first), which client pushed it and when (seconds since the run started)."""
 
     repo: str
+    tag: str
     digest: str
     blobs: tuple[str, ...]
     client: int
@@ -191,9 +193,13 @@ class Image:
     def blobs(self) -> tuple[Blob, ...]:
         return (*self.layers, self.config)
 
-    def record(self, client: int, when: float) -> ManifestRecord:
-        named = (self.config.digest, *(layer.digest for layer in self.layers))
-        return ManifestRecord(self.repo, self.digest, named, client, when)
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The digests the manifest names, config first."""
+        return (self.config.digest, *(layer.digest for layer in self.layers))
+
+    def record(self, tag: str, client: int, when: float) -> ManifestRecord:
+        return ManifestRecord(self.repo, tag, self.digest, self.named, client, when)
 
 
 def build_image(repo: str, layers: Sequence[Blob], nonce: str) -> Image:
@@ -248,7 +254,7 @@ class Ledger:
             self.counts[name] += amount
 
     def refuse(self, step: str, error: RegistryHTTPError) -> None:
-        codes = ",".join(error.codes) or "-"
+        codes = ",".join(sorted(set(error.codes))) or "-"
         with self._lock:
             self.refused[f"{step} {error.status} {codes}"] += 1
 
@@ -289,8 +295,7 @@ class Ledger:
             if tag is not None:
                 self._unsure_tag((repo, tag))
             if image is not None:
-                named = image.record(-1, 0.0).blobs
-                self.uncertain_manifests[(repo, image.digest)] = named
+                self.uncertain_manifests[(repo, image.digest)] = image.named
                 for key in [k for k, d in self.live.items() if k[0] == repo and d == image.digest]:
                     self._unsure_tag(key)
             self.counts["uncertain"] += 1
@@ -572,7 +577,7 @@ class _Client:
             self.ledger.count("wrong Docker-Content-Digest")
         self.forget_tag(image.repo, tag)
         self.images[(image.repo, tag)] = image
-        self.ledger.tagged(image.record(self.number, self.now()), tag, retag=retag)
+        self.ledger.tagged(image.record(tag, self.number, self.now()), tag, retag=retag)
         return True
 
     def forget_tag(self, repo: str, tag: str) -> None:
@@ -669,8 +674,9 @@ def command_collector(argv: Sequence[str], *, timeout: float = 600.0) -> Callabl
             check=False,
         )
         if done.returncode != 0:
-            tail = (done.stdout + done.stderr)[-600:].decode(errors="replace")
-            raise CollectError(f"{command[0]} exited with {done.returncode}: {tail.strip()}")
+            lines = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+            tail = " | ".join(lines[-2:])[-600:]
+            raise CollectError(f"{Path(command[0]).name} exited with {done.returncode}: {tail}")
 
     return collect
 
