@@ -1,6 +1,6 @@
 """Garbage collection while a registry serves: how many pushed images does it break?
 
-``python -m benches.gc_stress --go [--duration 60] [--pause 0] [--large-mib 64] [--skopeo 10]``
+``python -m benches.gc_stress --go [--duration 60] [--pause 1] [--large-mib 64] [--skopeo 10]``
 
 Runs the stress harness of ``tests/support/gcstress.py``: client threads push images (HEAD each
 blob first, upload or mount what is missing, PUT the manifest under a tag), retag and delete them,
@@ -12,6 +12,10 @@ deleted manifests must be gone.
 ``--go``: the Go registry 2.8.2 on a filesystem root (``storage.delete.enabled``), collected by
 ``docker-registry garbage-collect --delete-untagged`` on the same config: the offline collector,
 which distribution documents for a registry in read-only mode, run here while it serves.
+``--keep-untagged`` drops ``--delete-untagged`` (untagged manifests must then survive). The
+default pause is 1 s: run back to back (``--pause 0``) Go's collector sweeps nearly every
+upload before its manifest arrives, so nearly every push is refused and few images are left to
+be broken.
 
 Another side is a function that starts its server(s) and calls :func:`stress` with their URLs
 and its ``collect`` (see :func:`go_side`), listed in :data:`SIDES`.
@@ -115,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4, help="pushing threads (default 4)")
     parser.add_argument("--repos", type=int, default=6, help="repositories (default 6)")
     parser.add_argument("--large-mib", type=int, default=64, help="large layers, MiB (64)")
-    parser.add_argument("--pause", type=float, default=0.0, help="seconds between collections")
+    parser.add_argument(
+        "--pause", type=float, default=1.0, help="seconds between collections (default 1)"
+    )
+    parser.add_argument(
+        "--garbage",
+        type=float,
+        default=0.2,
+        help="chance a layer is one of a deleted image, pushed again (default 0.2)",
+    )
     parser.add_argument("--skopeo", type=int, default=10, help="live tags skopeo copies (10)")
     parser.add_argument(
         "--keep-untagged",
@@ -133,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         clients=args.clients,
         repositories=args.repos,
         large_size=(1 if args.quick else args.large_mib) * MIB,
+        garbage_probability=args.garbage,
         seed=args.seed,
     )
     for side in chosen:

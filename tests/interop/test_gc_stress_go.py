@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from support.gcstress import (
+    HOWS,
     KIB,
     MIB,
+    ORIGINS,
     Problem,
     StressConfig,
     StressResult,
@@ -68,6 +70,11 @@ def _check_bookkeeping(result: StressResult) -> None:
         "retags", 0
     )
     assert len(result.manifests) == result.images_pushed
+    sources = {f"{origin}/{how}" for origin in ORIGINS for how in HOWS}
+    for record in result.manifests.values():
+        assert len(record.sources) == len(record.blobs)
+        assert set(record.sources) <= sources
+        assert record.sources[0].startswith("config/")
 
 
 def test_short_stress_against_the_go_collector(
@@ -91,6 +98,7 @@ def test_short_stress_against_the_go_collector(
     _check_bookkeeping(result)
     assert found.live_tags == len(result.live)
     assert found.tags_checked == found.live_tags
+    assert found.live_images == len(result.tagged_manifests())
     assert found.untagged_present + found.untagged_gone == found.untagged
     if result.counts.get("manifest deletes"):
         assert result.delete_mode == "digest"  # 2.8 refuses a DELETE by tag.

@@ -36,6 +36,7 @@ import http.client
 import json
 import random
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +55,13 @@ from support.goregistry import (
     SkopeoError,
     skopeo_pull,
 )
+
+#: Where a client took a blob from: a new layer, the shared pool, the large pool, the layers of
+#: images it deleted (``garbage``: pushed again), or the image's config.
+ORIGINS = ("new", "shared", "large", "garbage", "config")
+#: How a push got each blob into the repository: ``HEAD`` found it there (so the client did not
+#: upload it), it was mounted from another repository, or it was uploaded.
+HOWS = ("found", "mounted", "uploaded")
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -169,12 +177,14 @@ class Blob:
 @dataclass(frozen=True)
 class ManifestRecord:
     """A manifest answered 201: where, under which tag first, its digest, the blobs it names
-    (config first), which client pushed it and when (seconds since the run started)."""
+    (config first) and their sources in that push (``"<origin>/<how>"``, see :data:`ORIGINS`
+    and :data:`HOWS`), which client pushed it and when (seconds since the run started)."""
 
     repo: str
     tag: str
     digest: str
     blobs: tuple[str, ...]
+    sources: tuple[str, ...]
     client: int
     time: float
 
@@ -198,8 +208,12 @@ class Image:
         """The digests the manifest names, config first."""
         return (self.config.digest, *(layer.digest for layer in self.layers))
 
-    def record(self, tag: str, client: int, when: float) -> ManifestRecord:
-        return ManifestRecord(self.repo, tag, self.digest, self.named, client, when)
+    def record(
+        self, tag: str, sources: Mapping[str, str], client: int, when: float
+    ) -> ManifestRecord:
+        """``sources``: each blob's ``"<origin>/<how>"``, by digest (``?`` when left out)."""
+        named = tuple(sources.get(digest, "?") for digest in self.named)
+        return ManifestRecord(self.repo, tag, self.digest, self.named, named, client, when)
 
 
 def build_image(repo: str, layers: Sequence[Blob], nonce: str) -> Image:
@@ -278,16 +292,13 @@ class Ledger:
             self.live.pop((repo, tag), None)
             self.counts["tag deletes"] += 1
 
-    def deleted_manifest(self, repo: str, digest: str, when: float) -> list[str]:
-        """A ``DELETE`` by digest was answered 202: the manifest and all its tags are gone.
-        Returns the tags it removed."""
+    def deleted_manifest(self, repo: str, digest: str, when: float) -> None:
+        """A ``DELETE`` by digest was answered 202: the manifest and all its tags are gone."""
         with self._lock:
-            tags = [tag for (r, tag), d in self.live.items() if r == repo and d == digest]
-            for tag in tags:
-                del self.live[(repo, tag)]
+            for key in [k for k, d in self.live.items() if k[0] == repo and d == digest]:
+                del self.live[key]
             self.deleted[(repo, digest)] = when
             self.counts["manifest deletes"] += 1
-            return tags
 
     def uncertain(self, repo: str, tag: str | None, image: Image | None) -> None:
         """A manifest request got no answer: leave its tag and manifest out of the checks."""
@@ -438,6 +449,8 @@ class _Client:
         self.tag_delete: bool | None = {"auto": None, "tag": True, "digest": False}[
             config.delete_by
         ]
+        #: What ended this client's thread other than its deadline (a bug: re-raised).
+        self.crash: Exception | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -450,6 +463,8 @@ class _Client:
             while time.monotonic() < deadline and (limit is None or round_number < limit):
                 self.round(random.Random(f"{self.config.seed}/{self.number}/{round_number}"))
                 round_number += 1
+        except Exception as error:
+            self.crash = error
         finally:
             self.http.close()
 
@@ -458,13 +473,15 @@ class _Client:
         config = self.config
         repo = rng.choice(config.repos)
         tag = f"c{self.number}-t{rng.randrange(config.tags_per_client)}"
-        image = self.build(rng, repo)
+        image, origins = self.build(rng, repo)
         rolls = [rng.random() for _ in image.blobs]
         chunked = [rng.random() < config.chunked_probability for _ in image.blobs]
         retag, delete, pick = rng.random(), rng.random(), rng.random()
         self.ledger.count("images tried")
-        if self.push_blobs(image, rolls, chunked):
-            self.put_manifest(image, tag, retag=False)
+        hows = self.push_blobs(image, rolls, chunked)
+        if hows is not None:
+            sources = {d: sys.intern(f"{origins[d]}/{how}") for d, how in hows.items()}
+            self.put_manifest(image, tag, sources)
         if retag < config.retag_probability:
             self.retag(rng, pick)
         if delete < config.delete_probability:
@@ -472,51 +489,60 @@ class _Client:
 
     # -- building ---------------------------------------------------------------------------
 
-    def build(self, rng: random.Random, repo: str) -> Image:
+    def build(self, rng: random.Random, repo: str) -> tuple[Image, dict[str, str]]:
+        """An image for ``repo``, and the origin of each of its blobs (see ORIGINS)."""
         config = self.config
         nonce = f"{config.seed}/{self.number}/{rng.getrandbits(64):016x}"
         layers: list[Blob] = []
+        origins: dict[str, str] = {}
         for index in range(rng.randint(config.min_layers, config.max_layers)):
             source, pick = rng.random(), rng.random()
             size = rng.randint(config.small_min, config.small_max)
-            layer = self.layer(source, pick, size, f"{nonce}/{index}")
-            if all(layer.digest != other.digest for other in layers):
+            layer, origin = self.layer(source, pick, size, f"{nonce}/{index}")
+            if layer.digest not in origins:
                 layers.append(layer)
-        return build_image(repo, layers, nonce)
+                origins[layer.digest] = origin
+        image = build_image(repo, layers, nonce)
+        origins[image.config.digest] = "config"
+        return image, origins
 
-    def layer(self, source: float, pick: float, size: int, key: str) -> Blob:
-        """The layer the rolls ``source`` and ``pick`` (in [0, 1)) choose."""
+    def layer(self, source: float, pick: float, size: int, key: str) -> tuple[Blob, str]:
+        """The layer the rolls ``source`` and ``pick`` (in [0, 1)) choose, and its origin."""
         config = self.config
         bounds = [config.large_probability, config.share_probability, config.garbage_probability]
         pools = (self.pools.large, self.pools.shared, self.garbage)
-        for pool, bound in zip(pools, bounds, strict=True):
+        for pool, bound, origin in zip(pools, bounds, ("large", "shared", "garbage"), strict=True):
             if source < bound and pool:
-                return pool[int(pick * len(pool))]
+                return pool[int(pick * len(pool))], origin
             source -= bound
-        return Blob.derived(key, size)
+        return Blob.derived(key, size), "new"
 
     # -- pushing ----------------------------------------------------------------------------
 
-    def push_blobs(self, image: Image, rolls: list[float], chunked: list[bool]) -> bool:
-        """Every blob of ``image`` into its repository; ``False`` once one fails."""
+    def push_blobs(
+        self, image: Image, rolls: list[float], chunked: list[bool]
+    ) -> dict[str, str] | None:
+        """Every blob of ``image`` into its repository: how each got there (see :data:`HOWS`),
+        or ``None`` once one fails."""
+        sources: dict[str, str] = {}
         for blob, roll, in_chunks in zip(image.blobs, rolls, chunked, strict=True):
             try:
-                self.push_blob(image.repo, blob, roll, in_chunks)
+                sources[blob.digest] = self.push_blob(image.repo, blob, roll, in_chunks)
             except RegistryHTTPError as error:
                 self.ledger.refuse(f"blob {error.method or '?'}", error)
-                return False
+                return None
             except TRANSPORT_ERRORS as error:
                 self.http.close()
                 self.ledger.fail("blob", error)
-                return False
-        return True
+                return None
+        return sources
 
-    def push_blob(self, repo: str, blob: Blob, roll: float, chunked: bool) -> None:
-        """``HEAD``, then nothing, a mount or an upload, as a client does."""
+    def push_blob(self, repo: str, blob: Blob, roll: float, chunked: bool) -> str:
+        """``HEAD``, then nothing, a mount or an upload, as a client does; which (HOWS)."""
         head = self.http.head_blob(repo, blob.digest)
         if head.status == 200:
             self.ledger.count("blobs present")
-            return
+            return "found"
         if head.status != 404:
             raise RegistryHTTPError(head.status, head.body, method="HEAD", target=blob.digest)
         source = self.mount_source(repo, blob.digest)
@@ -528,7 +554,7 @@ class _Client:
             if answer.status == 201:
                 self.ledger.count("blobs mounted")
                 self.remember(blob.digest, repo)
-                return
+                return "mounted"
             self.ledger.count("mounts refused")
             location = answer.headers.get("Location", "")
         else:
@@ -544,6 +570,7 @@ class _Client:
         self.ledger.count("blobs uploaded")
         self.ledger.count("bytes uploaded", len(data))
         self.remember(blob.digest, repo)
+        return "uploaded"
 
     def mount_source(self, repo: str, digest: str) -> str | None:
         repos = [other for other in self.known.get(digest, ()) if other != repo]
@@ -558,7 +585,10 @@ class _Client:
         while len(self.known) > self.config.known_blobs:
             self.known.popitem(last=False)
 
-    def put_manifest(self, image: Image, tag: str, *, retag: bool) -> bool:
+    def put_manifest(self, image: Image, tag: str, sources: Mapping[str, str] | None) -> bool:
+        """PUT the manifest under ``tag``: a new image (``sources``: how its blobs got there) or,
+        with ``None``, a retag."""
+        retag = sources is None
         step = "retag PUT" if retag else "manifest PUT"
         try:
             headers = self.http.put_manifest(image.repo, tag, image.manifest, OCI_MANIFEST)
@@ -577,7 +607,8 @@ class _Client:
             self.ledger.count("wrong Docker-Content-Digest")
         self.forget_tag(image.repo, tag)
         self.images[(image.repo, tag)] = image
-        self.ledger.tagged(image.record(tag, self.number, self.now()), tag, retag=retag)
+        record = image.record(tag, sources or {}, self.number, self.now())
+        self.ledger.tagged(record, tag, retag=retag)
         return True
 
     def forget_tag(self, repo: str, tag: str) -> None:
@@ -603,7 +634,7 @@ class _Client:
         others = [k for k in range(self.config.tags_per_client) if f"c{self.number}-t{k}" != tag]
         if not others:
             return
-        self.put_manifest(image, f"c{self.number}-t{rng.choice(others)}", retag=True)
+        self.put_manifest(image, f"c{self.number}-t{rng.choice(others)}", None)
 
     def delete(self, pick: float) -> None:
         chosen = self.live_choice(pick)
@@ -648,8 +679,9 @@ class _Client:
                 self.forget_tag(*key)
             self.ledger.uncertain(repo, None, image)
             return
-        for tag in self.ledger.deleted_manifest(repo, image.digest, self.now()):
-            self.forget_tag(repo, tag)
+        self.ledger.deleted_manifest(repo, image.digest, self.now())
+        for key in [k for k, other in self.images.items() if other is image]:
+            self.forget_tag(*key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,6 +776,9 @@ def run_stress(
         stop.set()
         if collect is not None:
             collector.join()
+    for client in clients:
+        if client.crash is not None:
+            raise RuntimeError(f"client {client.number} crashed") from client.crash
     modes = {client.tag_delete for client in clients}
     delete_mode = "tag" if True in modes else "digest" if False in modes else "none"
     return StressResult(
@@ -809,6 +844,8 @@ class Verification:
     """What :func:`verify` found."""
 
     live_tags: int = 0
+    #: Distinct manifests the live tags name.
+    live_images: int = 0
     tags_checked: int = 0
     #: Untagged manifests (answered 201, tag moved or deleted, manifest not deleted).
     untagged: int = 0
@@ -817,6 +854,10 @@ class Verification:
     untagged_gone: int = 0
     blobs_checked: int = 0
     broken: list[Broken] = field(default_factory=list)
+    #: Blobs missing under manifests still served by tag, by their source in the push that
+    #: named them (``"<origin>/<how>"``: ``garbage/found`` is a deleted image's layer that the
+    #: client's HEAD found, so it did not upload it).
+    missing_by_source: Counter[str] = field(default_factory=Counter)
 
     @property
     def broken_images(self) -> int:
@@ -834,13 +875,19 @@ class Verification:
         return [str(broken) for broken in chosen[:limit]]
 
     def summary(self, limit: int = 5) -> str:
+        untagged = sum(broken.untagged for broken in self.broken)
         lines = [
-            f"broken images {self.broken_images}: tags checked {self.tags_checked} of "
-            f"{self.live_tags} live, blobs checked {self.blobs_checked}, untagged manifests "
-            f"{self.untagged} ({self.untagged_present} still there, {self.untagged_gone} gone)"
+            f"broken images {self.broken_images}: {self.broken_images - untagged} of the "
+            f"{self.live_images} tagged, {untagged} of the {self.untagged} untagged",
+            f"  tags checked {self.tags_checked} of {self.live_tags} live, blobs checked "
+            f"{self.blobs_checked}; untagged manifests still there {self.untagged_present}, "
+            f"gone {self.untagged_gone}",
         ]
         if self.broken:
-            lines.append("  by kind: " + counts_line(self.kinds()))
+            lines.append(f"  by kind: {counts_line(self.kinds())}")
+        if self.missing_by_source:
+            how = counts_line(self.missing_by_source)
+            lines.append(f"  blobs missing under served manifests, by source in their push: {how}")
         return "\n".join(lines + [f"  broken: {text}" for text in self.examples(limit)])
 
 
@@ -892,12 +939,20 @@ def verify(
     by_image: dict[Key, list[str]] = {}
     for (repo, tag), digest in sorted(result.live.items()):
         by_image.setdefault((repo, digest), []).append(tag)
+    found.live_images = len(by_image)
     with RegistryClient(url, timeout=timeout) as http:
         checker = _BlobChecker(http)
         for (repo, digest), tags in sorted(by_image.items()):
             problems = [p for tag in tags if (p := _manifest_problem(http, repo, tag, digest))]
             found.tags_checked += len(tags)
-            problems += checker.problems(repo, result.manifests[(repo, digest)].blobs)
+            record = result.manifests[(repo, digest)]
+            served_wrong = bool(problems)
+            for blob, source in zip(record.blobs, record.sources, strict=True):
+                problem = checker.problem(repo, blob)
+                if problem is not None:
+                    problems.append(problem)
+                if problem is not None and problem.kind == "blob missing" and not served_wrong:
+                    found.missing_by_source[source] += 1
             if problems:
                 found.broken.append(Broken(repo, digest, tuple(tags), tuple(problems)))
         for repo, digest in sorted(result.untagged_manifests()):
