@@ -18,6 +18,11 @@ and new, sometimes large, sometimes from a pool shared by every client, sometime
 image the client deleted earlier: pushing garbage again, past a ``HEAD`` that says it is there,
 is where a collector that does not see the push in time loses a blob.
 
+After the run, with no pushes: :func:`verify` GETs every live tag's manifest and every blob it
+names (checking the sha256), and fetches untagged manifests by digest; :func:`skopeo_check` has
+skopeo copy a sample of live tags; after one more collection, :func:`deleted_blobs_gone` checks
+that the blobs only deleted manifests named answer 404.
+
 The bookkeeping is exact: each tag belongs to one client (``c<client>-t<k>``) and every config
 carries a nonce, so no two clients write the same tag or manifest, and each client's requests are
 sequential. A request whose answer never came (a transport error) makes what it touched
