@@ -492,6 +492,12 @@ class GoRegistry:
         """A new :class:`RegistryClient` for this registry (close it, or use ``with``)."""
         return RegistryClient(self.url, timeout=timeout, tls=self.client_tls)
 
+    def gc_command(self, *, delete_untagged: bool = False, dry_run: bool = False) -> list[str]:
+        """``docker-registry garbage-collect`` on this registry's config (the offline collector:
+        distribution documents it for a registry in read-only mode or stopped)."""
+        flags = ["--delete-untagged"] * delete_untagged + ["--dry-run"] * dry_run
+        return [str(self.binary), "garbage-collect", *flags, str(self.config_path)]
+
     def environment(self) -> dict[str, str] | None:
         """The registry's environment; ``None`` inherits ours (subclasses may change it)."""
         return None
