@@ -24,9 +24,11 @@ and its ``collect`` (see :func:`go_side`), listed in :data:`SIDES`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from benches.store import scratch
 
@@ -35,6 +37,7 @@ _TESTS = Path(__file__).resolve().parent.parent / "tests"
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
+from distblob.storage.driver.s3 import MIN_CHUNK_SIZE  # noqa: E402
 from support.gcstress import (  # noqa: E402
     MIB,
     CollectError,
@@ -47,6 +50,11 @@ from support.gcstress import (  # noqa: E402
     verify,
 )
 from support.goregistry import REGISTRY_BIN, GoRegistry  # noqa: E402
+from support.s3server import RcloneS3  # noqa: E402
+from support.server import DistblobServer  # noqa: E402
+
+#: The replicas' shared http.secret (an upload started on one continues on the other).
+SECRET = "gc-stress-replicas"
 
 
 def stress(
@@ -58,9 +66,13 @@ def stress(
     pause: float = 0.0,
     skopeo: int = 0,
     untagged_collected: bool = True,
+    final_collect: Callable[[], None] | None = None,
 ) -> int:
     """Stress the registry replicas at ``urls`` with ``collect`` running beside the pushes, then
     check and print a report; return the number of broken images.
+
+    ``final_collect`` (default ``collect``) is the last collection, with no pushes: an online
+    one without a grace period then, so the garbage of the run's last seconds goes too.
 
     ``untagged_collected``: whether ``collect`` deletes untagged manifests (then one that is gone
     is not broken, and its blobs are garbage too).
@@ -79,7 +91,7 @@ def stress(
         for ref, message in pulled.failures[:3]:
             print(f"  {ref}: {message}")
     try:
-        collect()
+        (final_collect or collect)()
     except CollectError as error:  # Go's, when the blob store is empty; the check still runs.
         print(f"the last collection failed: {error}")
     print("after a last collection with no pushes:")
@@ -107,14 +119,96 @@ def go_side(config: StressConfig, pause: float, skopeo: int, untagged: bool) -> 
         )
 
 
-#: ``--NAME`` runs ``SIDES[NAME]`` (a distblob side goes here once its online GC exists).
-SIDES: dict[str, Callable[[StressConfig, float, int, bool], int]] = {"go": go_side}
+#: The online collections' grace period in these runs (seconds): longer than a push here takes
+#: from its first blob to its manifest, short enough that most garbage is old.
+GRACE = 5.0
+
+
+def distblob_collector(
+    store: Sequence[str], untagged: bool, grace: float = GRACE
+) -> Callable[[], None]:
+    """``distblob gc --online --manifests-only`` (and ``--delete-untagged``) on ``store``
+    (``--root DIR`` or ``--config FILE``), as another process."""
+    argv = [sys.executable, "-m", "distblob.commands", "gc", *store, "--online"]
+    argv += ["--grace", str(grace), "--manifests-only"]
+    return command_collector(argv + (["--delete-untagged"] if untagged else []))
+
+
+def distblob_side(config: StressConfig, pause: float, skopeo: int, untagged: bool) -> int:
+    """Two ``distblob serve`` replicas on one filesystem root, collected by
+    ``distblob gc --online`` from a third process."""
+    with scratch() as root:
+        store = Path(root, "distblob")
+        replicas = [DistblobServer(store, secret=SECRET, delete_enabled=True) for _ in range(2)]
+        with replicas[0], replicas[1]:
+            return stress(
+                "distblob, two replicas on a filesystem root, gc --online"
+                + (" --delete-untagged" if untagged else ""),
+                [replica.url for replica in replicas],
+                distblob_collector(["--root", str(store)], untagged),
+                config,
+                pause=pause,
+                skopeo=skopeo,
+                untagged_collected=untagged,
+                final_collect=distblob_collector(["--root", str(store)], untagged, grace=0),
+            )
+
+
+class S3Replica(DistblobServer):
+    """``distblob serve`` on an S3 bucket instead of a filesystem root."""
+
+    def __init__(self, tmp: Path, parameters: dict[str, Any]) -> None:
+        super().__init__(tmp, secret=SECRET, delete_enabled=True)
+        self.parameters = parameters
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        # Blobs served through the registry (no redirect to the bucket): the harness checks
+        # every byte through it.
+        config["storage"] = {
+            "s3": self.parameters,
+            "delete": {"enabled": True},
+            "redirect": {"disable": True},
+        }
+        return config
+
+
+def distblob_s3_side(config: StressConfig, pause: float, skopeo: int, untagged: bool) -> int:
+    """Two ``distblob serve`` replicas on one bucket of ``rclone serve s3``, collected by
+    ``distblob gc --online --config`` from a third process."""
+    with scratch() as root, RcloneS3() as server:
+        bucket = server.new_bucket("gcstress")
+        parameters = server.parameters(bucket, chunksize=MIN_CHUNK_SIZE)
+        replicas = [S3Replica(Path(root, name), parameters) for name in ("a", "b")]
+        gc_config = Path(root, "gc.yml")
+        gc_config.write_text(json.dumps({"version": 0.1, "storage": {"s3": parameters}}))
+        with replicas[0], replicas[1]:
+            return stress(
+                "distblob, two replicas on rclone serve s3, gc --online"
+                + (" --delete-untagged" if untagged else ""),
+                [replica.url for replica in replicas],
+                distblob_collector(["--config", str(gc_config)], untagged),
+                config,
+                pause=pause,
+                skopeo=skopeo,
+                untagged_collected=untagged,
+                final_collect=distblob_collector(["--config", str(gc_config)], untagged, 0),
+            )
+
+
+#: ``--NAME`` runs ``SIDES[NAME]``.
+SIDES: dict[str, Callable[[StressConfig, float, int, bool], int]] = {
+    "go": go_side,
+    "distblob": distblob_side,
+    "distblob-s3": distblob_s3_side,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for side in SIDES:
         parser.add_argument(f"--{side}", action="store_true", help=f"run the {side} side")
+    parser.add_argument("--all", action="store_true", help="run every side")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--clients", type=int, default=4, help="pushing threads (default 4)")
     parser.add_argument("--repos", type=int, default=6, help="repositories (default 6)")
@@ -137,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="5 s, small layers: a smoke test")
     args = parser.parse_args(argv)
-    chosen = [side for side in SIDES if getattr(args, side)]
+    chosen = [side for side in SIDES if args.all or getattr(args, side.replace("-", "_"))]
     if not chosen:
         parser.error("choose a side: " + " ".join(f"--{side}" for side in SIDES))
     config = StressConfig(
