@@ -66,6 +66,7 @@ bench-smoke:
 	$(PYTHON) -m benches.compare --quick
 	$(PYTHON) -m benches.ingest --quick
 	$(PYTHON) -m benches.small_blobs --quick
+	$(PYTHON) -m benches.gc --smoke
 
 .PHONY: bench  ## Every benchmark scenario side by side, into benches/results.json
 bench:
