@@ -66,7 +66,8 @@ bench-smoke:
 	$(PYTHON) -m benches.compare --quick
 	$(PYTHON) -m benches.ingest --quick
 	$(PYTHON) -m benches.small_blobs --quick
-	$(PYTHON) -m benches.gc_stress --go --quick
+	$(PYTHON) -m benches.gc_stress --go --distblob --quick
+	$(PYTHON) -m benches.gc --smoke
 
 .PHONY: bench  ## Every benchmark scenario side by side, into benches/results.json
 bench:
