@@ -267,6 +267,8 @@ class Ledger:
         self.counts: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        #: The first few errors, with what they said and when (seconds since the epoch).
+        self.error_examples: list[str] = []
 
     def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -280,6 +282,8 @@ class Ledger:
     def fail(self, step: str, error: BaseException) -> None:
         with self._lock:
             self.errors[f"{step} {type(error).__name__}"] += 1
+            if len(self.error_examples) < 10:
+                self.error_examples.append(f"{time.time():.3f} {step}: {error!r}")
 
     def tagged(self, record: ManifestRecord, tag: str, *, retag: bool) -> None:
         """``record`` was answered 201 under ``tag`` (for a retag: again, under a new tag)."""
@@ -364,6 +368,8 @@ class StressResult:
     uncertain_manifests: dict[Key, tuple[str, ...]]
     #: How deletes were done in the end: ``tag``, ``digest`` or ``none`` (no delete was tried).
     delete_mode: str
+    #: The first few requests that got no answer: when, which step, what was raised.
+    error_examples: list[str] = field(default_factory=list)
 
     @property
     def images_pushed(self) -> int:
@@ -793,6 +799,7 @@ def run_stress(
         counts=dict(ledger.counts),
         refused=dict(ledger.refused),
         errors=dict(ledger.errors),
+        error_examples=list(ledger.error_examples),
         collections=seen,
         manifests=ledger.manifests,
         live=ledger.live,

@@ -113,6 +113,36 @@ class S3ParameterError(DriverParameterError):
     checked its own parameters."""
 
 
+#: Bodies from this size on are sent after a ``100 Continue`` (``Expect``), as aws-sdk-go
+#: (distribution's driver) does; smaller ones right away.
+EXPECT_CONTINUE_FROM: Final = 2 << 20
+
+
+def _no_small_expect(request: Any, **_: Any) -> None:
+    """Drop ``Expect: 100-continue`` from a small PUT (botocore adds it to every one; the
+    header is not signed, so it can go once the request is signed).
+
+    The wait for ``100 Continue`` costs a round trip per link and small blob, and a loaded
+    S3-compatible server that answers it after botocore gave up waiting (1 s) desynchronises
+    the connection: the next request on it reads that stale answer and hangs for the read
+    timeout (seen with rclone under garbage collection's load).
+    """
+    headers = request.headers
+    if "Expect" not in headers:
+        return
+    body: Any = request.body
+    size: int | None = None
+    if isinstance(body, bytes | bytearray | memoryview):
+        size = len(body)
+    elif hasattr(body, "seek") and hasattr(body, "tell"):
+        with contextlib.suppress(OSError, ValueError):
+            position = body.tell()
+            size = body.seek(0, io.SEEK_END) - position
+            body.seek(position)
+    if size is not None and size < EXPECT_CONTINUE_FROM:
+        del headers["Expect"]
+
+
 def _client_error_code(error: BaseException | None) -> str:
     response = getattr(error, "response", None)
     if not isinstance(response, dict):
@@ -284,6 +314,8 @@ class S3Driver(StorageDriver):
             verify=not skipverify,
             config=config,
         )
+        for operation in ("PutObject", "UploadPart"):
+            self._client.meta.events.register(f"before-send.s3.{operation}", _no_small_expect)
         self._put_args: dict[str, str] = {}
         if encrypt:
             self._put_args["ServerSideEncryption"] = "aws:kms" if keyid else "AES256"
