@@ -29,7 +29,6 @@ references cannot be marked. As with distribution, run it while nothing pushes t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -37,11 +36,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from distblob.digest import CANONICAL, Digest
+from distblob.digest import Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import forget
-from distblob.storage.driver import FileInfo, StorageDriver
+from distblob.storage.driver import StorageDriver
+from distblob.storage.gcscan import (
+    RepositoryLinks,
+    read_repositories,
+    stored_blobs,
+)
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -49,20 +53,6 @@ if TYPE_CHECKING:
 
 class GCError(Exception):
     """Marking could not complete; nothing was deleted."""
-
-
-@dataclass
-class RepositoryLinks:
-    """What one repository links, read from its directory."""
-
-    name: str
-    revisions: set[Digest] = field(default_factory=set)
-    tags: dict[str, Digest | None] = field(default_factory=dict)  # tag -> current
-    tag_index: dict[str, set[Digest]] = field(default_factory=dict)
-    layers: dict[Digest, Digest | None] = field(default_factory=dict)  # path digest -> target
-    #: When each revision link and each layer link was written (the storage's time).
-    revision_times: dict[Digest, float] = field(default_factory=dict)
-    layer_times: dict[Digest, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,48 +86,6 @@ class Plan:
         return sum(self.sizes.values())
 
 
-def read_repositories(driver: StorageDriver) -> dict[str, RepositoryLinks]:
-    """Every repository's revisions, tags and layer links, from one walk."""
-    root = paths.repositories_root()
-    try:
-        entries = list(driver.walk(root))
-    except PathNotFoundError:
-        return {}
-    repos: dict[str, RepositoryLinks] = {}
-    for entry in entries:
-        if entry.is_dir or not entry.path.endswith("/link"):
-            continue
-        parts = entry.path[len(root) + 1 :].split("/")
-        marker = next((i for i, part in enumerate(parts) if part.startswith("_")), None)
-        if not marker:
-            continue
-        repo = repos.setdefault("/".join(parts[:marker]), RepositoryLinks("/".join(parts[:marker])))
-        rest = parts[marker:]
-        try:
-            if rest[0] == "_layers" and len(rest) == 4:
-                path_digest = Digest.from_parts(rest[1], rest[2])
-                if path_digest.algorithm == CANONICAL:
-                    # A link under a canonical digest names that digest: distribution and
-                    # distblob write no other (an alias names its canonical blob from another
-                    # algorithm's path). Not reading it saves a read per layer.
-                    repo.layers[path_digest] = path_digest
-                else:
-                    repo.layers[path_digest] = paths.parse_link(driver.get_content(entry.path))
-                repo.layer_times[path_digest] = entry.mod_time
-            elif rest[:2] == ["_manifests", "revisions"] and len(rest) == 5:
-                digest = Digest.from_parts(rest[2], rest[3])
-                repo.revisions.add(digest)
-                repo.revision_times[digest] = entry.mod_time
-            elif rest[:2] == ["_manifests", "tags"] and rest[3:] == ["current", "link"]:
-                repo.tags[rest[2]] = paths.parse_link(driver.get_content(entry.path))
-            elif rest[:2] == ["_manifests", "tags"] and len(rest) == 7 and rest[3] == "index":
-                index = repo.tag_index.setdefault(rest[2], set())
-                index.add(Digest.from_parts(rest[4], rest[5]))
-        except (DistblobError, PathNotFoundError):
-            continue  # not a path distribution would write, or gone meanwhile
-    return repos
-
-
 def references(manifest: Any) -> Iterator[Digest]:
     """The digests a manifest (image, index, artifact) references."""
     if not isinstance(manifest, dict):
@@ -154,22 +102,6 @@ def references(manifest: Any) -> Iterator[Digest]:
                 yield Digest(descriptor["digest"])
             except DistblobError:
                 continue
-
-
-def stored_blobs(driver: StorageDriver) -> dict[Digest, FileInfo]:
-    """Every stored blob's data file (size and time), from one walk of ``blobs/``."""
-    try:
-        entries = driver.walk(paths.blobs_root())
-        found: dict[Digest, FileInfo] = {}
-        for info in entries:
-            if info.is_dir or not info.path.endswith("/data"):
-                continue
-            parts = info.path.split("/")
-            with contextlib.suppress(DistblobError):
-                found[Digest.from_parts(parts[-4], parts[-2])] = info
-        return found
-    except PathNotFoundError:
-        return {}
 
 
 def read_manifests(
@@ -215,7 +147,7 @@ def plan(
     with ThreadPoolExecutor(2, thread_name_prefix="gc-list") as pool:
         # The two walks overlap: most of their time is waiting on storage.
         blobs_future = pool.submit(stored_blobs, driver)
-        repos = read_repositories(driver)
+        repos = read_repositories(driver, times=cutoff is not None)
         listed = time.monotonic()
         stored = blobs_future.result()
     result = Plan(repositories=repos, stored=len(stored))
@@ -275,15 +207,18 @@ def plan(
 
     result.manifests = [(name, d) for name, d in untagged if d not in marked]
     kept = set(marked)
-    for digest, info in stored.items():
-        if digest in marked:
-            continue
-        if young(info.mod_time):
-            result.young += 1
-            kept.add(digest)
-            continue
-        result.blobs.append(digest)
-        result.sizes[digest] = info.size
+    unmarked = [(d, blob) for d, blob in stored.items() if d not in marked]
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="gc-stat") as pool:
+        infos = pool.map(lambda item: item[1].info(driver), unmarked, chunksize=256)
+        for (digest, _), info in zip(unmarked, infos, strict=True):
+            if info is None:
+                continue  # gone since the listing
+            if young(info.mod_time):
+                result.young += 1
+                kept.add(digest)
+                continue
+            result.blobs.append(digest)
+            result.sizes[digest] = info.size
     result.blobs.sort()
     if manifests_only:
         for name in sorted(repos):

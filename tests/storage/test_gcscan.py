@@ -1,0 +1,85 @@
+"""The local scan garbage collection uses on a filesystem (:mod:`distblob.storage.gcscan`)
+finds what the driver's walk finds: nested repositories, layer links (an alias under another
+algorithm included), revisions, tags and their index, with uploads left out, and every blob."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from distblob import Descriptor, Digest, Registry
+from distblob.storage import paths
+from distblob.storage.gcscan import (
+    scan_blobs,
+    scan_repositories,
+    walk_blobs,
+    walk_repositories,
+)
+
+
+def build(root: Path) -> Registry:
+    registry = Registry.filesystem(root)
+    for name in ("top", "team/app", "team/app/sub", "a/b/c/d"):
+        repo = registry.repository(name)
+        config = repo.blobs.put(json.dumps({"repo": name}).encode(), "application/json")
+        layer = repo.blobs.put(f"layer of {name}".encode() * 10)
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": json.loads(config.to_json()),
+                "layers": [json.loads(layer.to_json())],
+            }
+        ).encode()
+        repo.manifests.put("v1", body)
+        repo.manifests.put("v2", body)
+        repo.manifests.put(str(Digest.from_bytes(body + b" ")), body + b" ")  # untagged
+        repo.blobs.create().close()  # an upload left under _uploads
+    # A blob committed under a sha512 digest: an alias link naming its sha256 blob.
+    repo = registry.repository("team/app")
+    data = b"aliased layer"
+    writer = repo.blobs.create()
+    writer.write(data)
+    writer.commit(Descriptor("", len(data), Digest.from_bytes(data, "sha512")))
+    return registry
+
+
+def test_the_scan_finds_what_the_walk_finds(tmp_path: Path) -> None:
+    registry = build(tmp_path / "root")
+    driver = registry.driver
+    local = driver.local_path(paths.repositories_root())
+    assert local is not None
+    scanned = scan_repositories(local, times=True, workers=3)
+    walked = walk_repositories(driver)
+    assert sorted(scanned) == sorted(walked) == ["a/b/c/d", "team/app", "team/app/sub", "top"]
+    for name, repo in walked.items():
+        other = scanned[name]
+        assert (other.revisions, other.tags, other.tag_index) == (
+            repo.revisions,
+            repo.tags,
+            repo.tag_index,
+        )
+        assert other.layers == repo.layers
+        assert other.layer_times == repo.layer_times
+        assert other.revision_times == repo.revision_times
+    aliases = [d for d in walked["team/app"].layers if d.algorithm == "sha512"]
+    assert len(aliases) == 1
+    assert scanned["team/app"].layers[aliases[0]] == Digest.from_bytes(b"aliased layer")
+    assert scan_repositories(local, times=False)["top"].layer_times == {}
+
+    blobs_local = driver.local_path(paths.blobs_root())
+    assert blobs_local is not None
+    found = scan_blobs(blobs_local, paths.blobs_root(), workers=2)
+    listed = walk_blobs(driver)
+    assert set(found) == set(listed) and len(found) == 17
+    for digest, blob in found.items():
+        info = blob.info(driver)
+        assert info is not None and info.size == listed[digest].info(driver).size  # type: ignore[union-attr]
+    os.unlink(os.path.join(tmp_path, "root", found[digest].path.lstrip("/")))
+    assert found[digest].info(driver) is None  # gone since the scan
+
+
+def test_a_store_without_repositories_or_blobs(tmp_path: Path) -> None:
+    assert scan_repositories(str(tmp_path / "none"), times=True) == {}
+    assert scan_blobs(str(tmp_path / "none"), "/docker/registry/v2/blobs") == {}
