@@ -16,7 +16,7 @@ import pytest
 from distblob import Registry
 from distblob.commands import ingest, main
 from distblob.digest import Digest
-from distblob.storage import garbagecollect, paths
+from distblob.storage import garbagecollect, online, paths
 from distblob.storage.writer import BlobWriter
 
 V2 = pathlib.PurePosixPath("docker/registry/v2")
@@ -433,6 +433,57 @@ def test_gc_stops_on_unreadable_manifest(
     assert main(["gc", "--root", str(root)]) == 1
     assert "nothing deleted" in capsys.readouterr().err
     assert stray in stored_blobs(root)
+
+
+def test_gc_online_json_summary_and_grace(
+    tmp_path: pathlib.Path, go_fixtures: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = go_tree(tmp_path, go_fixtures)
+    stray = add_stray_blob(root, b"unreferenced")
+    # Written just now: within the default grace period (1h), so nothing goes.
+    assert main(["gc", "--root", str(root), "--online", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["online"], summary["dry_run"], summary["generation"]) == (True, False, 1)
+    assert (summary["blobs"], summary["young"]) == (0, 1)
+    assert summary["stored"] == len(FIXTURE_BLOBS) + 1
+    assert set(summary["seconds"]) >= {"claim", "list", "read", "sweep", "total"}
+    assert "collection 1 claimed the storage" in captured.err
+    assert stray in stored_blobs(root)
+
+    # A dry run with the candidates, and nothing written (no claim: generation stays 1).
+    assert main(["gc", "--root", str(root), "--online", "--grace", "0", "--dry-run", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["generation"] is None and summary["blobs"] == 1
+    assert summary["bytes"] == len(b"unreferenced")
+    assert summary["candidates"] == {"blobs": [stray], "manifests": [], "layer_links": []}
+    assert stray in stored_blobs(root)
+
+    assert main(["gc", "--root", str(root), "--online", "--grace", "0s", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["generation"], summary["blobs"], summary["bytes"]) == (2, 1, 12)
+    assert stored_blobs(root) == FIXTURE_BLOBS
+    assert main(["verify", "--root", str(root)]) == 0
+
+
+def test_gc_online_refuses_while_another_collection_runs(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Registry.filesystem(tmp_path / "root")
+    claim = online.Claim(registry.driver, lease=3.0, settle=0.0)
+    claim.acquire()
+    try:
+        assert main(["gc", "--root", str(tmp_path / "root"), "--online"]) == 3
+    finally:
+        claim.release()
+    assert "collection 1 is running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grace", ["an hour", "-5", "1y"])
+def test_gc_refuses_a_grace_that_is_no_duration(tmp_path: pathlib.Path, grace: str) -> None:
+    with pytest.raises(SystemExit) as bad:
+        main(["gc", "--root", str(tmp_path), "--online", "--grace", grace])
+    assert bad.value.code == 2
 
 
 # -- as processes ------------------------------------------------------------------------------
