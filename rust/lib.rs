@@ -7,6 +7,7 @@
 pub mod error;
 pub mod hash;
 pub mod pool;
+pub mod scan;
 pub mod upload;
 
 #[cfg(feature = "python")]

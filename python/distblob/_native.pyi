@@ -14,6 +14,8 @@ __all__ = [
     "hash_file",
     "put_blob",
     "put_blob_fd",
+    "scan_blobs",
+    "scan_repositories",
     "sync_filesystem",
     "write_file_atomic",
 ]
@@ -224,3 +226,26 @@ def put_blob_fd(
     With ``expected_size``, a source whose size changed while it was read raises ``OSError``
     and nothing is stored.
     """
+
+def scan_repositories(
+    root: str, algorithms: list[tuple[str, int]], canonical: str, times: bool
+) -> list[
+    tuple[
+        str,
+        list[tuple[str, float | None, str | None]],
+        list[tuple[str, float | None, str | None]],
+        list[tuple[str, str | None, list[str]]],
+    ]
+]:
+    """Every repository under the local ``repositories`` directory ``root``, read in parallel
+    by directory reads (no stat per entry), for garbage collection.
+
+    Each is ``(name, layers, revisions, tags)``: links as ``(digest, time, content)`` (the time
+    only with ``times``; the content only for links under an algorithm other than
+    ``canonical``), tags as ``(name, current link content, index digests)``. Names that are no
+    digest of ``algorithms`` (``(name, hex length)``) are skipped.
+    """
+
+def scan_blobs(root: str, algorithms: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """Every blob under the local ``blobs`` directory ``root`` as ``(algorithm, hex)``, read in
+    parallel by directory reads."""

@@ -3,6 +3,7 @@
 
 mod buffer;
 mod hashers;
+mod scan;
 mod upload;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -44,6 +45,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(upload::sync_filesystem, m)?)?;
     m.add_function(wrap_pyfunction!(upload::put_blob, m)?)?;
     m.add_function(wrap_pyfunction!(upload::put_blob_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan_repositories, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan_blobs, m)?)?;
     m.add("GIL_RELEASE_THRESHOLD", buffer::GIL_RELEASE_THRESHOLD)?;
     Ok(())
 }

@@ -50,7 +50,7 @@ def test_the_scan_finds_what_the_walk_finds(tmp_path: Path) -> None:
     driver = registry.driver
     local = driver.local_path(paths.repositories_root())
     assert local is not None
-    scanned = scan_repositories(local, times=True, workers=3)
+    scanned = scan_repositories(local, times=True)
     walked = walk_repositories(driver)
     assert sorted(scanned) == sorted(walked) == ["a/b/c/d", "team/app", "team/app/sub", "top"]
     for name, repo in walked.items():
@@ -70,16 +70,17 @@ def test_the_scan_finds_what_the_walk_finds(tmp_path: Path) -> None:
 
     blobs_local = driver.local_path(paths.blobs_root())
     assert blobs_local is not None
-    found = scan_blobs(blobs_local, paths.blobs_root(), workers=2)
+    found = scan_blobs(blobs_local)
     listed = walk_blobs(driver)
     assert set(found) == set(listed) and len(found) == 17
     for digest, blob in found.items():
-        info = blob.info(driver)
-        assert info is not None and info.size == listed[digest].info(driver).size  # type: ignore[union-attr]
-    os.unlink(os.path.join(tmp_path, "root", found[digest].path.lstrip("/")))
-    assert found[digest].info(driver) is None  # gone since the scan
+        mine, theirs = blob.info(driver, digest), listed[digest].info(driver, digest)
+        assert mine is not None and theirs is not None
+        assert (mine.path, mine.size, mine.mod_time) == (theirs.path, theirs.size, theirs.mod_time)
+    os.unlink(os.path.join(tmp_path, "root", paths.blob_data_path(digest).lstrip("/")))
+    assert found[digest].info(driver, digest) is None  # gone since the scan
 
 
 def test_a_store_without_repositories_or_blobs(tmp_path: Path) -> None:
     assert scan_repositories(str(tmp_path / "none"), times=True) == {}
-    assert scan_blobs(str(tmp_path / "none"), "/docker/registry/v2/blobs") == {}
+    assert scan_blobs(str(tmp_path / "none")) == {}

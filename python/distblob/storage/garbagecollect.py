@@ -30,17 +30,18 @@ references cannot be marked. As with distribution, run it while nothing pushes t
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from distblob.digest import Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import forget
-from distblob.storage.driver import StorageDriver
+from distblob.storage.driver import FileInfo, StorageDriver
 from distblob.storage.gcscan import (
     RepositoryLinks,
     read_repositories,
@@ -97,11 +98,19 @@ def references(manifest: Any) -> Iterator[Digest]:
         if isinstance(value, list):
             descriptors.extend(value)
     for descriptor in descriptors:
-        if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
+        if isinstance(descriptor, dict) and isinstance(value := descriptor.get("digest"), str):
+            if _SHA256.fullmatch(value):
+                # The common case, checked as Digest checks it in one match.
+                yield str.__new__(Digest, value)
+                continue
             try:
-                yield Digest(descriptor["digest"])
+                yield Digest(value)
             except DistblobError:
                 continue
+
+
+#: A canonical digest, as :class:`~distblob.digest.Digest` accepts it.
+_SHA256: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def read_manifests(
@@ -110,14 +119,23 @@ def read_manifests(
     """What each manifest references, read ``workers`` at a time; an error's text for one
     that cannot be read."""
 
+    local = driver.local_path(paths.ROOT)
+
     def read(digest: Digest) -> list[Digest] | str:
         try:
-            return list(references(json.loads(driver.get_content(paths.blob_data_path(digest)))))
-        except (PathNotFoundError, ValueError) as exc:
+            if local is None:
+                raw = driver.get_content(paths.blob_data_path(digest))
+            else:
+                # The root is the driver's, checked once; the rest is the layout's own path.
+                with open(local + paths.blob_data_path(digest)[len(paths.ROOT) :], "rb") as file:
+                    raw = file.read()
+            return list(references(json.loads(raw)))
+        except (PathNotFoundError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
             return f"cannot read the manifest: {exc}"
 
     ordered = sorted(set(digests))
-    if workers <= 1 or len(ordered) < 64:
+    if local is not None or workers <= 1 or len(ordered) < 64:
+        # On a local filesystem reading is mostly Python's own work: threads only contend.
         return {digest: read(digest) for digest in ordered}
     with ThreadPoolExecutor(workers, thread_name_prefix="gc-mark") as pool:
         return dict(zip(ordered, pool.map(read, ordered, chunksize=64), strict=True))
@@ -144,12 +162,19 @@ def plan(
         return cutoff is not None and when > cutoff
 
     started = time.monotonic()
-    with ThreadPoolExecutor(2, thread_name_prefix="gc-list") as pool:
-        # The two walks overlap: most of their time is waiting on storage.
-        blobs_future = pool.submit(stored_blobs, driver)
+    local = driver.local_path(paths.ROOT) is not None
+    if local:
+        # Directory reads on a local filesystem: Python's own work, which threads would only
+        # contend for.
         repos = read_repositories(driver, times=cutoff is not None)
-        listed = time.monotonic()
-        stored = blobs_future.result()
+        stored = stored_blobs(driver)
+    else:
+        with ThreadPoolExecutor(2, thread_name_prefix="gc-list") as pool:
+            # The two listings overlap: most of their time is waiting on storage.
+            blobs_future = pool.submit(stored_blobs, driver)
+            repos = read_repositories(driver, times=cutoff is not None)
+            stored = blobs_future.result()
+    listed = time.monotonic()
     result = Plan(repositories=repos, stored=len(stored))
     result.times["list"] = time.monotonic() - started
     marked = result.marked
@@ -208,8 +233,12 @@ def plan(
     result.manifests = [(name, d) for name, d in untagged if d not in marked]
     kept = set(marked)
     unmarked = [(d, blob) for d, blob in stored.items() if d not in marked]
+    infos: Iterable[FileInfo | None]
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="gc-stat") as pool:
-        infos = pool.map(lambda item: item[1].info(driver), unmarked, chunksize=256)
+        if local:  # cheap enough in turn
+            infos = [blob.info(driver, digest) for digest, blob in unmarked]
+        else:  # stats over the network overlap
+            infos = pool.map(lambda item: item[1].info(driver, item[0]), unmarked)
         for (digest, _), info in zip(unmarked, infos, strict=True):
             if info is None:
                 continue  # gone since the listing

@@ -3,10 +3,11 @@
 Through the driver (:func:`read_repositories`, :func:`stored_blobs`): one walk each, which on an
 object store is a paginated listing that carries every object's size and time. On a local
 filesystem the walk would stat every entry (several hundred thousand for a store of 100,000
-blobs), so :func:`scan_repositories` and :func:`scan_blobs` read directories only
-(``os.scandir``, whose entries know whether they are directories without a stat), several at
-once, and stat only what the collection asks about: link times for an online collection, and
-the size and time of the blobs it is about to delete (:meth:`StoredBlob.info`).
+blobs), so :func:`scan_repositories` and :func:`scan_blobs` read directories only, in
+parallel, in the native core (``rust/scan.rs``: ``getdents``, whose entries say whether they are
+directories without a stat), and stat only what the collection asks about: link times for an
+online collection, and the size and time of the blobs it is about to delete
+(:meth:`StoredBlob.info`).
 
 A directory in the layout counts as its link (``_layers/sha256/<hex>/`` as that layer's link,
 ``_manifests/revisions/sha256/<hex>/`` as that revision): a directory whose ``link`` is missing
@@ -18,11 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from distblob.digest import CANONICAL, Digest
+from distblob import _native
+from distblob.digest import ALGORITHMS, CANONICAL, Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.driver import FileInfo, StorageDriver
@@ -98,7 +98,7 @@ def stored_blobs(driver: StorageDriver) -> dict[Digest, StoredBlob]:
     :func:`scan_blobs` on a local filesystem."""
     local = driver.local_path(paths.blobs_root())
     if local is not None:
-        return scan_blobs(local, paths.blobs_root())
+        return scan_blobs(local)
     return walk_blobs(driver)
 
 
@@ -112,7 +112,7 @@ def walk_blobs(driver: StorageDriver) -> dict[Digest, StoredBlob]:
                 continue
             parts = info.path.split("/")
             with contextlib.suppress(DistblobError):
-                found[Digest.from_parts(parts[-4], parts[-2])] = StoredBlob(info.path, info)
+                found[Digest.from_parts(parts[-4], parts[-2])] = StoredBlob(info)
         return found
     except PathNotFoundError:
         return {}
@@ -120,134 +120,76 @@ def walk_blobs(driver: StorageDriver) -> dict[Digest, StoredBlob]:
 
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
-    """A stored blob: its data's path, and its size and time when the listing gave them."""
+    """Where to learn a stored blob's size and time: from the listing (``known``), from the
+    local ``blobs`` directory ``local`` (one instance shared by every blob of a scan), or
+    from the driver."""
 
-    path: str
     known: FileInfo | None = None
+    local: str | None = None
 
-    def info(self, driver: StorageDriver) -> FileInfo | None:
-        """The data's size and time (a stat unless the listing gave them); ``None`` if gone."""
+    def info(self, driver: StorageDriver, digest: Digest) -> FileInfo | None:
+        """The data's size and time; ``None`` if it is gone."""
         if self.known is not None:
             return self.known
+        path = paths.blob_data_path(digest)
         try:
-            return driver.stat(self.path)
-        except PathNotFoundError:
+            if self.local is not None:
+                found = os.stat(self.local + path[len(paths.blobs_root()) :])
+                return FileInfo(path, found.st_size, found.st_mtime, False)
+            return driver.stat(path)
+        except (PathNotFoundError, FileNotFoundError, NotADirectoryError):
             return None
 
 
-def scan_repositories(os_root: str, *, times: bool, workers: int = 4) -> dict[str, RepositoryLinks]:
-    """:func:`read_repositories` for a local ``repositories`` directory, by directory reads
-    (see the module docstring); link times only with ``times``."""
-    try:
-        top = [e for e in os.scandir(os_root) if e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return {}
+def _algorithms() -> list[tuple[str, int]]:
+    return sorted(ALGORITHMS.items())
+
+
+def _digest(value: str) -> Digest:
+    # Checked by the scan as Digest checks it (a known algorithm, lowercase hex of its length).
+    return str.__new__(Digest, value)
+
+
+def scan_repositories(os_root: str, *, times: bool) -> dict[str, RepositoryLinks]:
+    """:func:`read_repositories` for a local ``repositories`` directory, by the native scan
+    (directory reads in parallel, see the module docstring); link times only with ``times``."""
     repos: dict[str, RepositoryLinks] = {}
-
-    def scan(entry: os.DirEntry[str]) -> list[RepositoryLinks]:
-        found: list[RepositoryLinks] = []
-        _scan_tree(entry.path, entry.name, times, found)
-        return found
-
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="gc-scan") as pool:
-        for found in pool.map(scan, top):
-            for repo in found:
-                repos[repo.name] = repo
+    rows = _native.scan_repositories(os_root, _algorithms(), CANONICAL, times)
+    for name, layers, revisions, tags in rows:
+        repo = repos[name] = RepositoryLinks(name)
+        for value, when, content in layers:
+            digest = _digest(value)
+            if content is None:
+                repo.layers[digest] = digest  # a canonical link names itself
+            else:
+                try:
+                    repo.layers[digest] = paths.parse_link(content.encode())
+                except DistblobError:
+                    continue
+            if when is not None:
+                repo.layer_times[digest] = when
+        for value, when, _ in revisions:
+            digest = _digest(value)
+            repo.revisions.add(digest)
+            if when is not None:
+                repo.revision_times[digest] = when
+        for tag, current, index in tags:
+            if current is not None:
+                try:
+                    repo.tags[tag] = paths.parse_link(current.encode())
+                except DistblobError:
+                    repo.tags[tag] = None
+            if index:
+                repo.tag_index[tag] = {_digest(value) for value in index}
     return repos
 
 
-def _dirs(path: str) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as entries:
-            return [e for e in entries if e.is_dir(follow_symlinks=False)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _scan_tree(path: str, name: str, times: bool, found: list[RepositoryLinks]) -> None:
-    """The repository at ``path`` (if it is one) and those below it."""
-    children = _dirs(path)
-    if any(child.name in ("_layers", "_manifests", "_uploads") for child in children):
-        repo = RepositoryLinks(name)
-        found.append(repo)
-        for child in children:
-            if child.name == "_layers":
-                _scan_layers(child.path, repo, times)
-            elif child.name == "_manifests":
-                _scan_manifests(child.path, repo, times)
-    for child in children:
-        if not child.name.startswith("_"):
-            _scan_tree(child.path, f"{name}/{child.name}", times, found)
-
-
-def _link_digests(path: str) -> Iterator[tuple[Digest, str]]:
-    """``<algorithm>/<hex>/`` directories below ``path``: each digest and its link's path."""
-    for algorithm in _dirs(path):
-        for encoded in _dirs(algorithm.path):
-            with contextlib.suppress(DistblobError):
-                yield Digest.from_parts(algorithm.name, encoded.name), f"{encoded.path}/link"
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
-
-
-def _scan_layers(path: str, repo: RepositoryLinks, times: bool) -> None:
-    for digest, link in _link_digests(path):
-        if digest.algorithm == CANONICAL:
-            repo.layers[digest] = digest  # see read_repositories
-        else:
-            try:
-                with open(link, "rb") as file:
-                    repo.layers[digest] = paths.parse_link(file.read())
-            except OSError:
-                continue
-        if times and (when := _mtime(link)) is not None:
-            repo.layer_times[digest] = when
-
-
-def _scan_manifests(path: str, repo: RepositoryLinks, times: bool) -> None:
-    for digest, link in _link_digests(f"{path}/revisions"):
-        repo.revisions.add(digest)
-        if times and (when := _mtime(link)) is not None:
-            repo.revision_times[digest] = when
-    for tag in _dirs(f"{path}/tags"):
-        try:
-            with open(f"{tag.path}/current/link", "rb") as file:
-                repo.tags[tag.name] = paths.parse_link(file.read())
-        except OSError:
-            pass
-        except DistblobError:
-            repo.tags[tag.name] = None
-        index = {digest for digest, _ in _link_digests(f"{tag.path}/index")}
-        if index:
-            repo.tag_index[tag.name] = index
-
-
-def scan_blobs(os_root: str, root: str, *, workers: int = 4) -> dict[Digest, StoredBlob]:
-    """:func:`stored_blobs` for a local ``blobs`` directory (``root`` its storage path): every
-    ``<algorithm>/<hh>/<hex>/`` directory, by directory reads; sizes and times are left to
-    :meth:`StoredBlob.info`."""
-    found: dict[Digest, StoredBlob] = {}
-    shards = [(a, s) for a in _dirs(os_root) for s in _dirs(a.path)]
-
-    def scan(shard: tuple[os.DirEntry[str], os.DirEntry[str]]) -> list[tuple[Digest, str]]:
-        algorithm, prefix = shard
-        blobs = []
-        for encoded in _dirs(prefix.path):
-            with contextlib.suppress(DistblobError):
-                digest = Digest.from_parts(algorithm.name, encoded.name)
-                blobs.append((digest, f"{root}/{algorithm.name}/{prefix.name}/{encoded.name}/data"))
-        return blobs
-
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="gc-scan") as pool:
-        for blobs in pool.map(scan, shards):
-            for digest, path in blobs:
-                found[digest] = StoredBlob(path)
-    return found
+def scan_blobs(os_root: str) -> dict[Digest, StoredBlob]:
+    """:func:`stored_blobs` for a local ``blobs`` directory, by the native scan; sizes and times
+    are left to :meth:`StoredBlob.info`."""
+    where = StoredBlob(local=os_root)
+    rows = _native.scan_blobs(os_root, _algorithms())
+    return dict.fromkeys((_digest(f"{a}:{encoded}") for a, encoded in rows), where)
 
 
 __all__ = [
