@@ -234,6 +234,70 @@ pub fn scan_blobs(root: &Path, algorithms: &Algorithms) -> Vec<(String, String)>
         .collect()
 }
 
+/// What a manifest references, as garbage collection marks it: the digests of its `config`,
+/// `layers`, `manifests` (an index's children) and `blobs`, those that are digests of
+/// `algorithms`; `Err` with the reason for a manifest that cannot be read or parsed.
+pub fn references(path: &Path, algorithms: &Algorithms) -> Result<Vec<String>, String> {
+    let raw = fs::read(path).map_err(|e| format!("cannot read the manifest: {e}"))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|e| format!("cannot read the manifest: {e}"))?;
+    let mut found = Vec::new();
+    let Some(object) = doc.as_object() else {
+        return Ok(found);
+    };
+    let mut descriptors: Vec<&serde_json::Value> = Vec::new();
+    if let Some(config) = object.get("config").filter(|c| c.is_object()) {
+        descriptors.push(config);
+    }
+    for key in ["layers", "manifests", "blobs"] {
+        if let Some(list) = object.get(key).and_then(|v| v.as_array()) {
+            descriptors.extend(list.iter());
+        }
+    }
+    for descriptor in descriptors {
+        let Some(digest) = descriptor.get("digest").and_then(|d| d.as_str()) else {
+            continue;
+        };
+        let Some((algorithm, hex)) = digest.split_once(':') else {
+            continue;
+        };
+        if hex_length(algorithms, algorithm).is_some_and(|n| is_hex(hex, n)) {
+            found.push(digest.to_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// [`references`] of many manifests at once, in parallel, in the order given.
+pub fn read_references(
+    paths: &[String],
+    algorithms: &Algorithms,
+) -> Vec<Result<Vec<String>, String>> {
+    paths
+        .par_iter()
+        .map(|p| references(Path::new(p), algorithms))
+        .collect()
+}
+
+/// Removes each file and then its directory if that is left empty, in parallel: garbage
+/// collection's bulk delete on a local filesystem. Missing files are skipped; returns how many
+/// files were removed.
+pub fn delete_files(paths: &[String]) -> usize {
+    paths
+        .par_iter()
+        .filter(|path| {
+            let path = Path::new(path.as_str());
+            if fs::remove_file(path).is_err() {
+                return false;
+            }
+            if let Some(parent) = path.parent() {
+                let _ = fs::remove_dir(parent); // not empty (written meanwhile), or gone
+            }
+            true
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +372,57 @@ mod tests {
         assert!(
             scan_repositories(&root.join("missing"), &algorithms(), "sha256", false).is_empty()
         );
+    }
+
+    #[test]
+    fn references_of_images_indexes_and_bad_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let image = dir.path().join("image");
+        let doc = format!(
+            r#"{{"config":{{"digest":"{a}"}},"layers":[{{"digest":"{b}"}},{{"digest":"sha256:BAD"}},{{"nodigest":1}},7],"blobs":[{{"digest":"md5:00"}}]}}"#
+        );
+        fs::write(&image, doc).unwrap();
+        let index = dir.path().join("index");
+        fs::write(
+            &index,
+            format!(r#"{{"manifests":[{{"digest":"{a}"}}],"config":"x"}}"#),
+        )
+        .unwrap();
+        let bad = dir.path().join("bad");
+        fs::write(&bad, "{not json").unwrap();
+        let list = dir.path().join("list");
+        fs::write(&list, "[1,2]").unwrap();
+        let paths: Vec<String> = [&image, &index, &bad, &list, &dir.path().join("missing")]
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let found = read_references(&paths, &algorithms());
+        assert_eq!(found[0], Ok(vec![a.clone(), b]));
+        assert_eq!(found[1], Ok(vec![a]));
+        assert!(found[2]
+            .as_ref()
+            .unwrap_err()
+            .starts_with("cannot read the manifest"));
+        assert_eq!(found[3], Ok(vec![]));
+        assert!(found[4].is_err());
+    }
+
+    #[test]
+    fn delete_files_removes_files_and_emptied_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("a/data"), "x");
+        touch(&root.join("b/data"), "x");
+        touch(&root.join("b/other"), "x");
+        let paths: Vec<String> = ["a/data", "b/data", "c/data"]
+            .iter()
+            .map(|p| root.join(p).to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(delete_files(&paths), 2);
+        assert!(!root.join("a").exists());
+        assert!(root.join("b/other").exists() && !root.join("b/data").exists());
     }
 
     #[test]

@@ -11,9 +11,11 @@ __all__ = [
     "Sha384",
     "Sha512",
     "UploadFile",
+    "delete_files",
     "hash_file",
     "put_blob",
     "put_blob_fd",
+    "read_references",
     "scan_blobs",
     "scan_repositories",
     "sync_filesystem",
@@ -249,3 +251,14 @@ def scan_repositories(
 def scan_blobs(root: str, algorithms: list[tuple[str, int]]) -> list[tuple[str, str]]:
     """Every blob under the local ``blobs`` directory ``root`` as ``(algorithm, hex)``, read in
     parallel by directory reads."""
+
+def read_references(
+    paths: list[str], algorithms: list[tuple[str, int]]
+) -> list[tuple[list[str] | None, str | None]]:
+    """What each manifest file references, read and parsed in parallel: the digests of its
+    ``config``, ``layers``, ``manifests`` and ``blobs`` that are digests of ``algorithms``, or
+    ``None`` and why the file cannot be read or parsed."""
+
+def delete_files(paths: list[str]) -> int:
+    """Remove each file (OS paths) and then its directory if that is left empty, in parallel;
+    missing files are skipped. How many files were removed."""

@@ -47,6 +47,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(upload::put_blob_fd, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_repositories, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_blobs, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::read_references, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::delete_files, m)?)?;
     m.add("GIL_RELEASE_THRESHOLD", buffer::GIL_RELEASE_THRESHOLD)?;
     Ok(())
 }

@@ -54,3 +54,26 @@ pub fn scan_blobs(
 ) -> Vec<(String, String)> {
     py.detach(|| scan::scan_blobs(Path::new(root), &algorithms))
 }
+
+/// What each manifest file references (see `crate::scan::references`), in parallel: the
+/// digests, or `None` and the reason it cannot be read.
+#[pyfunction]
+pub fn read_references(
+    py: Python<'_>,
+    paths: Vec<String>,
+    algorithms: Vec<(String, usize)>,
+) -> Vec<(Option<Vec<String>>, Option<String>)> {
+    py.detach(|| scan::read_references(&paths, &algorithms))
+        .into_iter()
+        .map(|found| match found {
+            Ok(digests) => (Some(digests), None),
+            Err(why) => (None, Some(why)),
+        })
+        .collect()
+}
+
+/// Removes each file and its emptied directory, in parallel; how many files were removed.
+#[pyfunction]
+pub fn delete_files(py: Python<'_>, paths: Vec<String>) -> usize {
+    py.detach(|| scan::delete_files(&paths))
+}

@@ -950,3 +950,18 @@ def test_a_vanished_root_is_reported(tmp_path: pathlib.Path) -> None:
     with pytest.raises(StorageDriverError, match="root"):
         driver.put_content("/a/b", b"")
     assert not (tmp_path / "root").exists()
+
+
+def test_delete_files_on_a_filesystem_leaves_what_a_symlink_leads_to(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A file reached through a symlink out of the root is not deleted; the others are."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data").write_bytes(b"keep me")
+    driver = FilesystemDriver(tmp_path / "root")
+    driver.put_content("/blobs/aa/data", b"x")
+    os.symlink(outside, tmp_path / "root" / "blobs" / "bb")
+    driver.delete_files(["/blobs/aa/data", "/blobs/bb/data"])
+    assert (outside / "data").read_bytes() == b"keep me"
+    assert not (tmp_path / "root" / "blobs" / "aa").exists()

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from distblob import Descriptor, Digest, Registry
-from distblob.storage import paths
+from distblob.storage import garbagecollect, paths
 from distblob.storage.gcscan import (
     scan_blobs,
     scan_repositories,
@@ -84,3 +84,29 @@ def test_the_scan_finds_what_the_walk_finds(tmp_path: Path) -> None:
 def test_a_store_without_repositories_or_blobs(tmp_path: Path) -> None:
     assert scan_repositories(str(tmp_path / "none"), times=True) == {}
     assert scan_blobs(str(tmp_path / "none")) == {}
+
+
+def test_the_native_reading_of_manifests_finds_what_references_finds(tmp_path: Path) -> None:
+    registry = Registry.filesystem(tmp_path / "root")
+    a, b = (Digest.from_bytes(x) for x in (b"a", b"b"))
+    documents: list[object] = [
+        {"config": {"digest": a}, "layers": [{"digest": b}, {"digest": "sha256:BAD"}, 7]},
+        {"manifests": [{"digest": a}], "blobs": [{"digest": "md5:00"}], "config": "x"},
+        {"layers": [{"digest": str(Digest.from_bytes(b"c", "sha512"))}, {"nodigest": 1}]},
+        [1, 2],
+        "just a string",
+    ]
+    stored = []
+    for document in documents:
+        body = json.dumps(document).encode()
+        digest = Digest.from_bytes(body)
+        registry.blobs.write(digest, body)
+        stored.append((digest, document))
+    broken = Digest.from_bytes(b"{not json")
+    registry.blobs.write(broken, b"{not json")
+    missing = Digest.from_bytes(b"never stored")
+    found = garbagecollect.read_manifests(registry.driver, [d for d, _ in stored], 1)
+    for digest, document in stored:
+        assert found[digest] == list(garbagecollect.references(document))
+    errors = garbagecollect.read_manifests(registry.driver, [broken, missing], 1)
+    assert all(str(why).startswith("cannot read the manifest") for why in errors.values())

@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from distblob.digest import Digest
+from distblob import _native
+from distblob.digest import ALGORITHMS, Digest
 from distblob.errors import DistblobError, PathNotFoundError
 from distblob.storage import paths
 from distblob.storage.cache import forget
@@ -119,26 +120,28 @@ def read_manifests(
     """What each manifest references, read ``workers`` at a time; an error's text for one
     that cannot be read."""
 
+    ordered = sorted(set(digests))
     local = driver.local_path(paths.ROOT)
+    if local is not None:
+        # On a local filesystem the native core reads and parses them, in parallel.
+        files = [local + paths.blob_data_path(d)[len(paths.ROOT) :] for d in ordered]
+        rows = _native.read_references(files, sorted(ALGORITHMS.items()))
+        return {
+            digest: [str.__new__(Digest, d) for d in found] if found is not None else str(why)
+            for digest, (found, why) in zip(ordered, rows, strict=True)
+        }
 
     def read(digest: Digest) -> list[Digest] | str:
         try:
-            if local is None:
-                raw = driver.get_content(paths.blob_data_path(digest))
-            else:
-                # The root is the driver's, checked once; the rest is the layout's own path.
-                with open(local + paths.blob_data_path(digest)[len(paths.ROOT) :], "rb") as file:
-                    raw = file.read()
+            raw = driver.get_content(paths.blob_data_path(digest))
             return list(references(json.loads(raw)))
-        except (PathNotFoundError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        except (PathNotFoundError, ValueError) as exc:
             return f"cannot read the manifest: {exc}"
 
-    ordered = sorted(set(digests))
-    if local is not None or workers <= 1 or len(ordered) < 64:
-        # On a local filesystem reading is mostly Python's own work: threads only contend.
+    if workers <= 1 or len(ordered) < 64:
         return {digest: read(digest) for digest in ordered}
     with ThreadPoolExecutor(workers, thread_name_prefix="gc-mark") as pool:
-        return dict(zip(ordered, pool.map(read, ordered, chunksize=64), strict=True))
+        return dict(zip(ordered, pool.map(read, ordered), strict=True))
 
 
 def plan(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import stat as stat_module
@@ -27,6 +28,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
+from distblob import _native
 from distblob.errors import (
     DriverParameterError,
     InvalidOffsetError,
@@ -43,6 +45,8 @@ from distblob.storage.driver.base import (
     is_path_component,
     join,
 )
+
+logger = logging.getLogger("distblob.storage")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -559,14 +563,15 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFoundError(path) from None
 
     def _delete_files(self, paths: builtins.list[str]) -> None:
+        # Confined here, removed in parallel by the native core (unlink, then rmdir). A path
+        # that leads outside the root through a symlink is left alone, the others still go.
+        confined = []
         for path in paths:
-            os_path = self._confined(path)
             try:
-                os.unlink(os_path)
-            except _MISSING:
-                continue
-            with contextlib.suppress(OSError):  # not empty (written meanwhile), or gone
-                os.rmdir(os.path.dirname(os_path))
+                confined.append(self._confined(path))
+            except InvalidPathError as exc:
+                logger.warning("not deleted: %s", exc)
+        _native.delete_files(confined)
 
     def _walk(self, path: str) -> Iterator[FileInfo]:
         os_path = self._os_path(path)
