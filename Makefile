@@ -68,6 +68,7 @@ bench-smoke:
 	$(PYTHON) -m benches.small_blobs --quick
 	$(PYTHON) -m benches.gc_stress --go --distblob --quick
 	$(PYTHON) -m benches.gc --smoke
+	$(PYTHON) -m benches.gc_push --smoke
 
 .PHONY: bench  ## Every benchmark scenario side by side, into benches/results.json
 bench:

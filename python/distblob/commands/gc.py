@@ -22,7 +22,6 @@ import json
 import sys
 
 from distblob.commands.store import add_store_arguments, open_registry
-from distblob.config.values import ConfigError, parse_duration
 from distblob.registry import Registry
 from distblob.storage.garbagecollect import GCError, Plan
 from distblob.storage.online import (
@@ -88,6 +87,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _duration(text: str) -> float:
+    # Imported here: the config package is needed only with --config (or a duration to read),
+    # and a collection's start-up time is part of what it costs.
+    from distblob.config.values import ConfigError, parse_duration
+
     text = text.strip()
     try:
         return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
