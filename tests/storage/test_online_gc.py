@@ -11,6 +11,8 @@ there afterwards.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from distblob import Descriptor, Digest, Registry, Repository
 from distblob.errors import BlobUnknownError, ManifestBlobUnknownError, PathNotFoundError
-from distblob.storage import collection, online, paths
+from distblob.storage import collection, garbagecollect, online, paths
 from distblob.storage.collection import STATE_PATH, Fence, Need, State, read_state
 from distblob.storage.online import (
     Claim,
@@ -411,3 +413,26 @@ def test_an_ingested_file_of_a_blob_being_swept_is_there_afterwards(
         )
     assert result == (digest, len(data))
     assert repo.blobs.get(str(digest)) == data
+
+
+def test_the_work_yields_the_cpu_and_the_caller_and_the_claim_do_not(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking and sweeping run in a thread of their own under ``SCHED_IDLE``; the caller's
+    thread and the claim's renewing thread keep their policy (a starved collection still
+    renews, so servers do not judge it dead)."""
+    seen: dict[str, int] = {}
+    real_plan = garbagecollect.plan
+
+    def spying_plan(*args: object, **kwargs: object) -> object:
+        seen["work"] = os.sched_getscheduler(0)
+        renewer = next(t for t in threading.enumerate() if t.name == "gc-claim")
+        assert renewer.native_id is not None
+        seen["renewer"] = os.sched_getscheduler(renewer.native_id)
+        return real_plan(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(online, "plan", spying_plan)
+    before = os.sched_getscheduler(0)
+    collect(registry, options(yield_cpu=True))
+    assert seen == {"work": os.SCHED_IDLE, "renewer": before}
+    assert os.sched_getscheduler(0) == before != os.SCHED_IDLE

@@ -54,7 +54,7 @@ def push_image(repo: Repository, tag: str, seed: str) -> tuple[Digest, set[Diges
 
 
 def options(**changes: object) -> Options:
-    base = Options(online=True, grace=3600, settle=0.0, lease=5.0, batch=4)
+    base = Options(online=True, grace=3600, settle=0.0, lease=5.0, batch=4, yield_cpu=False)
     for key, value in changes.items():
         setattr(base, key, value)
     return base

@@ -6,7 +6,7 @@ nothing pushes; it prints one ``delete ...`` line per deletion on stdout (``woul
 with ``--dry-run``), then sweeps. ``--online`` runs the protocol of
 :mod:`distblob.storage.online` instead, safe while any number of replicas serve the storage:
 whatever is younger than ``--grace`` is kept, and what servers use meanwhile is spared; the
-collection's threads run at a lower CPU priority (nice 10).
+collection's work runs only on CPUs the servers leave idle (``SCHED_IDLE``).
 
 Progress and the summary go to stderr; ``--json`` prints the summary as one JSON document on
 stdout instead of the per-deletion lines (with ``--dry-run``, the candidates too).
@@ -33,7 +33,6 @@ from distblob.storage.online import (
     Options,
     Summary,
     collect,
-    yield_cpu,
 )
 
 
@@ -122,9 +121,6 @@ def _collect(args: argparse.Namespace, registry: Registry) -> int:
         workers=max(1, args.workers),
         batch=max(1, args.batch),
     )
-
-    if args.online and not args.dry_run:
-        yield_cpu()  # beside servers: they come first for the CPU
 
     def progress(line: str) -> None:
         print(f"distblob gc: {line}", file=sys.stderr, flush=True)

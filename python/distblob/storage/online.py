@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -89,6 +89,7 @@ DEFAULT_WORKERS: Final = 8
 SETTLE: Final = 0.5
 
 Progress = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 class CollectionBusyError(DistblobError):
@@ -116,6 +117,9 @@ class Options:
     batch: int = DEFAULT_BATCH
     lease: float = DEFAULT_LEASE
     settle: float = SETTLE
+    #: Whether an online collection runs its work only on CPUs nothing else wants
+    #: (:func:`yield_cpu`); the thread that calls :func:`collect` keeps it afterwards.
+    yield_cpu: bool = True
 
 
 @dataclass
@@ -280,37 +284,78 @@ def collect(
         cutoff = summary.started - options.grace
         summary.cutoff = cutoff
     summary.seconds["claim"] = time.monotonic() - started
+
+    def work() -> tuple[Plan, Summary]:
+        return _mark_and_sweep(registry, options, summary, claim, cutoff, say, before_sweep, stop)
+
     try:
-        result = plan(
-            registry,
-            delete_untagged=options.delete_untagged,
-            manifests_only=options.manifests_only,
-            cutoff=cutoff,
-            workers=options.workers,
-        )
-        summary.seconds.update(result.times)
-        _fill(summary, result)
-        say(
-            f"marked {summary.marked} digests from {summary.manifests_read} manifests; "
-            f"{summary.stored} blobs stored; {summary.blobs} blobs ({summary.bytes} bytes), "
-            f"{summary.manifests} manifests and {summary.layer_links} layer links to delete"
-            + (f"; {summary.young} kept as younger than the grace period" if cutoff else "")
-        )
-        if before_sweep is not None:
-            before_sweep(result)
-        if options.dry_run:
-            return result, summary
-        swept = time.monotonic()
-        if claim is None:
-            summary.unapplied_cache_clears = sweep(registry, result)
-        else:
-            _sweep_online(registry, result, summary, claim, options, say, stop)
-        summary.seconds["sweep"] = time.monotonic() - swept
-        return result, summary
+        if claim is not None and options.yield_cpu:
+            # In a thread of its own that yields the CPU; the claim's renewing thread, and
+            # the caller's, keep their priority.
+            return _yielding(work)
+        return work()
     finally:
         if claim is not None:
             claim.release()
         summary.seconds["total"] = time.monotonic() - started
+
+
+def _yielding(work: Callable[[], _T]) -> _T:
+    """``work()`` in a new thread that first calls :func:`yield_cpu`; its result or error."""
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        yield_cpu()
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="gc-work")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _mark_and_sweep(
+    registry: Registry,
+    options: Options,
+    summary: Summary,
+    claim: Claim | None,
+    cutoff: float | None,
+    say: Progress,
+    before_sweep: Callable[[Plan], None] | None,
+    stop: threading.Event | None,
+) -> tuple[Plan, Summary]:
+    result = plan(
+        registry,
+        delete_untagged=options.delete_untagged,
+        manifests_only=options.manifests_only,
+        cutoff=cutoff,
+        workers=options.workers,
+    )
+    summary.seconds.update(result.times)
+    _fill(summary, result)
+    say(
+        f"marked {summary.marked} digests from {summary.manifests_read} manifests; "
+        f"{summary.stored} blobs stored; {summary.blobs} blobs ({summary.bytes} bytes), "
+        f"{summary.manifests} manifests and {summary.layer_links} layer links to delete"
+        + (f"; {summary.young} kept as younger than the grace period" if cutoff else "")
+    )
+    if before_sweep is not None:
+        before_sweep(result)
+    if options.dry_run:
+        return result, summary
+    swept = time.monotonic()
+    if claim is None:
+        summary.unapplied_cache_clears = sweep(registry, result)
+    else:
+        _sweep_online(registry, result, summary, claim, options, say, stop)
+    summary.seconds["sweep"] = time.monotonic() - swept
+    return result, summary
 
 
 def _fill(summary: Summary, result: Plan) -> None:
@@ -421,17 +466,20 @@ def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: floa
     return True
 
 
-#: The niceness a collection's threads take (Linux keeps it per thread): a CPU both want goes
-#: about ten to one to the servers, while the collection's claim still renews in time.
-NICENESS: Final = 10
-
-
 def yield_cpu() -> None:
-    """Lower the calling thread's CPU priority (and that of the threads it starts) by
-    :data:`NICENESS`: an online collection must not take the CPU from the pushes it runs
-    beside. Not ``SCHED_IDLE``: a collection starved for half its lease would stop."""
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    """Run the calling thread, and the threads it starts from now on, only on a CPU nothing
+    else wants (Linux ``SCHED_IDLE``; elsewhere the lowest ``nice``): an online collection must
+    not take the CPU, or the wake-ups, from the pushes it runs beside.
+
+    :func:`collect` calls it once its claim is held: the claim's renewing thread, started
+    before, keeps its priority, so a starved collection still renews and servers do not judge
+    it dead; it stays slow, and servers waiting on one of its batches give it the CPU.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
 
 
 class ScheduledCollection:
@@ -479,8 +527,8 @@ class ScheduledCollection:
     def delay(self) -> float:
         return self.interval * random.uniform(0.9, 1.1)
 
-    def _run_niced(self) -> None:
-        yield_cpu()  # this thread is the collection's own: the server's threads keep theirs
+    def _run_apart(self) -> None:
+        # This thread is the collection's own: the server's threads keep their priority.
         try:
             self.run_once()
         except Exception:
@@ -488,10 +536,10 @@ class ScheduledCollection:
 
     async def run(self) -> None:
         """Collect when due, forever (until cancelled), in a thread of its own that runs only
-        at a lower CPU priority (:func:`yield_cpu`)."""
+        that yields the CPU to the server's (:func:`yield_cpu`)."""
         while True:
             await anyio.sleep(self.delay())
-            thread = threading.Thread(target=self._run_niced, name="gc-scheduled", daemon=True)
+            thread = threading.Thread(target=self._run_apart, name="gc-scheduled", daemon=True)
             thread.start()
             try:
                 while thread.is_alive():
