@@ -436,3 +436,32 @@ def test_the_work_yields_the_cpu_and_the_caller_and_the_claim_do_not(
     collect(registry, options(yield_cpu=True))
     assert seen == {"work": os.SCHED_IDLE, "renewer": before}
     assert os.sched_getscheduler(0) == before != os.SCHED_IDLE
+
+
+def test_new_data_during_a_collection_needs_no_touch_unless_its_batch_is_swept(
+    registry: Registry,
+) -> None:
+    """A push that stores new data (not a blob stored already) writes no ``touched``: the
+    collection looks at the data again after writing its batch and spares it as young. Unless
+    its digest is in the batch being swept right now: then it is touched and waited for."""
+    driver = registry.driver
+    driver.put_content(STATE_PATH, State(3, active=True, owner="gc", lease=60).dumps())
+    repo = registry.repository("gc/app")
+    repo.blobs.put(b"new data")
+    assert collection.list_touched(driver, 3) == set()
+    swept = Digest.from_bytes(b"new data, in the batch")
+    driver.put_content(collection.sweeping_path(3), json.dumps({"digests": [swept]}).encode())
+    done = threading.Event()
+
+    def push() -> None:
+        repo.blobs.put(b"new data, in the batch")
+        done.set()
+
+    put = threading.Thread(target=push)
+    put.start()
+    time.sleep(0.3)
+    assert not done.is_set()  # waiting for the batch
+    assert collection.list_touched(driver, 3) == {swept}
+    driver.delete(collection.sweeping_path(3))  # the batch ends
+    put.join(5)
+    assert done.is_set() and repo.blobs.exists(str(swept))

@@ -120,11 +120,19 @@ def in_sweep(
 
         monkeypatch.setattr(online, "list_touched", list_touched)
         real_read = collection.read_sweeping
+        real_touched_path = collection.touched_path
+        touching = threading.Event()
+
+        def touched_path(generation: int, digest: Digest) -> str:
+            touching.set()
+            return real_touched_path(generation, digest)
 
         def read_sweeping(driver: object, generation: int) -> set[str]:
-            go.set()  # every touch of the server is in: now the collection lists them
+            if touching.is_set():
+                go.set()  # every touch of the server is in: now the collection lists them
             return real_read(driver, generation)  # type: ignore[arg-type]
 
+        monkeypatch.setattr(collection, "touched_path", touched_path)
         monkeypatch.setattr(collection, "read_sweeping", read_sweeping)
         thread, outcome = run_collection(registry, opts)
         assert listed.wait(10)

@@ -295,13 +295,15 @@ class BlobStore(Statter):
             f"{digest}: the upload changed while it was stored ({stored} bytes, not {size})"
         )
 
-    def write(self, digest: Digest, data: bytes | bytearray | memoryview) -> None:
-        """Store ``data`` as the blob ``digest`` (already verified), unless it is there."""
+    def write(self, digest: Digest, data: bytes | bytearray | memoryview) -> bool:
+        """Store ``data`` as the blob ``digest`` (already verified), unless it is there;
+        whether it was written."""
         if self.exists(digest):
-            return
+            return False
         self._registry.engine.write_object(
             self.driver, paths.blob_data_path(digest), data, durable=self._registry.fsync
         )
+        return True
 
 
 __all__ = ["BlobStore", "Statter", "parse_digest"]

@@ -50,7 +50,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -226,10 +226,20 @@ class Fence:
         self._known = state
         return state
 
-    def secure(self, began: State, needs: Callable[[], Sequence[Need]]) -> list[Need]:
+    def secure(
+        self,
+        began: State,
+        needs: Callable[[], Sequence[Need]],
+        *,
+        fresh: Collection[Digest] = (),
+    ) -> list[Need]:
         """After the writes of an operation that relies on what ``needs()`` names: those no
         longer there. Empty when everything is safe; the caller repairs or refuses the rest.
         ``needs`` is called only when a collection ran meanwhile.
+
+        ``fresh``: digests whose data the operation wrote itself (it was not stored). Those
+        need no ``touched`` unless they are in the batch being swept: the collection looks at
+        each digest's data again after writing its batch, and spares data younger than it.
         """
         now = self.refresh()
         if now.generation == began.generation and not now.active and not began.active:
@@ -237,6 +247,9 @@ class Fence:
         wanted = needs()
         if now.active and wanted and not self._is_dead(now):
             digests = {need.digest for need in wanted}
+            if fresh:
+                sweeping = read_sweeping(self.driver, now.generation)
+                digests = {d for d in digests if d not in fresh or str(d) in sweeping}
             for digest in digests:
                 self.driver.put_content(touched_path(now.generation, digest), b"")
             self._await_batch(now, {str(d) for d in digests})

@@ -280,19 +280,21 @@ class LinkedBlobStore(Statter):
             raise ValueError(f"expected {expected} is not a {algorithm} digest")
         view = memoryview(data).cast("B")
         began = self.registry.fence.begin()
-        digest = self.engine.put_blob(
+        put = self.engine.put_blob(
             self.driver, self.name, view, algorithm, durable=self.fsync, expected=expected
         )
-        if digest is None:
+        if put is None:
             hasher = self.engine.new_hasher(algorithm)
             hasher.update(view)
-            digest = Digest.from_hasher(hasher)
+            digest, stored = Digest.from_hasher(hasher), False
             if expected is None or digest == expected:
-                self.blobs.write(digest, view)
+                stored = self.blobs.write(digest, view)
                 self.link(digest)
+        else:
+            digest, stored = put
         if expected is not None and digest != expected:
             raise BlobInvalidDigestError(str(expected), "content does not match digest")
-        self._secure_put(began, digest, view)
+        self._secure_put(began, digest, view, stored=stored)
         descriptor = Descriptor(
             media_type=media_type or DEFAULT_MEDIA_TYPE, size=view.nbytes, digest=digest
         )
@@ -306,16 +308,17 @@ class LinkedBlobStore(Statter):
         data = paths.blob_data_path(target or digest)
         return [Need(target or digest, (data, paths.layer_link_path(self.name, digest)))]
 
-    def _secure_put(self, began: State, digest: Digest, view: memoryview) -> None:
+    def _secure_put(self, began: State, digest: Digest, view: memoryview, *, stored: bool) -> None:
         """Make sure a blob just put is still there: an online garbage collection may have
         swept it if it was stored already (:mod:`distblob.storage.collection`); it is written
-        again from ``view``."""
+        again from ``view``. ``stored``: this put wrote the data itself."""
         fence = self.registry.fence
         for _ in range(REPAIRS):
-            if not fence.secure(began, lambda: self._needs(digest)):
+            fresh = (digest,) if stored else ()
+            if not fence.secure(began, lambda: self._needs(digest), fresh=fresh):
                 return
             began = fence.begin()
-            self.blobs.write(digest, view)
+            stored = self.blobs.write(digest, view)
             self.link(digest)
         raise BlobUploadInvalidError(f"{digest}: swept by garbage collection again")
 

@@ -206,7 +206,7 @@ class ManifestStore:
         if check_blobs:
             self._check_references(kind, references)
 
-        self._store(digest, body)
+        written = self._store(digest, body)
         for _ in range(REPAIRS):
             # An online garbage collection that ran meanwhile may have swept what the manifest
             # names (distblob.storage.collection): the manifest itself is stored again, a
@@ -214,7 +214,11 @@ class ManifestStore:
             # Without the blob check (a pull-through cache stores a manifest before its
             # blobs) only the manifest itself is relied on.
             named = references if check_blobs else []
-            missing = fence.secure(began, functools.partial(self._needs, kind, digest, named))
+            missing = fence.secure(
+                began,
+                functools.partial(self._needs, kind, digest, named),
+                fresh=(digest,) if written else (),
+            )
             lost = [need.digest for need in missing if need.digest != digest]
             if lost:
                 with contextlib.suppress(PathNotFoundError):
@@ -226,7 +230,7 @@ class ManifestStore:
             if not missing:
                 break
             began = fence.begin()
-            self._store(digest, body)
+            written = self._store(digest, body)
         else:
             raise ManifestInvalidError(f"{digest}: swept by garbage collection as it was stored")
         descriptor = Descriptor(media_type=kind, size=len(body), digest=digest)
@@ -235,11 +239,13 @@ class ManifestStore:
             self._tag(tag, digest)
         return descriptor
 
-    def _store(self, digest: Digest, body: bytes) -> None:
-        """The manifest's blob (unless stored) and its revision link."""
-        self.registry.blobs.write(digest, body)
+    def _store(self, digest: Digest, body: bytes) -> bool:
+        """The manifest's blob (unless stored) and its revision link; whether the blob was
+        written."""
+        written = self.registry.blobs.write(digest, body)
         with self.driver.deferred_sync():  # the link's file and new directories, together
             self._write_link(paths.manifest_revision_link_path(self.name, digest), digest)
+        return written
 
     def _needs(self, kind: str, digest: Digest, references: list[dict[str, Any]]) -> list[Need]:
         """What a manifest put relies on: its own blob and revision link, and what it names

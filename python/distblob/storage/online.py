@@ -461,7 +461,7 @@ def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: floa
         looks.append(paths.blob_data_path(digest))
     for path in looks:
         when = _mod_time(driver, path)
-        if when is not None and when > cutoff:
+        if when is not None and when >= cutoff:
             return False
     return True
 

@@ -409,7 +409,8 @@ class BlobWriter:
                 # (distblob.storage.collection): the upload's verified data is still here
                 # unless it was moved, so put it in place again rather than answer for a blob
                 # that is gone.
-                if not fence.secure(began, lambda: self._needs(canonical, expected)):
+                fresh = (canonical,) if moved else ()
+                if not fence.secure(began, lambda: self._needs(canonical, expected), fresh=fresh):
                     break
                 began = fence.begin()
                 with store.driver.deferred_sync():

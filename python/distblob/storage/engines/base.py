@@ -142,12 +142,13 @@ class Engine(ABC):
         *,
         durable: bool,
         expected: Digest | None = None,
-    ) -> Digest | None:
+    ) -> tuple[Digest, bool] | None:
         """Hash and store a whole small blob and link it, in one step if the engine can.
 
-        Returns the digest, or ``None`` when the engine has no such shortcut for this driver
-        (the blob store then does the same steps one by one). With ``expected``, nothing is
-        stored unless the data hashes to it (the digest returned then tells).
+        Returns the digest and whether the data was written (``False``: it was stored
+        already), or ``None`` when the engine has no such shortcut for this driver (the blob
+        store then does the same steps one by one). With ``expected``, nothing is stored unless
+        the data hashes to it (the digest returned then tells).
         """
         return None
 

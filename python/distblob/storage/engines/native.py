@@ -157,14 +157,14 @@ class NativeEngine(Engine):
         *,
         durable: bool,
         expected: Digest | None = None,
-    ) -> Digest | None:
+    ) -> tuple[Digest, bool] | None:
         blob = _local_template(driver, paths.blob_data_path_template(algorithm))
         link = _local_template(driver, paths.layer_link_path_template(repository, algorithm))
         if blob is None or link is None:
             return None
         # Hash, existence check, unnamed write linked into place, and the repository link:
         # one GIL-free call instead of a dozen Python-level steps.
-        hexdigest, _ = _native.put_blob(
+        hexdigest, stored = _native.put_blob(
             data,
             algorithm,
             blob,
@@ -172,7 +172,7 @@ class NativeEngine(Engine):
             durable,
             expected=expected.encoded if expected is not None else None,
         )
-        return Digest.from_parts(algorithm, hexdigest)
+        return Digest.from_parts(algorithm, hexdigest), stored
 
     def file_putter(
         self, driver: StorageDriver, repository: str, algorithm: str, *, durable: bool
