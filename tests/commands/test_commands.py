@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 from distblob import Registry
 from distblob.commands import ingest, main
 from distblob.digest import Digest
-from distblob.storage import garbagecollect, online, paths
+from distblob.storage import collection, garbagecollect, online, paths
 from distblob.storage.writer import BlobWriter
 
 V2 = pathlib.PurePosixPath("docker/registry/v2")
@@ -477,6 +478,33 @@ def test_gc_online_refuses_while_another_collection_runs(
     finally:
         claim.release()
     assert "collection 1 is running" in capsys.readouterr().err
+
+
+def test_gc_every_collects_until_sigterm(tmp_path: pathlib.Path) -> None:
+    """``--every 0``: collections back to back in one process, ended by SIGTERM between
+    collections (or between batches), the claim released."""
+    registry = Registry.filesystem(tmp_path / "root")
+    registry.repository("gc/app").blobs.put(b"linked")
+    code = "import sys; from distblob.commands import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["gc", "--root", str(tmp_path / "root"), "--online", "--every", "0", "--json"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if collection.read_state(registry.driver).generation >= 3:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.count(b'"online": true') >= 2
+    state = collection.read_state(registry.driver)
+    assert state.generation >= 3 and not state.active
+    assert main(["gc", "--root", str(tmp_path), "--every", "1m"]) == 2  # only with --online
 
 
 @pytest.mark.parametrize("grace", ["an hour", "-5", "1y"])

@@ -9,7 +9,9 @@ whatever is younger than ``--grace`` is kept, and what servers use meanwhile is 
 collection's work runs only on CPUs the servers leave idle (``SCHED_IDLE``).
 
 Progress and the summary go to stderr; ``--json`` prints the summary as one JSON document on
-stdout instead of the per-deletion lines (with ``--dry-run``, the candidates too).
+stdout instead of the per-deletion lines (with ``--dry-run``, the candidates too). ``--every``
+makes an online collector of its own: a collection every DURATION until SIGTERM or SIGINT (a
+sidecar beside the servers, when the schedule is not to run inside them).
 ``--delete-untagged`` and ``--manifests-only`` are the collection's ``delete_untagged`` and
 ``manifests_only``. Exit status 1 when a manifest cannot be read (then nothing is deleted), 2
 when the store cannot be opened, 3 when another collection runs or this one lost its claim.
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Callable
 
 from distblob.commands.store import add_store_arguments, open_registry
 from distblob.registry import Registry
@@ -30,6 +35,7 @@ from distblob.storage.online import (
     DEFAULT_WORKERS,
     CollectionBusyError,
     CollectionLostError,
+    CollectionStoppedError,
     Options,
     Summary,
     collect,
@@ -69,6 +75,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --online: keep whatever was written this long before the start "
         "(default 1h; 90s, 15m, 2h or seconds)",
     )
+    parser.add_argument(
+        "--every",
+        type=_duration,
+        metavar="DURATION",
+        help="with --online: go on collecting, one collection every DURATION (0: back to "
+        "back), until SIGTERM or SIGINT",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
         "--workers",
@@ -101,6 +114,9 @@ def _duration(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``distblob gc``; 0 on success, 1 if marking failed (then nothing is deleted)."""
+    if args.every is not None and (not args.online or args.dry_run):
+        print("distblob gc: --every goes with --online, without --dry-run", file=sys.stderr)
+        return 2
     registry = open_registry(args, "gc")
     if registry is None:
         return 2
@@ -137,12 +153,39 @@ def _collect(args: argparse.Namespace, registry: Registry) -> int:
             print(f"{verb} layer link {name}@{digest}")
         sys.stdout.flush()
 
+    if args.every is None:
+        return _once(args, registry, options, progress, report_plan)
+    # A collector of its own, beside the servers: a collection every --every seconds (back
+    # to back with 0) until SIGTERM or SIGINT, which end it between collections.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    status = 0
+    while not stop.is_set():
+        status = _once(args, registry, options, progress, report_plan, stop=stop)
+        if status == 1:
+            return status  # a manifest cannot be read: another round would not do better
+        stop.wait(args.every)
+    return 0 if status == 3 else status
+
+
+def _once(
+    args: argparse.Namespace,
+    registry: Registry,
+    options: Options,
+    progress: Callable[[str], None],
+    report_plan: Callable[[Plan], None],
+    *,
+    stop: threading.Event | None = None,
+) -> int:
     try:
-        result, summary = collect(registry, options, progress=progress, before_sweep=report_plan)
+        result, summary = collect(
+            registry, options, progress=progress, before_sweep=report_plan, stop=stop
+        )
     except GCError as exc:
         print(f"distblob gc: {exc}; nothing deleted", file=sys.stderr)
         return 1
-    except (CollectionBusyError, CollectionLostError) as exc:
+    except (CollectionBusyError, CollectionLostError, CollectionStoppedError) as exc:
         print(f"distblob gc: {exc}", file=sys.stderr)
         return 3
     if args.json:
