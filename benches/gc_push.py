@@ -11,7 +11,9 @@ online collection's does). The
 pushes: ``--small`` 4 KiB blobs (a POST and a monolithic PUT each, one keep-alive connection)
 and ``--large`` 64 MiB blobs (monolithic PUTs sent with sendfile). Every round pushes new
 content. Reported: blobs per second and MB/s, the ratio with/without round by round (median
-and range), and how many collections ran and what they deleted.
+and range), and how many collections ran. ``--burner`` adds, in the same rounds, the pushes
+beside a process that only burns CPU at idle priority: what any work beside them costs on the
+machine, the bound of the ratio.
 """
 
 from __future__ import annotations
@@ -89,10 +91,35 @@ def large_files(directory: Path, count: int, tag: bytes) -> list[tuple[int, str]
 def ratio_line(name: str, alone: list[float], beside: list[float]) -> str:
     ratios = [b / a for a, b in zip(alone, beside, strict=True)]
     return (
-        f"{name:<16} alone {statistics.median(alone):8.1f}  during gc "
-        f"{statistics.median(beside):8.1f}  during/alone {statistics.median(ratios):.2f}x "
+        f"{name:<16} alone {statistics.median(alone):8.1f}  beside "
+        f"{statistics.median(beside):8.1f}  beside/alone {statistics.median(ratios):.2f}x "
         f"({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)"
     )
+
+
+#: A process that only burns CPU at idle priority: what the pushes lose to any work beside
+#: them, however low its priority (the bound of the "during gc" ratio on this machine).
+BURNER = (
+    "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True:\n    pass\n"
+)
+
+
+class Burner:
+    """:data:`BURNER` in another process while the ``with`` block runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.failures = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Burner:
+        self._process = subprocess.Popen([sys.executable, "-c", BURNER])
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,46 +128,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="rounds (default 4)")
     parser.add_argument("--small", type=int, default=400, help="4 KiB blobs per push (400)")
     parser.add_argument("--large", type=int, default=2, help="64 MiB blobs per push (2)")
+    parser.add_argument(
+        "--burner", action="store_true", help="also: the pushes beside an idle-priority burner"
+    )
     parser.add_argument("--smoke", action="store_true", help="a small store, one round (CI)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.blobs, args.rounds, args.small, args.large = 2_000, 1, 50, 1
+    sides = ["alone", "gc"] + (["burner"] if args.burner else [])
     with scratch() as work:
         root = Path(work, "root")
         started = time.perf_counter()
         build(str(root), shape_of(args.blobs))
         print(f"store of {args.blobs} blobs written in {time.perf_counter() - started:.1f} s")
-        results: dict[str, list[float]] = {k: [] for k in ("small0", "small1", "large0", "large1")}
+        small: dict[str, list[float]] = {side: [] for side in sides}
+        large_rates: dict[str, list[float]] = {side: [] for side in sides}
         runs = failures = 0
         with DistblobServer(root, delete_enabled=True) as server:
             for number in range(args.rounds):
-                order = [False, True] if number % 2 == 0 else [True, False]
-                for during in order:
-                    tag = f"r{number}{'g' if during else 'a'}".encode()
+                order = sides if number % 2 == 0 else sides[::-1]
+                for side in order:
+                    tag = f"r{number}{side}".encode()
                     large = large_files(Path(work), args.large, tag)
                     os.sync()
-                    collector = Collector(root) if during else None
+                    beside = {"alone": None, "gc": Collector(root), "burner": Burner()}[side]
                     try:
-                        if collector is not None:
-                            collector.__enter__()
+                        if beside is not None:
+                            beside.__enter__()
                             time.sleep(0.5)  # the first collection is under way
                         small_s, large_s = pushes(server.port, args.small, large, tag)
                     finally:
-                        if collector is not None:
-                            collector.__exit__()
-                            runs += collector.runs
-                            failures += collector.failures
+                        if beside is not None:
+                            beside.__exit__()
+                            runs += beside.runs
+                            failures += beside.failures
                         for fd, _ in large:
                             os.close(fd)
                         for path in Path(work).glob(f"{tag.decode()}-*"):
                             path.unlink()
-                    key = "1" if during else "0"
-                    results["small" + key].append(args.small / small_s)
+                    small[side].append(args.small / small_s)
                     if args.large:
-                        results["large" + key].append(args.large * LARGE / large_s / 1e6)
-        print(ratio_line("4 KiB blobs/s", results["small0"], results["small1"]))
-        if args.large:
-            print(ratio_line("64 MiB MB/s", results["large0"], results["large1"]))
+                        large_rates[side].append(args.large * LARGE / large_s / 1e6)
+        for side in sides[1:]:
+            what = "during gc" if side == "gc" else "beside an idle-priority CPU burner"
+            print(what)
+            print(ratio_line("  4 KiB blobs/s", small["alone"], small[side]))
+            if args.large:
+                print(ratio_line("  64 MiB MB/s", large_rates["alone"], large_rates[side]))
         print(f"collections run beside the pushes: {runs} ({failures} failed)")
         return 1 if failures else 0
 
