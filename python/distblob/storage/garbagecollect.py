@@ -167,17 +167,20 @@ def plan(
         return cutoff is not None and when >= cutoff
 
     started = time.monotonic()
+    # Link times decide only what a grace period keeps: layer links with manifests_only,
+    # revisions with delete_untagged (otherwise every one is a root anyway).
+    times = cutoff is not None and (manifests_only or delete_untagged)
     local = driver.local_path(paths.ROOT) is not None
     if local:
         # Directory reads on a local filesystem: Python's own work, which threads would only
         # contend for.
-        repos = read_repositories(driver, times=cutoff is not None)
+        repos = read_repositories(driver, times=times)
         stored = stored_blobs(driver)
     else:
         with ThreadPoolExecutor(2, thread_name_prefix="gc-list") as pool:
             # The two listings overlap: most of their time is waiting on storage.
             blobs_future = pool.submit(stored_blobs, driver)
-            repos = read_repositories(driver, times=cutoff is not None)
+            repos = read_repositories(driver, times=times)
             stored = blobs_future.result()
     listed = time.monotonic()
     result = Plan(repositories=repos, stored=len(stored))

@@ -410,6 +410,7 @@ def _sweep_online(
     assert cutoff is not None
     doomed = _doomed(result)
     batches = list(_batches(sorted(doomed), max(1, options.batch)))
+    local = driver.local_path(paths.ROOT)
     removed, spared = Removed(), 0
     with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="gc-sweep") as pool:
         for number, batch in enumerate(batches):
@@ -424,8 +425,13 @@ def _sweep_online(
             )
             touched = list_touched(driver, generation)
             todo = [d for d in batch if d not in touched]
+
             # Looked at again: anything written since the listing spares its digest.
-            old = pool.map(lambda d: _still_old(registry, d, doomed[d], cutoff), todo)
+            def look(d: Digest) -> bool:
+                return _still_old(registry, local, d, doomed[d], cutoff)
+
+            # Stats over the network overlap; local ones are cheap enough in turn.
+            old = [look(d) for d in todo] if local is not None else pool.map(look, todo)
             removable = [d for d, ok in zip(todo, old, strict=True) if ok]
             spared += len(batch) - len(removable)
             claim.check()
@@ -444,14 +450,20 @@ def _sweep_online(
     )
 
 
-def _mod_time(driver: StorageDriver, path: str) -> float | None:
+def _mod_time(driver: StorageDriver, local: str | None, path: str) -> float | None:
+    """``path``'s time; through ``local`` (the OS path of the layout's root) when there is
+    one."""
     try:
+        if local is not None:  # the layout's own path below the driver's checked root
+            return os.stat(local + path[len(paths.ROOT) :]).st_mtime
         return driver.stat(path).mod_time
-    except PathNotFoundError:
+    except (PathNotFoundError, FileNotFoundError, NotADirectoryError):
         return None
 
 
-def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: float) -> bool:
+def _still_old(
+    registry: Registry, local: str | None, digest: Digest, doomed: _Doomed, cutoff: float
+) -> bool:
     """Whether every path the sweep removes for ``digest`` is still older than the cutoff:
     a link or blob written again since the listing spares the digest."""
     driver = registry.driver
@@ -460,7 +472,7 @@ def _still_old(registry: Registry, digest: Digest, doomed: _Doomed, cutoff: floa
     if doomed.blob:
         looks.append(paths.blob_data_path(digest))
     for path in looks:
-        when = _mod_time(driver, path)
+        when = _mod_time(driver, local, path)
         if when is not None and when >= cutoff:
             return False
     return True
