@@ -154,7 +154,7 @@ def test_a_dead_collection_is_taken_over_and_its_leftovers_cleared(registry: Reg
     claim = Claim(driver, lease=1.0, settle=0.0)
     assert claim.acquire().generation == 5
     assert time.monotonic() - started >= 0.3  # it watched the dead one for its lease
-    assert driver.list(collection.GC_ROOT) == [STATE_PATH]
+    assert driver.list(collection.GC_ROOT) == [collection.LOCK_PATH, STATE_PATH]
     claim.release()
 
 

@@ -64,6 +64,8 @@ logger = logging.getLogger("distblob.gc")
 #: reads them.
 GC_ROOT: Final = "/distblob/gc"
 STATE_PATH: Final = f"{GC_ROOT}/state"
+#: On a local filesystem, the file collections ``flock`` to exclude each other at once.
+LOCK_PATH: Final = f"{GC_ROOT}/lock"
 #: Seconds without a new beat after which a collection is judged dead (its holder renews every
 #: quarter of it).
 DEFAULT_LEASE: Final = 30.0
@@ -285,6 +287,7 @@ class Fence:
 __all__ = [
     "DEFAULT_LEASE",
     "GC_ROOT",
+    "LOCK_PATH",
     "STATE_PATH",
     "CollectionStateError",
     "Fence",

@@ -6,8 +6,10 @@ while any number of servers push to the same storage is how it starts and how it
 1. **Claim.** The collection raises the generation in ``/distblob/gc/state`` and marks it
    active (:mod:`distblob.storage.collection`); a collection already active whose beat moves
    is left alone (:class:`CollectionBusyError`), one whose beat stands still for a lease is
-   taken over. The state is renewed every quarter of the lease; a collection that could not
-   renew for half a lease stops before its next delete (:class:`CollectionLostError`), before
+   taken over. Two that claim at once both read the state back after a settling wait and
+   see which won; on a local filesystem an ``flock`` on ``/distblob/gc/lock`` decides at
+   once. The state is renewed every quarter of the lease; a collection that could not renew
+   for half a lease stops before its next delete (:class:`CollectionLostError`), before
    servers stop waiting for it.
 2. **Grace.** The start time is read from storage (the state object's own modification time),
    so the clock of the host that runs the collection does not matter. Whatever was written
@@ -41,6 +43,7 @@ lease between its check and its deletes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -62,6 +65,7 @@ from distblob.storage import paths
 from distblob.storage.collection import (
     DEFAULT_LEASE,
     GC_ROOT,
+    LOCK_PATH,
     STATE_PATH,
     State,
     generation_root,
@@ -163,8 +167,17 @@ class Claim:
         self._lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
 
     def acquire(self) -> State:
+        locked = self._lock_locally()
+        try:
+            return self._acquire(locked)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _acquire(self, locked: bool) -> State:
         current = read_state(self.driver)
         if current.active and current.generation >= 0:
             self._wait_out(current)
@@ -175,7 +188,8 @@ class Claim:
             lease=self.lease,
         )
         self.driver.put_content(STATE_PATH, claimed.dumps())
-        time.sleep(self.settle)
+        if not locked:
+            time.sleep(self.settle)
         now = read_state(self.driver)
         if now.owner != self.token or now.generation != claimed.generation:
             raise CollectionBusyError(f"collection {now.generation} claimed the storage first")
@@ -186,6 +200,31 @@ class Claim:
         self._thread.start()
         self._clear_old(claimed.generation)
         return claimed
+
+    def _lock_locally(self) -> bool:
+        """On a local filesystem, an exclusive ``flock`` on ``/distblob/gc/lock`` (the kernel
+        releases it if the process dies): two collections on one host, or on NFS, exclude each
+        other at once, without the settling wait. ``False`` where there is no local file."""
+        local = self.driver.local_path(LOCK_PATH)
+        if local is None:
+            return False
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        fd = os.open(local, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            running = read_state(self.driver).generation
+            raise CollectionBusyError(
+                f"collection {running} is running (it holds the storage's lock)"
+            ) from None
+        self._lock_fd = fd
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     def _wait_out(self, current: State) -> None:
         """Return once ``current`` has not renewed for a lease; raise if it renews."""
@@ -246,6 +285,7 @@ class Claim:
             self.driver.put_content(STATE_PATH, done.dumps())
         with contextlib.suppress(PathNotFoundError):
             self.driver.delete(generation_root(self.state.generation))
+        self._unlock()
 
 
 def collect(
