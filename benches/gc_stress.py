@@ -28,7 +28,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from benches.store import scratch
 
@@ -51,7 +50,7 @@ from support.gcstress import (  # noqa: E402
 )
 from support.goregistry import REGISTRY_BIN, GoRegistry  # noqa: E402
 from support.s3server import RcloneS3  # noqa: E402
-from support.server import DistblobServer  # noqa: E402
+from support.server import DistblobServer, S3DistblobServer  # noqa: E402
 
 #: The replicas' shared http.secret (an upload started on one continues on the other).
 SECRET = "gc-stress-replicas"
@@ -154,32 +153,15 @@ def distblob_side(config: StressConfig, pause: float, skopeo: int, untagged: boo
             )
 
 
-class S3Replica(DistblobServer):
-    """``distblob serve`` on an S3 bucket instead of a filesystem root."""
-
-    def __init__(self, tmp: Path, parameters: dict[str, Any]) -> None:
-        super().__init__(tmp, secret=SECRET, delete_enabled=True)
-        self.parameters = parameters
-
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        # Blobs served through the registry (no redirect to the bucket): the harness checks
-        # every byte through it.
-        config["storage"] = {
-            "s3": self.parameters,
-            "delete": {"enabled": True},
-            "redirect": {"disable": True},
-        }
-        return config
-
-
 def distblob_s3_side(config: StressConfig, pause: float, skopeo: int, untagged: bool) -> int:
     """Two ``distblob serve`` replicas on one bucket of ``rclone serve s3``, collected by
     ``distblob gc --online --config`` from a third process."""
     with scratch() as root, RcloneS3() as server:
         bucket = server.new_bucket("gcstress")
         parameters = server.parameters(bucket, chunksize=MIN_CHUNK_SIZE)
-        replicas = [S3Replica(Path(root, name), parameters) for name in ("a", "b")]
+        replicas = [
+            S3DistblobServer(Path(root, name), parameters, secret=SECRET) for name in ("a", "b")
+        ]
         gc_config = Path(root, "gc.yml")
         gc_config.write_text(json.dumps({"version": 0.1, "storage": {"s3": parameters}}))
         with replicas[0], replicas[1]:

@@ -15,7 +15,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,7 +30,7 @@ from support.gcstress import (
     verify,
 )
 from support.s3server import RcloneS3
-from support.server import DistblobServer
+from support.server import DistblobServer, S3DistblobServer
 
 SECRET = "gc-stress-test"
 #: Longer than any push here takes from its first blob to its manifest.
@@ -44,21 +43,6 @@ def collector(store: Sequence[str], grace: float = GRACE) -> Callable[[], None]:
     return command_collector(
         [*argv, "--grace", str(grace), "--delete-untagged", "--manifests-only"]
     )
-
-
-class S3Replica(DistblobServer):
-    def __init__(self, tmp: Path, parameters: dict[str, Any]) -> None:
-        super().__init__(tmp, secret=SECRET, delete_enabled=True)
-        self.parameters = parameters
-
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        config["storage"] = {
-            "s3": self.parameters,
-            "delete": {"enabled": True},
-            "redirect": {"disable": True},
-        }
-        return config
 
 
 def stress_and_check(
@@ -118,8 +102,8 @@ def test_two_replicas_on_s3_lose_nothing_to_online_collections(
     parameters = s3_server.parameters(s3_server.new_bucket("gcstress"), chunksize=MIN_CHUNK_SIZE)
     config = tmp_path / "gc.yml"
     config.write_text(json.dumps({"version": 0.1, "storage": {"s3": parameters}}))
-    a = S3Replica(tmp_path / "a", parameters)
-    b = S3Replica(tmp_path / "b", parameters)
+    a = S3DistblobServer(tmp_path / "a", parameters, secret=SECRET)
+    b = S3DistblobServer(tmp_path / "b", parameters, secret=SECRET)
     with a, b:
         stress_and_check([a, b], ["--config", str(config)], capsys, "rclone S3, 2 replicas")
         for replica in (a, b):

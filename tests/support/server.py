@@ -165,3 +165,22 @@ class DistblobServer:
                 proc.wait()
         self.returncode = proc.returncode
         self.log = self.log_text()
+
+
+class S3DistblobServer(DistblobServer):
+    """``distblob serve`` on an S3 bucket instead of a filesystem root (deletes enabled, blobs
+    served through the registry rather than redirected to the bucket, so a client checks
+    every byte through it)."""
+
+    def __init__(self, tmp: Path, parameters: dict[str, Any], *, secret: str | None = None) -> None:
+        super().__init__(tmp, secret=secret, delete_enabled=True)
+        self.parameters = parameters
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["storage"] = {
+            "s3": self.parameters,
+            "delete": {"enabled": True},
+            "redirect": {"disable": True},
+        }
+        return config
