@@ -23,6 +23,7 @@ from distblob import Descriptor, Digest, Registry, Repository
 from distblob.errors import BlobUnknownError, ManifestBlobUnknownError, PathNotFoundError
 from distblob.storage import collection, garbagecollect, online, paths
 from distblob.storage.collection import STATE_PATH, Fence, Need, State, read_state
+from distblob.storage.manifests import ManifestStore
 from distblob.storage.online import (
     Claim,
     CollectionBusyError,
@@ -465,3 +466,31 @@ def test_new_data_during_a_collection_needs_no_touch_unless_its_batch_is_swept(
     driver.delete(collection.sweeping_path(3))  # the batch ends
     put.join(5)
     assert done.is_set() and repo.blobs.exists(str(swept))
+
+
+def test_a_collection_between_a_manifest_and_its_tag_leaves_no_tag_to_nothing(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a grace period shorter than a push, a collection can start after a manifest put
+    checked its blobs and before it wrote its tag, see the revision untagged and remove it:
+    the put checks again after its tag and stores the manifest again."""
+    repo = registry.repository("gc/app")
+    config = repo.blobs.put(b'{"os":"linux"}', "application/json")
+    layer = repo.blobs.put(b"a layer" * 30)
+    body = manifest(config, layer)
+    digest = Digest.from_bytes(body)
+    real_tag = ManifestStore._tag
+    ran: list[online.Summary] = []
+
+    def tag_after_a_collection(self: ManifestStore, tag: str, target: Digest) -> None:
+        if not ran:
+            time.sleep(0.01)  # the revision is older than the collection's start
+            ran.append(collect(registry, options(grace=0, delete_untagged=True))[1])
+            assert not self.exists(str(target))  # removed as untagged
+        real_tag(self, tag, target)
+
+    monkeypatch.setattr(ManifestStore, "_tag", tag_after_a_collection)
+    repo.manifests.put("v1", body)
+    assert ran and ran[0].manifests == 1
+    assert repo.manifests.resolve("v1") == digest
+    assert repo.manifests.get("v1")[0] == body

@@ -236,7 +236,18 @@ class ManifestStore:
         descriptor = Descriptor(media_type=kind, size=len(body), digest=digest)
         self.registry.descriptors.set(self.name, digest, descriptor)
         if tag is not None:
+            began = fence.begin()
             self._tag(tag, digest)
+            # A collection that started after the check above listed the revision before the
+            # tag was written: were the revision old enough (a grace period shorter than this
+            # put), it could be removed as untagged. Checked again; stored again if it was.
+            itself = [Need(digest, self._revision_paths(digest))]
+            for _ in range(REPAIRS):
+                if not fence.secure(began, functools.partial(list, itself)):
+                    break
+                began = fence.begin()
+                self._store(digest, body)
+                self._tag(tag, digest)
         return descriptor
 
     def _store(self, digest: Digest, body: bytes) -> bool:
