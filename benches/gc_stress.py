@@ -43,6 +43,7 @@ from support.gcstress import (  # noqa: E402
     StressConfig,
     command_collector,
     deleted_blobs_gone,
+    distblob_collector,
     live_refs,
     run_stress,
     skopeo_check,
@@ -123,16 +124,6 @@ def go_side(config: StressConfig, pause: float, skopeo: int, untagged: bool) -> 
 GRACE = 5.0
 
 
-def distblob_collector(
-    store: Sequence[str], untagged: bool, grace: float = GRACE
-) -> Callable[[], None]:
-    """``distblob gc --online --manifests-only`` (and ``--delete-untagged``) on ``store``
-    (``--root DIR`` or ``--config FILE``), as another process."""
-    argv = [sys.executable, "-m", "distblob.commands", "gc", *store, "--online"]
-    argv += ["--grace", str(grace), "--manifests-only"]
-    return command_collector(argv + (["--delete-untagged"] if untagged else []))
-
-
 def distblob_side(config: StressConfig, pause: float, skopeo: int, untagged: bool) -> int:
     """Two ``distblob serve`` replicas on one filesystem root, collected by
     ``distblob gc --online`` from a third process."""
@@ -144,12 +135,14 @@ def distblob_side(config: StressConfig, pause: float, skopeo: int, untagged: boo
                 "distblob, two replicas on a filesystem root, gc --online"
                 + (" --delete-untagged" if untagged else ""),
                 [replica.url for replica in replicas],
-                distblob_collector(["--root", str(store)], untagged),
+                distblob_collector(["--root", str(store)], grace=GRACE, delete_untagged=untagged),
                 config,
                 pause=pause,
                 skopeo=skopeo,
                 untagged_collected=untagged,
-                final_collect=distblob_collector(["--root", str(store)], untagged, grace=0),
+                final_collect=distblob_collector(
+                    ["--root", str(store)], grace=0, delete_untagged=untagged
+                ),
             )
 
 
@@ -169,12 +162,16 @@ def distblob_s3_side(config: StressConfig, pause: float, skopeo: int, untagged: 
                 "distblob, two replicas on rclone serve s3, gc --online"
                 + (" --delete-untagged" if untagged else ""),
                 [replica.url for replica in replicas],
-                distblob_collector(["--config", str(gc_config)], untagged),
+                distblob_collector(
+                    ["--config", str(gc_config)], grace=GRACE, delete_untagged=untagged
+                ),
                 config,
                 pause=pause,
                 skopeo=skopeo,
                 untagged_collected=untagged,
-                final_collect=distblob_collector(["--config", str(gc_config)], untagged, 0),
+                final_collect=distblob_collector(
+                    ["--config", str(gc_config)], grace=0, delete_untagged=untagged
+                ),
             )
 
 

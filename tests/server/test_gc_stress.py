@@ -12,8 +12,7 @@ breaks images (``tests/interop/test_gc_stress_go.py``, ``benches/gc_stress.py``)
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,8 @@ from distblob.storage.driver.s3 import MIN_CHUNK_SIZE
 from support.gcstress import (
     MIB,
     StressConfig,
-    command_collector,
     deleted_blobs_gone,
+    distblob_collector,
     live_refs,
     run_stress,
     skopeo_check,
@@ -36,13 +35,6 @@ SECRET = "gc-stress-test"
 #: Longer than any push here takes from its first blob to its manifest.
 GRACE = 3.0
 CONFIG = StressConfig(duration=15.0, clients=3, large_size=4 * MIB, seed=5)
-
-
-def collector(store: Sequence[str], grace: float = GRACE) -> Callable[[], None]:
-    argv = [sys.executable, "-m", "distblob.commands", "gc", *store, "--online"]
-    return command_collector(
-        [*argv, "--grace", str(grace), "--delete-untagged", "--manifests-only"]
-    )
 
 
 def stress_and_check(
@@ -58,7 +50,7 @@ def stress_and_check(
         lines = [line for r in replicas for line in r.log_text().splitlines()]
         return [line for line in lines if "WARNING" in line or "ERROR" in line][-20:]
 
-    result = run_stress(urls, CONFIG, collector(store), collect_pause=0.0)
+    result = run_stress(urls, CONFIG, distblob_collector(store, grace=GRACE), collect_pause=0.0)
     found = verify(urls[0], result)
 
     assert result.collections.runs >= 2, result.collections.messages
@@ -70,7 +62,7 @@ def stress_and_check(
     assert found.tags_checked == found.live_tags == len(result.live)
     copied = skopeo_check(urls[0].split("://", 1)[1], live_refs(result), 4, seed=CONFIG.seed)
     assert copied.failures == [], copied.failures
-    collector(store, grace=0)()  # a last collection with no pushes: the garbage goes
+    distblob_collector(store, grace=0)()  # a last collection with no pushes: the garbage goes
     gone = deleted_blobs_gone(urls[0], result, untagged_collected=True)
     assert gone.still_there == 0, gone.summary()
     assert verify(urls[0], result).broken_images == 0

@@ -704,6 +704,16 @@ class CollectError(RuntimeError):
     """A collection failed (the command's status and the end of its output)."""
 
 
+def distblob_collector(
+    store: Sequence[str], *, grace: float, delete_untagged: bool = True
+) -> Callable[[], None]:
+    """``distblob gc --online --manifests-only`` (and ``--delete-untagged``) on ``store``
+    (``--root DIR`` or ``--config FILE``) with ``grace`` seconds, as another process."""
+    argv = [sys.executable, "-m", "distblob.commands", "gc", *store, "--online"]
+    argv += ["--grace", str(grace), "--manifests-only"]
+    return command_collector(argv + (["--delete-untagged"] if delete_untagged else []))
+
+
 def command_collector(argv: Sequence[str], *, timeout: float = 600.0) -> Callable[[], None]:
     """A ``collect()`` that runs ``argv`` and raises :class:`CollectError` when it fails."""
     command = [str(arg) for arg in argv]

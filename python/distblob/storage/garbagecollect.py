@@ -45,6 +45,7 @@ from distblob.storage.cache import forget
 from distblob.storage.driver import FileInfo, StorageDriver
 from distblob.storage.gcscan import (
     RepositoryLinks,
+    local_file,
     read_repositories,
     stored_blobs,
 )
@@ -124,7 +125,7 @@ def read_manifests(
     local = driver.local_path(paths.ROOT)
     if local is not None:
         # On a local filesystem the native core reads and parses them, in parallel.
-        files = [local + paths.blob_data_path(d)[len(paths.ROOT) :] for d in ordered]
+        files = [local_file(local, paths.blob_data_path(d)) for d in ordered]
         rows = _native.read_references(files, sorted(ALGORITHMS.items()))
         return {
             digest: [str.__new__(Digest, d) for d in found] if found is not None else str(why)

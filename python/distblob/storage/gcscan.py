@@ -118,10 +118,17 @@ def walk_blobs(driver: StorageDriver) -> dict[Digest, StoredBlob]:
         return {}
 
 
+def local_file(local: str, path: str) -> str:
+    """The OS path of the layout's ``path`` when ``local`` is the OS path of the layout's root
+    (:data:`~distblob.storage.paths.ROOT`, checked once by the driver): no confinement check
+    per file, for a collection's hundreds of thousands."""
+    return local + path[len(paths.ROOT) :]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
     """Where to learn a stored blob's size and time: from the listing (``known``), from the
-    local ``blobs`` directory ``local`` (one instance shared by every blob of a scan), or
+    local layout whose root is ``local`` (one instance shared by every blob of a scan), or
     from the driver."""
 
     known: FileInfo | None = None
@@ -134,7 +141,7 @@ class StoredBlob:
         path = paths.blob_data_path(digest)
         try:
             if self.local is not None:
-                found = os.stat(self.local + path[len(paths.blobs_root()) :])
+                found = os.stat(local_file(self.local, path))
                 return FileInfo(path, found.st_size, found.st_mtime, False)
             return driver.stat(path)
         except (PathNotFoundError, FileNotFoundError, NotADirectoryError):
@@ -187,7 +194,8 @@ def scan_repositories(os_root: str, *, times: bool) -> dict[str, RepositoryLinks
 def scan_blobs(os_root: str) -> dict[Digest, StoredBlob]:
     """:func:`stored_blobs` for a local ``blobs`` directory, by the native scan; sizes and times
     are left to :meth:`StoredBlob.info`."""
-    where = StoredBlob(local=os_root)
+    # The layout's root, for local_file: os_root is its blobs directory.
+    where = StoredBlob(local=os_root.removesuffix(paths.blobs_root()[len(paths.ROOT) :]))
     rows = _native.scan_blobs(os_root, _algorithms())
     return dict.fromkeys((_digest(f"{a}:{encoded}") for a, encoded in rows), where)
 
@@ -195,6 +203,7 @@ def scan_blobs(os_root: str) -> dict[Digest, StoredBlob]:
 __all__ = [
     "RepositoryLinks",
     "StoredBlob",
+    "local_file",
     "read_repositories",
     "scan_blobs",
     "scan_repositories",

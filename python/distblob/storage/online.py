@@ -74,6 +74,7 @@ from distblob.storage.collection import (
     sweeping_path,
 )
 from distblob.storage.garbagecollect import GCError, Plan, Removed, plan, remove, sweep
+from distblob.storage.gcscan import local_file
 
 if TYPE_CHECKING:
     from distblob.registry import Registry
@@ -495,7 +496,7 @@ def _mod_time(driver: StorageDriver, local: str | None, path: str) -> float | No
     one."""
     try:
         if local is not None:  # the layout's own path below the driver's checked root
-            return os.stat(local + path[len(paths.ROOT) :]).st_mtime
+            return os.stat(local_file(local, path)).st_mtime
         return driver.stat(path).mod_time
     except (PathNotFoundError, FileNotFoundError, NotADirectoryError):
         return None
